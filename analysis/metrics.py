@@ -1,0 +1,303 @@
+"""Neural-collapse metrics NC1–NC4 and their companions (Papyan, Han & Donoho 2020; DESIGN §5.1).
+
+With class means μ_k, global mean μ_G, centered means M (K×d, rows μ_k − μ_G), classifier W (K×d):
+
+    Σ_W = (1/N) Σ_i (h_i − μ_{y_i})(h_i − μ_{y_i})ᵀ,   Σ_B = (1/K) Mᵀ M
+    NC1 = tr(Σ_W Σ_B^†) / K
+    NC2 = ‖ MMᵀ/‖MMᵀ‖_F − E ‖_F,   E = (I_K − 11ᵀ/K)/√(K−1)  (unit-norm simplex-ETF Gram)
+    NC3 = ‖ WMᵀ/‖WMᵀ‖_F − E ‖_F
+    NC4 = fraction of samples whose argmax_k (Wh + b)_k differs from argmin_k ‖h − μ_k‖
+
+Cost O(K·d·N) and no d×d matrix. NC1 is computed on the K×K side: with A = MMᵀ and the K×K matrix
+G = M Σ_W Mᵀ = (1/N) Σ_i P_iᵀ P_i, where P_i = (h_i − μ_{y_i}) Mᵀ are the projections of the
+within-class deviations on the centered means,
+
+    tr(Σ_W Σ_B^†)/K = tr(Σ_W (MᵀM)^†) = tr(Σ_W Mᵀ (A^†)² M) = tr(G (A^†)²),
+
+because (MᵀM)^† = Mᵀ (A^†)² M (write M = U S Vᵀ: both sides equal V S⁻² Vᵀ). The pseudo-inverse is
+taken on the K×K side: eigenvalues of A below `rtol`·λ_max count as zero, exactly as a pseudo-inverse
+of the d×d matrix Σ_B with the same relative cut-off would do (the nonzero spectra agree).
+
+NC4 needs no second product either: with δ_i = h_i − μ_{y_i},
+‖h_i − μ_k‖² = ‖δ_i‖² − 2(P_ik − P_{i,y_i}) + ‖μ_k − μ_{y_i}‖², so the nearest mean is
+argmin_k (D_{y_i,k} − 2 P_ik) with D the K×K squared distances between means; and the logits are
+δ_i Wᵀ + (μ_{y_i} Wᵀ) + b. One product of the deviations with [M; W]ᵀ gives everything.
+
+Global mean under class imbalance: `global_mean="samples"` (default) takes μ_G as the mean of all
+samples (Papyan et al.), `"classes"` as the unweighted mean of the class means (then Σ_B is the
+covariance of the means and every class counts equally). They coincide for balanced classes. Σ_W is
+always the sample-weighted within-class covariance of the definition above.
+
+Variants used by other papers, under their own names: `nc2_W` (ETF distance of WWᵀ, as in Zhu et al.
+2021's code), `self_duality` ‖W/‖W‖_F − M/‖M‖_F‖_F and `self_duality_sq` (its square: Papyan's and
+HAFrame's NC3), equinorm (std/mean of the norms), equiangularity (std of pairwise cosines), max-angle
+(mean |cos + 1/(K−1)|). Standard deviations are population ones (ddof = 0).
+
+Precision: the K×K and K×d quantities are computed in float64; the N-sized passes run in the
+features' dtype on the features' device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from analysis._arrays import as_features, as_labels, as_tensor
+
+GLOBAL_MEANS = ("samples", "classes")
+DEFAULT_RTOL = 1e-10
+# rows per chunk of the second pass: keeps the chunk of deviations (chunk × d) near cache size
+_CHUNK_ELEMENTS = 1 << 19
+
+METRIC_KEYS = (
+    "nc1", "nc2", "nc3", "nc4", "accuracy", "ncc_accuracy", "nc2_W", "self_duality",
+    "self_duality_sq", "equinorm_means", "equinorm_W", "equiangular_means", "equiangular_W",
+    "maxangle_means", "maxangle_W", "tr_sigma_W", "tr_sigma_B", "rank_means",
+)
+
+
+@dataclass
+class ClassSums:
+    """First-pass statistics: per-class sample counts and feature sums. Additive over batches."""
+
+    counts: torch.Tensor  # (K,) int64
+    sums: torch.Tensor  # (K, d), features' dtype
+
+    def __add__(self, other: ClassSums) -> ClassSums:
+        return ClassSums(self.counts + other.counts, self.sums + other.sums)
+
+
+@dataclass
+class DeviationStats:
+    """Second-pass statistics. Additive over batches."""
+
+    proj_gram: torch.Tensor  # (K, K) float64: Σ_i P_iᵀ P_i
+    within_ss: torch.Tensor  # () float64: Σ_i ‖h_i − μ_{y_i}‖²
+    mismatches: torch.Tensor  # () int64: samples with classifier decision ≠ nearest class mean
+    correct: torch.Tensor  # () int64: samples with classifier decision = label
+    ncc_correct: torch.Tensor  # () int64: samples whose nearest class mean is their own
+
+    def __add__(self, other: DeviationStats) -> DeviationStats:
+        return DeviationStats(*(a + b for a, b in zip(vars(self).values(), vars(other).values(), strict=True)))
+
+
+def class_sums(H: Any, y: Any, K: int) -> ClassSums:
+    """Per-class counts and feature sums of one batch (scatter-add, one pass over H)."""
+    H = as_features(H)
+    y = as_labels(y, device=H.device)
+    _check_batch(H, y, K)
+    sums = H.new_zeros(K, H.shape[1]).index_add_(0, y, H)
+    return ClassSums(torch.bincount(y, minlength=K), sums)
+
+
+def class_means(H: Any, y: Any, K: int) -> torch.Tensor:
+    """μ_k = mean of the features of class k, a (K, d) tensor in the features' dtype."""
+    s = class_sums(H, y, K)
+    _check_nonempty(s.counts)
+    return s.sums / s.counts.unsqueeze(1).to(s.sums.dtype)
+
+
+@dataclass
+class _Geometry:
+    """What the second pass needs from the first: means, centered means, and their K×K Grams."""
+
+    means: torch.Tensor  # (K, d) float64
+    centered: torch.Tensor  # (K, d) float64, M
+    gram: torch.Tensor  # (K, K) float64, A = MMᵀ
+    sq_dist: torch.Tensor  # (K, K) float64, ‖μ_j − μ_k‖²
+    W: torch.Tensor | None  # (K, d) float64
+    b: torch.Tensor | None  # (K,) float64
+
+
+def _geometry(sums: ClassSums, W: Any, b: Any, global_mean: str) -> _Geometry:
+    if global_mean not in GLOBAL_MEANS:
+        raise ValueError(f"global_mean must be one of {GLOBAL_MEANS}, got {global_mean!r}")
+    _check_nonempty(sums.counts)
+    counts = sums.counts.double()
+    total = sums.sums.double()
+    means = total / counts.unsqueeze(1)
+    # computing μ_G from the same float64 sums keeps Σ_k n_k (μ_k − μ_G) = 0 to float64 precision
+    mu_G = total.sum(0) / counts.sum() if global_mean == "samples" else means.mean(0)
+    M = means - mu_G
+    A = M @ M.T
+    diag = torch.diagonal(A)
+    sq_dist = (diag[:, None] + diag[None, :] - 2 * A).clamp_min(0)
+    K, d = M.shape
+    W64 = b64 = None
+    if W is not None:
+        W64 = as_tensor(W, device=M.device).double()
+        if W64.shape != (K, d):
+            raise ValueError(f"W must have shape (K, d) = {(K, d)}, got {tuple(W64.shape)}")
+        if b is not None:
+            b64 = as_tensor(b, device=M.device).double().reshape(-1)
+            if b64.shape != (K,):
+                raise ValueError(f"b must have shape (K,) = {(K,)}, got {tuple(b64.shape)}")
+    return _Geometry(means, M, A, sq_dist, W64, b64)
+
+
+def deviation_stats(H: Any, y: Any, geom: _Geometry) -> DeviationStats:
+    """Second pass over one batch: projections of h_i − μ_{y_i} on [M; W], chunk by chunk."""
+    H = as_features(H)
+    y = as_labels(y, device=H.device)
+    K, d = geom.centered.shape
+    _check_batch(H, y, K)
+    dev = H.device
+    V = geom.centered if geom.W is None else torch.cat([geom.centered, geom.W])
+    V = V.to(H.dtype)
+    means = geom.means.to(H.dtype)
+    mean_logits = None
+    if geom.W is not None:
+        mean_logits = geom.means @ geom.W.T  # (K, K): μ_j · w_k
+        if geom.b is not None:
+            mean_logits = mean_logits + geom.b
+    gram = torch.zeros(K, K, dtype=torch.float64, device=dev)
+    within_ss = torch.zeros((), dtype=torch.float64, device=dev)
+    zero = torch.zeros((), dtype=torch.int64, device=dev)
+    mismatches, correct, ncc_correct = zero.clone(), zero.clone(), zero.clone()
+    chunk = max(1, _CHUNK_ELEMENTS // max(d, 1))
+    for start in range(0, H.shape[0], chunk):
+        yc = y[start:start + chunk]
+        delta = H[start:start + chunk] - means[yc]
+        proj = (delta @ V.T).double()
+        P = proj[:, :K]
+        gram += P.T @ P
+        within_ss += delta.square().sum(dtype=torch.float64)
+        nearest = (geom.sq_dist[yc] - 2 * P).argmin(1)
+        ncc_correct += (nearest == yc).sum()
+        if mean_logits is not None:
+            predicted = (proj[:, K:] + mean_logits[yc]).argmax(1)
+            mismatches += (predicted != nearest).sum()
+            correct += (predicted == yc).sum()
+    return DeviationStats(gram, within_ss, mismatches, correct, ncc_correct)
+
+
+def etf_distance(G: Any) -> float:
+    """‖G/‖G‖_F − (I − 11ᵀ/K)/√(K−1)‖_F for a K×K matrix G (0 for any scaled simplex-ETF Gram)."""
+    G = as_tensor(G).double()
+    K = G.shape[0]
+    norm = torch.linalg.matrix_norm(G)
+    if norm == 0:
+        return math.nan
+    E = (torch.eye(K, dtype=G.dtype, device=G.device) - 1.0 / K) / math.sqrt(K - 1)
+    return float(torch.linalg.matrix_norm(G / norm - E))
+
+
+def _norm_and_angle_stats(X: torch.Tensor) -> tuple[float, float, float]:
+    """(std/mean of the row norms, std of pairwise cosines, mean |cos + 1/(K−1)|) of K×d rows."""
+    K = X.shape[0]
+    norms = torch.linalg.vector_norm(X, dim=1)
+    equinorm = float(norms.std(correction=0) / norms.mean()) if norms.mean() > 0 else math.nan
+    if torch.any(norms == 0):
+        return equinorm, math.nan, math.nan
+    cos = (X @ X.T) / (norms[:, None] * norms[None, :])
+    iu = torch.triu_indices(K, K, offset=1, device=X.device)
+    pairs = cos[iu[0], iu[1]]
+    return equinorm, float(pairs.std(correction=0)), float((pairs + 1.0 / (K - 1)).abs().mean())
+
+
+def _finalize(sums: ClassSums, geom: _Geometry, dev: DeviationStats, rtol: float) -> dict[str, float]:
+    N = float(sums.counts.sum())
+    K = geom.centered.shape[0]
+    A, M = geom.gram, geom.centered
+    G = dev.proj_gram / N  # M Σ_W Mᵀ
+    # NC1 = tr(G (A^†)²) on the eigenbasis of A = U Λ Uᵀ: Σ_{λ_j > cut} (Uᵀ G U)_jj / λ_j²
+    evals, U = torch.linalg.eigh(A)
+    lam_max = float(evals.max())
+    keep = evals > rtol * lam_max if lam_max > 0 else torch.zeros_like(evals, dtype=torch.bool)
+    Uk = U[:, keep]
+    nc1 = float((torch.diagonal(Uk.T @ G @ Uk) / evals[keep].square()).sum()) if keep.any() else math.nan
+    out = dict.fromkeys(METRIC_KEYS, math.nan)
+    out["nc1"] = nc1
+    out["nc2"] = etf_distance(A)
+    out["ncc_accuracy"] = float(dev.ncc_correct) / N
+    out["tr_sigma_W"] = float(dev.within_ss) / N
+    out["tr_sigma_B"] = float(M.square().sum()) / K
+    out["rank_means"] = float(keep.sum())
+    out["equinorm_means"], out["equiangular_means"], out["maxangle_means"] = _norm_and_angle_stats(M)
+    if geom.W is not None:
+        W = geom.W
+        out["nc3"] = etf_distance(W @ M.T)
+        out["nc4"] = float(dev.mismatches) / N
+        out["accuracy"] = float(dev.correct) / N
+        out["nc2_W"] = etf_distance(W @ W.T)
+        w_norm, m_norm = torch.linalg.matrix_norm(W), torch.linalg.matrix_norm(M)
+        if w_norm > 0 and m_norm > 0:
+            sd = float(torch.linalg.matrix_norm(W / w_norm - M / m_norm))
+            out["self_duality"], out["self_duality_sq"] = sd, sd * sd
+        out["equinorm_W"], out["equiangular_W"], out["maxangle_W"] = _norm_and_angle_stats(W)
+    return out
+
+
+def nc_metrics(
+    H: Any,
+    y: Any,
+    W: Any = None,
+    b: Any = None,
+    *,
+    K: int | None = None,
+    global_mean: str = "samples",
+    rtol: float = DEFAULT_RTOL,
+) -> dict[str, float]:
+    """NC1–NC4 and companions of features H (N, d) with labels y (N,), classifier W (K, d), bias b (K,).
+
+    Keys: see METRIC_KEYS; those that need W (nc3, nc4, accuracy, nc2_W, self-duality, *_W) are NaN
+    without it. K defaults to max(y) + 1. See the module docstring for the formulas.
+    """
+    H = as_features(H)
+    y = as_labels(y, device=H.device)
+    if K is None:
+        K = int(y.max()) + 1 if y.numel() else 0
+        if W is not None:
+            K = max(K, int(as_tensor(W).shape[0]))
+    return nc_metrics_streaming([(H, y)], K, W, b, global_mean=global_mean, rtol=rtol)
+
+
+def nc_metrics_streaming(
+    batches: Iterable[tuple[Any, Any]] | Callable[[], Iterable[tuple[Any, Any]]],
+    K: int,
+    W: Any = None,
+    b: Any = None,
+    *,
+    global_mean: str = "samples",
+    rtol: float = DEFAULT_RTOL,
+) -> dict[str, float]:
+    """`nc_metrics` for features that arrive in batches (H_batch, y_batch), e.g. from a DataLoader.
+
+    Two passes: class sums, then deviations from the means. `batches` must be iterable twice (a
+    list, a DataLoader without shuffling-dependent content) or be a function returning a fresh
+    iterable. Memory: O(K·d + K²) besides one batch.
+    """
+    if K < 2:
+        raise ValueError(f"K must be at least 2, got {K}")
+    fresh = batches if callable(batches) else (lambda: batches)
+    sums: ClassSums | None = None
+    for Hb, yb in fresh():
+        s = class_sums(Hb, yb, K)
+        sums = s if sums is None else sums + s
+    if sums is None:
+        raise ValueError("no batches")
+    geom = _geometry(sums, W, b, global_mean)
+    dev: DeviationStats | None = None
+    for Hb, yb in fresh():
+        Hb = as_features(Hb, device=geom.means.device)
+        s = deviation_stats(Hb, yb, geom)
+        dev = s if dev is None else dev + s
+    assert dev is not None
+    return _finalize(sums, geom, dev, rtol)
+
+
+def _check_batch(H: torch.Tensor, y: torch.Tensor, K: int) -> None:
+    if H.shape[0] != y.shape[0]:
+        raise ValueError(f"H has {H.shape[0]} rows but y has {y.shape[0]} labels")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= K):
+        raise ValueError(f"labels must lie in 0..{K - 1}, got range {int(y.min())}..{int(y.max())}")
+
+
+def _check_nonempty(counts: torch.Tensor) -> None:
+    empty = (counts == 0).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"classes without samples: {empty}; class means are undefined")

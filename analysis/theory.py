@@ -1,0 +1,165 @@
+"""Closed-form global optima of the unconstrained-features model (DESIGN §5.2).
+
+Objective (our convention): F(W, H, b) = (1/N) Σ_i ℓ(W h_i + b, y_i) + λ_W/2‖W‖² + λ_H/2‖H‖² + λ_b/2‖b‖².
+The balanced-factorization identity min_{HWᵀ=Z} λ_W/2‖W‖² + λ_H/2‖H‖² = √(λ_Wλ_H)‖Z‖_* turns the
+UFM into a convex problem in the logits Z (N×K), whose optimum is known in closed form for:
+
+- MSE, ℓ = ½‖z − s·e_y‖² (s the target scale): singular-value shrinkage of the targets by
+  τ = N√(λ_Wλ_H). Bias-free: each class column of Y has singular value σ_k = s√n_k and shrinks to
+  (σ_k − τ)₊. Free (unregularized) bias, balanced: the centered targets s(Y − 11ᵀ/K) shrink the same
+  way (K − 1 singular values s√n) and b = s/K.
+- CE (Zhu et al. 2021), balanced, d ≥ K − 1: W a scaled simplex ETF, h = √(λ_W/(nλ_H))·w_y, every
+  wrong class gets probability c = √(nλ_Wλ_H), logit gap u* = ln(1/c − (K − 1)), regularizer
+  (K − 1)·c·u*. Label smoothing α: wrong classes get probability c + α/K instead.
+Everything collapses to zero when the shrinkage exceeds the signal (Kc ≥ 1 for balanced MSE and CE).
+
+Each function returns a `Target`: a name, whether it applies to the configuration (and why not), and
+the predicted quantities under the same keys as the measurements (`loss` is the full objective).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from analysis.metrics import etf_distance
+
+
+@dataclass
+class Target:
+    """A theory prediction: `predicted` maps measured quantities to their predicted values."""
+
+    name: str
+    applies: bool
+    reason: str = ""
+    predicted: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "applies": self.applies, "reason": self.reason,
+                "predicted": dict(self.predicted)}
+
+
+def etf_gram(K: int) -> np.ndarray:
+    """Gram matrix of the unit-norm simplex ETF: (K/(K−1))(I − 11ᵀ/K)."""
+    return (K / (K - 1)) * (np.eye(K) - np.ones((K, K)) / K)
+
+
+def not_applicable(name: str, reason: str) -> Target:
+    return Target(name=name, applies=False, reason=reason)
+
+
+def _shrinkage_objective(sigmas: np.ndarray, tau: float, N: int, root_lam: float) -> float:
+    """min_z (1/2N)(σ − z)² + √(λ_Wλ_H)·z summed over singular values: z = (σ − τ)₊, τ = N√(λ_Wλ_H)."""
+    kept = np.minimum(sigmas, tau)
+    return float((0.5 * kept**2).sum() / N + root_lam * np.clip(sigmas - tau, 0, None).sum())
+
+
+def mse_bias_free(counts: Sequence[int], d: int, wd_W: float, wd_H: float,
+                  target_scale: float = 1.0) -> Target:
+    """Bias-free MSE + weight decay, any class counts: logits Z_k = s(1 − N√(λ_Wλ_H)/(s√n_k))₊·Y_k.
+
+    Rows of W are orthogonal with ‖w_k‖² = √(λ_H/λ_W)(s√n_k − τ)₊; all samples of class k share one
+    feature vector parallel to w_k. Needs d ≥ K (K orthogonal directions).
+    """
+    name = "mse_bias_free"
+    counts = np.asarray(counts, dtype=float)
+    K, N = len(counts), int(counts.sum())
+    if d < K:
+        return not_applicable(name, f"needs d >= K for orthogonal classifier rows (d={d}, K={K})")
+    if wd_W <= 0 or wd_H <= 0:
+        return not_applicable(name, "needs wd_W > 0 and wd_H > 0 (no minimizer without weight decay)")
+    root_lam = math.sqrt(wd_W * wd_H)
+    tau = N * root_lam
+    sigmas = target_scale * np.sqrt(counts)
+    shrunk = np.clip(sigmas - tau, 0, None)  # singular values of Z, one per class
+    nuclear = float(shrunk.sum())
+    p: dict[str, float] = {
+        "loss": _shrinkage_objective(sigmas, tau, N, root_lam),
+        "W_norm_sq": math.sqrt(wd_H / wd_W) * nuclear,
+        "H_norm_sq": math.sqrt(wd_W / wd_H) * nuclear,
+    }
+    if nuclear == 0:
+        return Target(name, True, "collapse to zero: N·sqrt(wd_W·wd_H) >= s·sqrt(n_k) for every class", p)
+    # logit of a class-k sample on its own class, s(σ_k − τ)₊/σ_k, averaged over samples; 0 elsewhere
+    z_true = target_scale * shrunk / sigmas
+    p["z_true"] = float((counts * z_true).sum() / N)
+    p["z_other"] = 0.0
+    p["logit_gap"] = p["z_true"]
+    if (shrunk > 0).all():
+        # class-k feature: (σ_k − τ)^{1/2} (λ_W/λ_H)^{1/4} / √n_k along an orthonormal direction r_k,
+        # w_k = (σ_k − τ)^{1/2} (λ_H/λ_W)^{1/4} r_k: the predicted NC2/NC3 follow from these
+        means = np.diag(np.sqrt(shrunk) * (wd_W / wd_H) ** 0.25 / np.sqrt(counts))
+        W = np.diag(np.sqrt(shrunk) * (wd_H / wd_W) ** 0.25)
+        mu_G = (counts[:, None] * means).sum(0) / N
+        M = means - mu_G
+        # round-off of the ETF distance (~1e-16) is not a prediction: balanced classes give exactly 0
+        nc2, nc3 = (x if x > 1e-12 else 0.0 for x in (etf_distance(M @ M.T), etf_distance(W @ M.T)))
+        p.update(nc1=0.0, nc2=nc2, nc3=nc3, nc4=0.0, accuracy=1.0)
+    return Target(name, True, "", p)
+
+
+def mse_free_bias(K: int, n: int, d: int, wd_W: float, wd_H: float,
+                  target_scale: float = 1.0) -> Target:
+    """MSE + weight decay with an unregularized bias, balanced classes (n per class).
+
+    Z = s(1 − Kc/s)₊(Y − 11ᵀ/K) with c = √(nλ_Wλ_H), b = s/K·1, W a scaled simplex ETF.
+    F* = (K−1)c(1 − Kc/2) for s = 1. Needs d ≥ K − 1.
+    """
+    name = "mse_free_bias"
+    if d < K - 1:
+        return not_applicable(name, f"needs d >= K - 1 for a simplex ETF (d={d}, K={K})")
+    if wd_W <= 0 or wd_H <= 0:
+        return not_applicable(name, "needs wd_W > 0 and wd_H > 0 (no minimizer without weight decay)")
+    N = K * n
+    root_lam = math.sqrt(wd_W * wd_H)
+    tau = N * root_lam
+    sigmas = np.full(K - 1, target_scale * math.sqrt(n))
+    nuclear = float(np.clip(sigmas - tau, 0, None).sum())
+    gamma = max(0.0, 1.0 - tau / (target_scale * math.sqrt(n)))  # shrink factor of the centered targets
+    p: dict[str, float] = {
+        "loss": _shrinkage_objective(sigmas, tau, N, root_lam),
+        "W_norm_sq": math.sqrt(wd_H / wd_W) * nuclear,
+        "H_norm_sq": math.sqrt(wd_W / wd_H) * nuclear,
+        "b_mean": target_scale / K,
+        "z_true": gamma * target_scale * (1 - 1 / K) + target_scale / K,
+        "z_other": -gamma * target_scale / K + target_scale / K,
+        "logit_gap": gamma * target_scale,
+    }
+    if gamma == 0:
+        return Target(name, True, "collapse to zero: K·sqrt(n·wd_W·wd_H) >= target scale", p)
+    p.update(nc1=0.0, nc2=0.0, nc3=0.0, nc4=0.0, accuracy=1.0)
+    return Target(name, True, "", p)
+
+
+def ce_etf(K: int, n: int, d: int, wd_W: float, wd_H: float, smoothing: float = 0.0) -> Target:
+    """Cross-entropy (optionally label-smoothed) + weight decay, balanced: Zhu et al. (2021), Thm 3.1.
+
+    Wrong classes get probability c' = c + α/K, c = √(nλ_Wλ_H); logit gap u* = ln(1/c' − (K − 1));
+    ‖W‖² = (K−1)u*√(nλ_H/λ_W), ‖H‖² = (K−1)u*√(nλ_W/λ_H); F* = ℓ(u*) + (K−1)·c·u*, with
+    ℓ(u*) = −ln(1 − (K−1)c) for plain CE. Any bias is constant across classes (b = 0 if regularized).
+    """
+    name = "ce_etf" if smoothing == 0 else "ls_etf"
+    if d < K - 1:
+        return not_applicable(name, f"needs d >= K - 1 for a simplex ETF (d={d}, K={K})")
+    if wd_W <= 0 or wd_H <= 0:
+        return not_applicable(name, "needs wd_W > 0 and wd_H > 0 (without weight decay the norms diverge)")
+    c = math.sqrt(n * wd_W * wd_H)
+    c_wrong = c + smoothing / K
+    if c_wrong * K >= 1:
+        p = {"loss": math.log(K), "W_norm_sq": 0.0, "H_norm_sq": 0.0, "logit_gap": 0.0}
+        return Target(name, True, "collapse to zero: sqrt(n·wd_W·wd_H) >= (1 - smoothing)/K", p)
+    u = math.log(1 / c_wrong - (K - 1))
+    p_true = 1 - (K - 1) * c_wrong
+    true_weight = 1 - smoothing + smoothing / K
+    data_loss = -true_weight * math.log(p_true) - (K - 1) * (smoothing / K) * math.log(c_wrong)
+    p = {
+        "loss": data_loss + (K - 1) * c * u,
+        "W_norm_sq": (K - 1) * u * math.sqrt(n * wd_H / wd_W),
+        "H_norm_sq": (K - 1) * u * math.sqrt(n * wd_W / wd_H),
+        "logit_gap": u,
+        "nc1": 0.0, "nc2": 0.0, "nc3": 0.0, "nc4": 0.0, "accuracy": 1.0,
+    }
+    return Target(name, True, "", p)

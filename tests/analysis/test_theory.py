@@ -1,0 +1,143 @@
+"""Closed forms of analysis.theory (DESIGN §5.2): the DESIGN's worked examples, and a theorem check —
+the predicted point (W, H, b) is a critical point of the UFM objective with the predicted value F*.
+All in float64."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from analysis.theory import ce_etf, etf_gram, mse_bias_free, mse_free_bias
+
+
+def objective(W, H, b, y, loss, wd_W, wd_H, smoothing=0.0, scale=1.0):
+    """F = (1/N) Σ ℓ + λ_W/2‖W‖² + λ_H/2‖H‖², written out independently of ufm."""
+    Z = H @ W.T + (b if b is not None else 0)
+    K = W.shape[0]
+    if loss == "mse":
+        data = 0.5 * ((Z - scale * F.one_hot(y, K).double()) ** 2).sum(1).mean()
+    else:
+        q = (1 - smoothing) * F.one_hot(y, K).double() + smoothing / K
+        data = -(q * torch.log_softmax(Z, 1)).sum(1).mean()
+    return data + wd_W / 2 * W.square().sum() + wd_H / 2 * H.square().sum()
+
+
+def check_critical_point(W, H, b, y, value, **kw):
+    params = [torch.tensor(W, requires_grad=True), torch.tensor(H, requires_grad=True)]
+    if b is not None:
+        params.append(torch.tensor(b, requires_grad=True))
+    Fv = objective(params[0], params[1], params[2] if b is not None else None, torch.tensor(y), **kw)
+    grads = torch.autograd.grad(Fv, params)
+    assert float(Fv.detach()) == pytest.approx(value, rel=1e-12)
+    for g in grads:
+        assert float(g.abs().max()) < 1e-12
+
+
+def etf_point(K, n, d, W_norm_sq, wd_W, wd_H):
+    """W: K simplex-ETF rows with ‖W‖² = W_norm_sq in R^d; h_i = √(λ_W/(nλ_H))·w_{y_i} (Zhu et al. 2021)."""
+    E = np.eye(K) - 1.0 / K
+    E /= np.linalg.norm(E, axis=1, keepdims=True)
+    Q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(d, d)))
+    W = math.sqrt(W_norm_sq / K) * E @ Q[:K]
+    y = np.repeat(np.arange(K), n)
+    H = math.sqrt(wd_W / (n * wd_H)) * W[y]
+    return W, H, y
+
+
+def test_design_example_mse():
+    # DESIGN §5.2: K=10, n=100, λ=5e-4 → c = 0.005
+    t = mse_bias_free([100] * 10, d=512, wd_W=5e-4, wd_H=5e-4)
+    assert t.predicted["loss"] == pytest.approx(0.04875, rel=1e-13)
+    assert t.predicted["W_norm_sq"] == pytest.approx(95.0, rel=1e-13)
+    assert t.predicted["H_norm_sq"] == pytest.approx(95.0, rel=1e-13)
+    t = mse_free_bias(10, 100, d=512, wd_W=5e-4, wd_H=5e-4)
+    assert t.predicted["loss"] == pytest.approx(0.043875, rel=1e-13)
+    assert t.predicted["W_norm_sq"] == pytest.approx(85.5, rel=1e-13)
+    # formula form: bias-free F* = Kc − K²c²/2, free bias F* = (K−1)c(1 − Kc/2)
+    c, K = 0.005, 10
+    assert mse_bias_free([100] * 10, 512, 5e-4, 5e-4).predicted["loss"] == pytest.approx(K * c - K**2 * c**2 / 2)
+    assert mse_free_bias(10, 100, 512, 5e-4, 5e-4).predicted["loss"] == pytest.approx((K - 1) * c * (1 - K * c / 2))
+
+
+def test_design_example_ce():
+    # DESIGN §5.2: K=4, n=5, λ_W=λ_H=5e-3 → F* = 0.1836920, ‖W‖² = 29.915115
+    t = ce_etf(4, 5, d=8, wd_W=5e-3, wd_H=5e-3)
+    assert t.predicted["loss"] == pytest.approx(0.1836920, abs=5e-8)
+    assert t.predicted["W_norm_sq"] == pytest.approx(29.915115, abs=5e-7)
+
+
+@pytest.mark.parametrize("wd_W,wd_H", [(5e-4, 5e-4), (1e-3, 2e-4)])
+def test_mse_bias_free_is_critical_point_balanced(wd_W, wd_H):
+    # Z = (1 − Kc)Y: orthogonal rows w_k = √σ (λ_H/λ_W)^{1/4} e_k, features √σ (λ_W/λ_H)^{1/4}/√n e_y,
+    # σ = √n − N√(λ_Wλ_H) the shrunk singular value
+    K, n, d = 5, 8, 7
+    p = mse_bias_free([n] * K, d, wd_W, wd_H).predicted
+    sigma = math.sqrt(n) - K * n * math.sqrt(wd_W * wd_H)
+    y = np.repeat(np.arange(K), n)
+    W = np.zeros((K, d))
+    W[np.arange(K), np.arange(K)] = math.sqrt(sigma) * (wd_H / wd_W) ** 0.25
+    H = np.zeros((K * n, d))
+    H[np.arange(K * n), y] = math.sqrt(sigma) * (wd_W / wd_H) ** 0.25 / math.sqrt(n)
+    check_critical_point(W, H, None, y, p["loss"], loss="mse", wd_W=wd_W, wd_H=wd_H)
+    assert (W**2).sum() == pytest.approx(p["W_norm_sq"], rel=1e-12)
+    assert (H**2).sum() == pytest.approx(p["H_norm_sq"], rel=1e-12)
+
+
+def test_mse_bias_free_imbalanced_is_critical_point():
+    # Z_k = (1 − N√(λ_Wλ_H)/√n_k)₊ Y_k; the smallest class (n=1) vanishes: √1 <= N√(λλ) = 1.1
+    counts, d, lam = np.array([400, 100, 50, 1]), 6, 2e-3
+    N, K = counts.sum(), len(counts)
+    p = mse_bias_free(counts, d, lam, lam).predicted
+    y = np.repeat(np.arange(K), counts)
+    shrunk = np.clip(np.sqrt(counts) - N * lam, 0, None)
+    assert shrunk[-1] == 0 and (shrunk[:-1] > 0).all()
+    W = np.zeros((K, d))
+    W[np.arange(K), np.arange(K)] = np.sqrt(shrunk)
+    H = np.zeros((N, d))
+    H[np.arange(N), y] = np.sqrt(shrunk)[y] / np.sqrt(counts)[y]
+    check_critical_point(W, H, None, y, p["loss"], loss="mse", wd_W=lam, wd_H=lam)
+    assert "nc2" not in p  # a vanished class leaves the NC geometry undefined
+
+
+def test_mse_free_bias_is_critical_point():
+    K, n, d, wd_W, wd_H = 4, 6, 5, 3e-3, 1e-3
+    p = mse_free_bias(K, n, d, wd_W, wd_H).predicted
+    W, H, y = etf_point(K, n, d, p["W_norm_sq"], wd_W, wd_H)
+    check_critical_point(W, H, np.full(K, 1.0 / K), y, p["loss"], loss="mse", wd_W=wd_W, wd_H=wd_H)
+    assert (H**2).sum() == pytest.approx(p["H_norm_sq"], rel=1e-12)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("wd_W,wd_H", [(5e-3, 5e-3), (2e-3, 8e-3)])
+def test_ce_etf_is_critical_point(smoothing, wd_W, wd_H):
+    # Zhu et al. 2021, Thm 3.1 (and its label-smoothing analogue: wrong classes get c + α/K)
+    K, n, d = 4, 5, 6
+    p = ce_etf(K, n, d, wd_W, wd_H, smoothing).predicted
+    W, H, y = etf_point(K, n, d, p["W_norm_sq"], wd_W, wd_H)
+    check_critical_point(W, H, None, y, p["loss"], loss="ce", wd_W=wd_W, wd_H=wd_H, smoothing=smoothing)
+    Z = H @ W.T
+    assert Z[0, 0] - Z[0, 1] == pytest.approx(p["logit_gap"], rel=1e-12)
+
+
+def test_collapse_to_zero_threshold():
+    # Kc >= 1: everything collapses; MSE bias-free F* = ½, CE F* = ln K
+    K, n = 4, 25
+    lam = 1.0 / (K * math.sqrt(n)) * 1.01  # c = √n·λ slightly above 1/K
+    t = mse_bias_free([n] * K, 8, lam, lam)
+    assert t.predicted["W_norm_sq"] == 0 and t.predicted["loss"] == pytest.approx(0.5)
+    t = ce_etf(K, n, 8, lam, lam)
+    assert t.predicted["W_norm_sq"] == 0 and t.predicted["loss"] == pytest.approx(math.log(K))
+
+
+def test_targets_refuse_what_they_do_not_cover():
+    assert not mse_bias_free([5] * 6, d=4, wd_W=1e-3, wd_H=1e-3).applies  # needs d >= K
+    assert not ce_etf(6, 5, d=4, wd_W=1e-3, wd_H=1e-3).applies  # needs d >= K − 1
+    assert not mse_free_bias(3, 5, d=4, wd_W=0.0, wd_H=1e-3).applies  # no weight decay
+
+
+def test_etf_gram():
+    G = etf_gram(5)
+    assert np.allclose(np.diag(G), 1) and np.allclose(G[0, 1], -1 / 4)
+    assert np.allclose(G.sum(1), 0)

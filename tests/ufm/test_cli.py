@@ -1,0 +1,91 @@
+"""`python -m ufm.simulate`: bad input is one line on stderr with exit status 2 (DESIGN §4)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ufm.simulate import main
+
+BAD = {
+    "K < 2": ["--K", "1"],
+    "n < 1": ["--n", "0"],
+    "d < 1": ["--d", "0"],
+    "negative wd": ["--wd", "-1e-4"],
+    "negative wd-W": ["--wd-W", "-1"],
+    "negative wd-b": ["--wd-b", "-0.5"],
+    "nan wd": ["--wd", "nan"],
+    "unknown loss": ["--loss", "hinge"],
+    "non-numeric K": ["--K", "ten"],
+    "non-numeric lr": ["--lr", "fast"],
+    "zero lr": ["--lr", "0"],
+    "float K": ["--K", "2.5"],
+    "malformed counts": ["--counts", "50,x,10"],
+    "empty count": ["--counts", "50,,10"],
+    "one-class counts": ["--counts", "50"],
+    "zero count": ["--counts", "50,0,10"],
+    "K disagrees with counts": ["--K", "4", "--counts", "5,5,5"],
+    "unknown optimizer": ["--optimizer", "newton"],
+    "unknown dtype": ["--dtype", "float16"],
+    "smoothing out of range": ["--loss", "ls", "--smoothing", "1.0"],
+    "batch size with gd": ["--batch-size", "10"],
+    "unknown flag": ["--frobnicate"],
+}
+
+
+@pytest.mark.parametrize("argv", BAD.values(), ids=BAD.keys())
+def test_bad_input_one_line_exit_2(argv, capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--out", str(tmp_path / "never"), "--steps", "1"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "error:" in err and "Traceback" not in err
+    assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_unavailable_device_is_bad_input(capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(["--device", "cuda", "--steps", "1", "--out", str(tmp_path / "r")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "CUDA is not available" in err
+
+
+def test_real_process_bad_input_has_no_traceback():
+    r = subprocess.run([sys.executable, "-m", "ufm.simulate", "--K", "1"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "python -m ufm.simulate: error: argument --K: must be >= 2, got 1 (see --help)"]
+
+
+def test_end_to_end_run_prints_table_and_writes_summary(tmp_path):
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "ufm.simulate", "--K", "4", "--n", "5", "--d", "6", "--wd", "5e-3",
+                        "--optimizer", "lbfgs", "--dtype", "float64", "--out", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "quantity" in r.stdout and "measured" in r.stdout and "predicted" in r.stdout
+    assert "theory: mse_bias_free" in r.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rel_gap"]["loss"] < 1e-8
+
+
+def test_diverging_run_exits_nonzero_and_says_where(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "ufm.simulate", "--K", "4", "--n", "5", "--d", "6", "--lr", "500",
+                        "--steps", "2000", "--quiet", "--out", str(tmp_path / "run")],
+                       capture_output=True, text=True)
+    assert r.returncode == 3
+    assert "diverged at step" in r.stderr and "last finite loss" in r.stderr
+    assert (tmp_path / "run" / "history.csv").exists() and (tmp_path / "run" / "summary.json").exists()
+
+
+def test_help_lists_every_flag():
+    r = subprocess.run([sys.executable, "-m", "ufm.simulate", "--help"], capture_output=True, text=True)
+    for flag in ("--K", "--n", "--counts", "--d", "--loss", "--wd", "--wd-W", "--wd-H", "--wd-b", "--bias",
+                 "--no-bias", "--steps", "--lr", "--optimizer", "--device", "--dtype", "--seed", "--out",
+                 "--quiet", "--init-scale", "--smoothing", "--target-scale", "--tol", "--batch-size"):
+        assert flag in r.stdout, flag

@@ -1,0 +1,108 @@
+"""The configuration of one UFM simulation: a typed dataclass; the CLI only builds it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from ufm.losses import LOSSES
+
+OPTIMIZERS = ("gd", "sgd", "adam", "lbfgs")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("float32", "float64")
+
+# Defaults per optimizer, chosen so the default run reaches the closed form (see README).
+DEFAULT_STEPS = {"gd": 5000, "sgd": 5000, "adam": 5000, "lbfgs": 500}
+DEFAULT_LR = {"gd": 1.5, "sgd": 0.5, "adam": 1e-3, "lbfgs": 1.0}
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the flag and the offending value."""
+
+
+@dataclass
+class SimConfig:
+    """One UFM run. Objective: (1/N) Σ_i ℓ(W h_i + b, y_i) + λ_W/2‖W‖² + λ_H/2‖H‖² + λ_b/2‖b‖²."""
+
+    K: int = 10
+    n: int = 100
+    counts: tuple[int, ...] | None = None  # per-class sample counts; sets K and overrides n
+    d: int = 512
+    loss: str = "mse"
+    wd_W: float = 5e-4
+    wd_H: float = 5e-4
+    wd_b: float = 5e-4
+    bias: bool = False
+    steps: int | None = None  # None: DEFAULT_STEPS[optimizer]
+    lr: float | None = None  # None: DEFAULT_LR[optimizer]
+    optimizer: str = "gd"
+    momentum: float = 0.9  # sgd only
+    batch_size: int | None = None  # sgd/adam mini-batches of samples; None: full batch
+    init_scale: float = 0.1  # rows of H and W start as N(0, init_scale²/d · I): norm ≈ init_scale
+    device: str = "auto"
+    dtype: str = "float32"
+    seed: int = 0
+    smoothing: float = 0.1  # loss "ls"
+    target_scale: float = 1.0  # loss "mse"
+    tol: float = 0.0  # stop early once the gradient norm is <= tol (checked at evaluations)
+    evals_per_decade: int = 10
+    extra: dict = field(default_factory=dict)  # free-form notes carried into config.json
+
+    def __post_init__(self) -> None:
+        if self.counts is not None:
+            self.counts = tuple(int(c) for c in self.counts)
+            self.K = len(self.counts)
+        if self.steps is None and self.optimizer in DEFAULT_STEPS:
+            self.steps = DEFAULT_STEPS[self.optimizer]
+        if self.lr is None and self.optimizer in DEFAULT_LR:
+            self.lr = DEFAULT_LR[self.optimizer]
+        self.validate()
+
+    @property
+    def class_counts(self) -> tuple[int, ...]:
+        return self.counts if self.counts is not None else (self.n,) * self.K
+
+    @property
+    def N(self) -> int:
+        return sum(self.class_counts)
+
+    @property
+    def balanced(self) -> bool:
+        return len(set(self.class_counts)) == 1
+
+    def validate(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(message)
+
+        need(self.K >= 2, f"--K must be at least 2, got {self.K}")
+        need(self.n >= 1, f"--n must be at least 1, got {self.n}")
+        if self.counts is not None:
+            need(all(c >= 1 for c in self.counts), f"--counts must all be >= 1, got {list(self.counts)}")
+        need(self.d >= 1, f"--d must be at least 1, got {self.d}")
+        need(self.loss in LOSSES, f"--loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
+        for flag, value in (("--wd-W", self.wd_W), ("--wd-H", self.wd_H), ("--wd-b", self.wd_b)):
+            need(math.isfinite(value) and value >= 0, f"{flag} must be a finite number >= 0, got {value}")
+        need(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        need(self.steps is not None and self.steps >= 0, f"--steps must be >= 0, got {self.steps}")
+        need(self.lr is not None and math.isfinite(self.lr) and self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        need(0 <= self.momentum < 1, f"--momentum must lie in [0, 1), got {self.momentum}")
+        if self.batch_size is not None:
+            need(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
+            need(self.optimizer in ("sgd", "adam") or self.batch_size >= self.N,
+                 f"--batch-size needs --optimizer sgd or adam ({self.optimizer} is full-batch)")
+        need(math.isfinite(self.init_scale) and self.init_scale > 0,
+             f"--init-scale must be > 0, got {self.init_scale}")
+        need(self.device in DEVICES, f"--device must be one of {DEVICES}, got {self.device!r}")
+        need(self.dtype in DTYPES, f"--dtype must be one of {DTYPES}, got {self.dtype!r}")
+        need(0 <= self.smoothing < 1, f"--smoothing must lie in [0, 1), got {self.smoothing}")
+        need(math.isfinite(self.target_scale) and self.target_scale > 0,
+             f"--target-scale must be > 0, got {self.target_scale}")
+        need(self.tol >= 0, f"--tol must be >= 0, got {self.tol}")
+        need(self.evals_per_decade >= 1, f"--evals-per-decade must be >= 1, got {self.evals_per_decade}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["counts"] = list(self.class_counts)
+        d["N"] = self.N
+        return d

@@ -1,0 +1,42 @@
+"""What is measured at an evaluation step of a UFM run: objective, gradient norm, norms, logits, NC metrics."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from analysis.metrics import nc_metrics
+from ufm.config import SimConfig
+from ufm.model import logits, objective_and_grad
+
+
+def measure(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig) -> dict[str, float]:
+    """One history row (without step and time). `loss` is the full objective F; `data_loss` its mean loss.
+
+    Measured on a float64 copy of the parameters, so a float32 run's loss and gradient norm are
+    those of its iterate, not float32 round-off (summing N losses in float32 errs by ~1e-6 relative).
+    """
+    params = {k: p.detach().double().requires_grad_(True) for k, p in params.items()}
+    F, data = objective_and_grad(params, y, cfg)
+    grads = [p.grad for p in params.values()]
+    with torch.no_grad():
+        H, W, b = params["H"], params["W"], params.get("b")
+        Z = logits(params)
+        z_true = Z.gather(1, y[:, None]).squeeze(1)
+        z_other = (Z.sum(1) - z_true) / (cfg.K - 1)
+        row = {
+            "loss": float(F),
+            "data_loss": float(data),
+            "grad_norm": math.sqrt(sum(float(g.square().sum()) for g in grads)),
+            "W_norm_sq": float(W.square().sum()),
+            "H_norm_sq": float(H.square().sum()),
+            "z_true": float(z_true.mean()),
+            "z_other": float(z_other.mean()),
+            "logit_gap": float((z_true - z_other).mean()),
+        }
+        if b is not None:
+            row["b_norm_sq"] = float(b.square().sum())
+            row["b_mean"] = float(b.mean())
+        row.update(nc_metrics(H, y, W, b, K=cfg.K))
+    return row

@@ -1,0 +1,32 @@
+"""The end-of-run table: quantity · measured · predicted · gap."""
+
+from __future__ import annotations
+
+import math
+
+# rows always shown (when measured), then whatever else the theory predicts
+_ROWS = ("loss", "W_norm_sq", "H_norm_sq", "nc1", "nc2", "nc3", "nc4", "accuracy")
+
+
+def _fmt(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    return f"{x:.6g}" if x == 0 or 1e-3 <= abs(x) < 1e6 else f"{x:.3e}"
+
+
+def format_table(summary: dict) -> str:
+    final, theory = summary["final"], summary["theory"]
+    predicted = theory["predicted"] if theory["applies"] else {}
+    keys = [k for k in _ROWS if k in final] + [k for k in predicted if k not in _ROWS and k in final]
+    lines = [f"{'quantity':<14}{'measured':>14}{'predicted':>14}{'gap':>14}"]
+    for k in keys:
+        gap = summary["rel_gap"].get(k)
+        kind = "" if gap is None else (" rel" if abs(predicted[k]) > 1e-12 else " abs")
+        lines.append(f"{k:<14}{_fmt(final[k]):>14}{_fmt(predicted.get(k)):>14}{_fmt(gap) + kind:>14}")
+    head = f"theory: {theory['name']}" + ("" if theory["applies"] else f" does not apply: {theory['reason']}")
+    if theory["applies"] and theory["reason"]:
+        head += f" ({theory['reason']})"
+    conv = "converged" if summary["converged"] else "not converged"
+    tail = (f"{summary['steps']} steps in {summary['seconds']:.1f} s, {conv} "
+            f"[{summary['converged_criterion']}; grad_norm {final.get('grad_norm', math.nan):.2e}]")
+    return "\n".join([head, *lines, tail])

@@ -1,0 +1,159 @@
+"""`python -m ufm.simulate`: one UFM run from the command line (a thin layer over SimConfig/simulate)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from ufm.config import DEFAULT_LR, DEFAULT_STEPS, DEVICES, DTYPES, OPTIMIZERS, ConfigError, SimConfig
+from ufm.devices import DeviceUnavailable
+from ufm.losses import LOSSES
+
+PROG = "python -m ufm.simulate"
+EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), not usage + message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _number(kind: Callable[[str], float], lo: float | None = None, hi: float | None = None,
+            lo_open: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            expected = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if lo is not None and (value < lo or (lo_open and value == lo)):
+            raise argparse.ArgumentTypeError(f"must be {'>' if lo_open else '>='} {lo:g}, got {text}")
+        if hi is not None and value >= hi:
+            raise argparse.ArgumentTypeError(f"must be < {hi:g}, got {text}")
+        return value
+    return parse
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        counts = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 50,50,10, got {text!r}") from None
+    if len(counts) < 2:
+        raise argparse.ArgumentTypeError(f"needs at least 2 classes, got {text!r}")
+    if min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"every class needs at least 1 sample, got {text!r}")
+    return counts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(
+        prog=PROG,
+        description="Simulate the unconstrained-features model (free features H, classifier W, optional "
+                    "bias b) under a loss plus weight decay, measure neural collapse as it trains, and "
+                    "compare the end point with the closed-form optimum. Objective: "
+                    "F = (1/N) Σ_i loss(W h_i + b, y_i) + wd_W/2 ||W||² + wd_H/2 ||H||² + wd_b/2 ||b||².",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("problem")
+    g.add_argument("--K", type=_number(int, 2), default=10, help="number of classes")
+    g.add_argument("--n", type=_number(int, 1), default=100, help="samples per class (balanced)")
+    g.add_argument("--counts", type=_counts, default=None,
+                   help="per-class sample counts, e.g. 50,50,10 (sets K, overrides --n)")
+    g.add_argument("--d", type=_number(int, 1), default=512, help="feature dimension")
+    g.add_argument("--loss", choices=sorted(LOSSES), default="mse",
+                   help="mse: ½||z − s·e_y||²; ce: cross-entropy; ls: label-smoothed cross-entropy")
+    g.add_argument("--smoothing", type=_number(float, 0, 1), default=0.1, help="label smoothing α (--loss ls)")
+    g.add_argument("--target-scale", type=_number(float, 0, lo_open=True), default=1.0,
+                   help="MSE target scale s (targets s·e_y)")
+    g = p.add_argument_group("regularization (λ/2·||·||², per block)")
+    g.add_argument("--wd", type=_number(float, 0), default=5e-4, help="weight decay of W, H and b")
+    g.add_argument("--wd-W", type=_number(float, 0), default=None, help="weight decay of W (default: --wd)")
+    g.add_argument("--wd-H", type=_number(float, 0), default=None, help="weight decay of H (default: --wd)")
+    g.add_argument("--wd-b", type=_number(float, 0), default=None,
+                   help="weight decay of b (default: --wd; 0 gives a free bias)")
+    g.add_argument("--bias", action=argparse.BooleanOptionalAction, default=False, help="learn a bias b")
+    g = p.add_argument_group("optimization")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default="gd",
+                   help="gd: full-batch gradient descent; sgd: heavy-ball momentum; adam; lbfgs: L-BFGS "
+                        "with line search (float64: reaches the optimum to ~1e-14)")
+    g.add_argument("--steps", type=_number(int, 0), default=None,
+                   help=f"optimizer steps (default by optimizer: {DEFAULT_STEPS})")
+    g.add_argument("--lr", type=_number(float, 0, lo_open=True), default=None,
+                   help=f"learning rate (default by optimizer: {DEFAULT_LR}; plain GD needs lr < 2 "
+                        "with a bias under MSE, whose curvature is 1)")
+    g.add_argument("--momentum", type=_number(float, 0, 1), default=0.9, help="momentum (--optimizer sgd)")
+    g.add_argument("--batch-size", type=_number(int, 1), default=None,
+                   help="mini-batch of samples per step (sgd/adam; default: all N)")
+    g.add_argument("--init-scale", type=_number(float, 0, lo_open=True), default=0.1,
+                   help="rows of H and W start as N(0, s²/d·I), i.e. with norm ≈ s")
+    g.add_argument("--tol", type=_number(float, 0), default=0.0,
+                   help="stop once the gradient norm is <= tol (checked at each evaluation; 0: never)")
+    g.add_argument("--seed", type=_number(int), default=0, help="random seed of the initialization")
+    g = p.add_argument_group("runtime and output")
+    g.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda, then mps, then cpu")
+    g.add_argument("--dtype", choices=DTYPES, default="float32", help="floating-point precision")
+    g.add_argument("--evals-per-decade", type=_number(int, 1), default=10,
+                   help="metric evaluations per factor of 10 in steps (log-spaced schedule)")
+    g.add_argument("--out", default=None, help="run directory (default: a fresh folder under runs/)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    def wd(block: float | None) -> float:
+        return args.wd if block is None else block
+
+    return SimConfig(
+        K=len(args.counts) if args.counts else args.K, n=args.n, counts=args.counts, d=args.d,
+        loss=args.loss, wd_W=wd(args.wd_W), wd_H=wd(args.wd_H), wd_b=wd(args.wd_b), bias=args.bias,
+        steps=args.steps, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
+        batch_size=args.batch_size, init_scale=args.init_scale, device=args.device, dtype=args.dtype,
+        seed=args.seed, smoothing=args.smoothing, target_scale=args.target_scale, tol=args.tol,
+        evals_per_decade=args.evals_per_decade,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.counts and "--K" in (argv if argv is not None else sys.argv[1:]) and args.K != len(args.counts):
+        parser.error(f"--K {args.K} disagrees with --counts, which lists {len(args.counts)} classes")
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as e:
+        parser.error(str(e))
+    from ufm.report import format_table  # imported late: --help and bad input stay fast
+    from ufm.simulation import simulate
+
+    try:
+        summary = simulate(cfg, args.out, progress=not args.quiet)
+    except DeviceUnavailable as e:
+        parser.error(str(e))
+    except OSError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(format_table(summary))
+    print(f"run directory: {summary['run_dir']}", file=sys.stderr)
+    if summary["status"] == "diverged":
+        div = summary["divergence"]
+        last = (f"last finite loss {div['last_finite_loss']:.6g} at step {div['last_finite_step']}"
+                if div["last_finite_step"] is not None else "no finite loss before it")
+        print(f"{PROG}: diverged at step {div['step']}: loss is {div['loss']} ({last}); "
+              f"try a smaller --lr. What was written is kept in {summary['run_dir']}", file=sys.stderr)
+        return EXIT_DIVERGED
+    if summary["status"] == "interrupted":
+        print(f"{PROG}: interrupted; partial results kept in {summary['run_dir']}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The UFM training loop: optimize, measure on a log-spaced schedule, write the run directory."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ufm.config import SimConfig
+from ufm.devices import resolve_device, resolve_dtype
+from ufm.measure import measure
+from ufm.model import init_params, labels, objective_and_grad
+from ufm.optim import make_optimizer
+from ufm.records import environment, new_run_dir, write_csv, write_json
+from ufm.schedule import log_schedule
+from ufm.summary import build_summary
+from ufm.targets import theory_target
+
+
+class DivergenceWatch:
+    """Keeps the per-step losses on the device and checks them in blocks, so a GPU run does not
+    synchronize every step; finds the exact first non-finite step and the last finite loss."""
+
+    def __init__(self, block: int = 64) -> None:
+        self.block, self.pending, self.next_step = block, [], 0
+        self.last_finite: tuple[int, float] | None = None
+        self.bad: tuple[int, float] | None = None
+
+    def push(self, loss: torch.Tensor) -> bool:
+        self.pending.append(loss.detach())
+        return self.check() if len(self.pending) >= self.block else False
+
+    def report(self) -> dict | None:
+        """The first non-finite step and loss, and the last finite one before it (None if all finite)."""
+        if self.bad is None:
+            return None
+        last_step, last_loss = self.last_finite if self.last_finite else (None, None)
+        return {"step": self.bad[0], "loss": self.bad[1], "last_finite_step": last_step,
+                "last_finite_loss": last_loss}
+
+    def check(self) -> bool:
+        """True once a non-finite loss has been seen."""
+        if self.pending and self.bad is None:
+            for value in torch.stack(self.pending).double().cpu().tolist():
+                if not math.isfinite(value):
+                    self.bad = (self.next_step, value)
+                    break
+                self.last_finite = (self.next_step, value)
+                self.next_step += 1
+        self.pending = []
+        return self.bad is not None
+
+
+def simulate(cfg: SimConfig, out: Path | str | None = None, *, progress: bool = True) -> dict:
+    """Run one UFM simulation; write config.json, history.csv and summary.json under `out` (a fresh
+    directory under runs/ when None); return the summary. A diverging run stops at the first
+    non-finite loss with summary["status"] = "diverged"."""
+    device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
+    out = Path(out) if out is not None else new_run_dir("runs", f"{cfg.loss}-K{cfg.K}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", {**cfg.to_dict(), "device_used": str(device),
+                                     "environment": environment()})
+    y = labels(cfg.class_counts, device)
+    params = init_params(cfg, device, dtype)
+    opt = make_optimizer(cfg, params)
+    batch_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    mini_batch = cfg.batch_size is not None and cfg.batch_size < cfg.N
+    evaluate_at, history, watch = set(log_schedule(cfg.steps, cfg.evals_per_decade)), [], DivergenceWatch()
+    start, status, step = time.perf_counter(), "ok", 0
+    bar = tqdm(total=cfg.steps, disable=not progress, file=sys.stderr, desc="ufm", unit="step",
+               dynamic_ncols=True, mininterval=0.5)
+    try:
+        for step in range(cfg.steps + 1):
+            stop = step == cfg.steps or getattr(opt, "stalled", False)
+            if step in evaluate_at or stop:
+                if watch.check():
+                    break
+                row = {"step": step, "seconds": time.perf_counter() - start, **measure(params, y, cfg)}
+                history.append(row)
+                write_csv(out / "history.csv", history)
+                bar.set_postfix(loss=f"{row['loss']:.6g}", nc1=f"{row['nc1']:.2e}", refresh=False)
+                if stop or (cfg.tol > 0 and row["grad_norm"] <= cfg.tol):
+                    break
+            rows = torch.randperm(cfg.N, generator=batch_gen)[: cfg.batch_size].to(device) if mini_batch \
+                else None
+
+            def closure() -> torch.Tensor:
+                return objective_and_grad(params, y, cfg, rows)[0]
+
+            if watch.push(opt.step(closure)):
+                break
+            bar.update()
+    except KeyboardInterrupt:
+        status = "interrupted"
+    finally:
+        bar.close()
+    if watch.check():
+        status = "diverged"
+    summary = build_summary(cfg, history, theory_target(cfg), status=status, steps=step,
+                            seconds=time.perf_counter() - start, device=str(device),
+                            divergence=watch.report())
+    write_json(out / "summary.json", summary)
+    summary["run_dir"] = str(out)
+    return summary

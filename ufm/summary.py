@@ -1,0 +1,70 @@
+"""summary.json: final measurements, the theory target, and the gap between them."""
+
+from __future__ import annotations
+
+import math
+
+from analysis.theory import Target
+from ufm.config import SimConfig
+
+# A run counts as converged when its estimated relative suboptimality ‖∇F‖²/(2·min(λ_W, λ_H)·|F|)
+# (the Polyak–Łojasiewicz bound, with the weight decay as curvature) is below this, by dtype; without
+# weight decay, when ‖∇F‖ is below the second number.
+CONVERGED_RTOL = {"float32": 1e-4, "float64": 1e-10}
+CONVERGED_GRAD_NORM = {"float32": 1e-5, "float64": 1e-9}
+
+
+def suboptimality_estimate(grad_norm: float, loss: float, cfg: SimConfig) -> float:
+    """‖∇F‖²/(2·min(λ_W, λ_H)) / |F|: relative F − F* if F is λ-strongly convex near the iterate."""
+    lam = min(cfg.wd_W, cfg.wd_H)
+    return grad_norm**2 / (2 * lam * abs(loss)) if lam > 0 and loss != 0 else math.inf
+
+
+def is_converged(final: dict, cfg: SimConfig) -> tuple[bool, str]:
+    if cfg.tol > 0:
+        return final["grad_norm"] <= cfg.tol, f"grad_norm <= {cfg.tol:g} (--tol)"
+    if min(cfg.wd_W, cfg.wd_H) > 0:
+        rtol = CONVERGED_RTOL[cfg.dtype]
+        return final["suboptimality_estimate"] <= rtol, f"grad_norm^2/(2 min(wd_W, wd_H) |loss|) <= {rtol:g}"
+    threshold = CONVERGED_GRAD_NORM[cfg.dtype]
+    return final["grad_norm"] <= threshold, f"grad_norm <= {threshold:g}"
+
+
+def gaps(final: dict[str, float], predicted: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """(measured − predicted, |measured − predicted|/|predicted|) for every predicted quantity measured;
+    the relative gap is the absolute one where the prediction is 0 (|p| <= 1e-12)."""
+    gap, rel = {}, {}
+    for key, p in predicted.items():
+        m = final.get(key)
+        if m is None or not math.isfinite(m) or not math.isfinite(p):
+            continue
+        gap[key] = m - p
+        rel[key] = abs(m - p) / abs(p) if abs(p) > 1e-12 else abs(m - p)
+    return gap, rel
+
+
+def build_summary(cfg: SimConfig, history: list[dict], target: Target, *, status: str, steps: int,
+                  seconds: float, device: str, divergence: dict | None) -> dict:
+    finite_rows = [r for r in history if math.isfinite(r["loss"])]
+    final = dict(finite_rows[-1]) if finite_rows else {}
+    final.pop("step", None), final.pop("seconds", None)
+    converged, criterion = False, "no finite measurement"
+    if final:
+        final["suboptimality_estimate"] = suboptimality_estimate(final["grad_norm"], final["loss"], cfg)
+        converged, criterion = is_converged(final, cfg)
+    gap, rel_gap = gaps(final, target.predicted if target.applies else {})
+    return {
+        "status": status,
+        "config": cfg.to_dict(),
+        "final": final,
+        "final_step": finite_rows[-1]["step"] if finite_rows else None,
+        "theory": target.to_dict(),
+        "gap": gap,
+        "rel_gap": rel_gap,
+        "steps": steps,
+        "seconds": seconds,
+        "converged": bool(status == "ok" and converged),
+        "converged_criterion": criterion,
+        "divergence": divergence,
+        "device": device,
+    }
