@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 
 from ufm.losses import LOSSES
 
@@ -46,7 +46,6 @@ class SimConfig:
     target_scale: float = 1.0  # loss "mse"
     tol: float = 0.0  # stop early once the gradient norm is <= tol (checked at evaluations)
     evals_per_decade: int = 10
-    extra: dict = field(default_factory=dict)  # free-form notes carried into config.json
 
     def __post_init__(self) -> None:
         if self.counts is not None:
@@ -106,3 +105,9 @@ class SimConfig:
         d["counts"] = list(self.class_counts)
         d["N"] = self.N
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SimConfig:
+        """Rebuild from `to_dict()` output or a run's config.json (keys that are not fields are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

@@ -18,14 +18,18 @@ def format_table(summary: dict) -> str:
     final, theory = summary["final"], summary["theory"]
     predicted = theory["predicted"] if theory["applies"] else {}
     keys = [k for k in _ROWS if k in final] + [k for k in predicted if k not in _ROWS and k in final]
-    lines = [f"{'quantity':<14}{'measured':>14}{'predicted':>14}{'gap':>14}"]
+    lines = [f"{'quantity':<14}  {'measured':>12}  {'predicted':>12}  {'gap':>14}"]
     for k in keys:
         gap = summary["rel_gap"].get(k)
         kind = "" if gap is None else (" rel" if abs(predicted[k]) > 1e-12 else " abs")
-        lines.append(f"{k:<14}{_fmt(final[k]):>14}{_fmt(predicted.get(k)):>14}{_fmt(gap) + kind:>14}")
+        lines.append(f"{k:<14}  {_fmt(final[k]):>12}  {_fmt(predicted.get(k)):>12}  {_fmt(gap) + kind:>14}")
     head = f"theory: {theory['name']}" + ("" if theory["applies"] else f" does not apply: {theory['reason']}")
     if theory["applies"] and theory["reason"]:
         head += f" ({theory['reason']})"
+    K, d = summary["config"]["K"], summary["config"]["d"]
+    if K > d + 1:
+        lines.append(f"note: no simplex ETF exists for K = {K} > d + 1 = {d + 1}; NC2 and NC3 measure the "
+                     "distance to a shape that cannot be reached")
     conv = "converged" if summary["converged"] else "not converged"
     tail = (f"{summary['steps']} steps in {summary['seconds']:.1f} s, {conv} "
             f"[{summary['converged_criterion']}; grad_norm {final.get('grad_norm', math.nan):.2e}]")

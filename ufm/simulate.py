@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("problem")
-    g.add_argument("--K", type=_number(int, 2), default=10, help="number of classes")
+    g.add_argument("--K", type=_number(int, 2), default=None, help="number of classes (default 10)")
     g.add_argument("--n", type=_number(int, 1), default=100, help="samples per class (balanced)")
     g.add_argument("--counts", type=_counts, default=None,
                    help="per-class sample counts, e.g. 50,50,10 (sets K, overrides --n)")
@@ -111,7 +111,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         return args.wd if block is None else block
 
     return SimConfig(
-        K=len(args.counts) if args.counts else args.K, n=args.n, counts=args.counts, d=args.d,
+        K=len(args.counts) if args.counts else (args.K or 10), n=args.n, counts=args.counts, d=args.d,
         loss=args.loss, wd_W=wd(args.wd_W), wd_H=wd(args.wd_H), wd_b=wd(args.wd_b), bias=args.bias,
         steps=args.steps, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
         batch_size=args.batch_size, init_scale=args.init_scale, device=args.device, dtype=args.dtype,
@@ -123,7 +123,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.counts and "--K" in (argv if argv is not None else sys.argv[1:]) and args.K != len(args.counts):
+    if args.counts and args.K is not None and args.K != len(args.counts):
         parser.error(f"--K {args.K} disagrees with --counts, which lists {len(args.counts)} classes")
     try:
         cfg = config_from_args(args)

@@ -90,3 +90,10 @@ def test_tol_stops_early(tmp_path):
 def test_regularized_bias_mse_says_no_closed_form(tmp_path):
     s = run(tmp_path, bias=True, wd_b=1e-3, steps=10)
     assert not s["theory"]["applies"] and s["gap"] == {}
+
+
+def test_config_json_reruns_the_same_run(tmp_path):
+    first = run(tmp_path / "a", steps=40, counts=(6, 4, 3), loss="ce", bias=True)
+    config = json.loads((tmp_path / "a" / "run" / "config.json").read_text())
+    again = simulate(SimConfig.from_dict(config), tmp_path / "b", progress=False)
+    assert again["final"] == first["final"]
