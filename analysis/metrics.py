@@ -33,8 +33,10 @@ Variants used by other papers, under their own names: `nc2_W` (ETF distance of W
 HAFrame's NC3), equinorm (std/mean of the norms), equiangularity (std of pairwise cosines), max-angle
 (mean |cos + 1/(K−1)|). Standard deviations are population ones (ddof = 0).
 
-Precision: the K×K and K×d quantities are computed in float64; the N-sized passes run in the
-features' dtype on the features' device.
+Precision: class sums, the K×K and the K×d quantities are computed in float64; the products of the
+N-sized second pass run in float32 (float64 for float64 features; half precision is upcast) on the
+features' device, and the rounding of the means to that dtype is corrected exactly (it is a
+per-class constant shift of the deviations).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ class ClassSums:
     """First-pass statistics: per-class sample counts and feature sums. Additive over batches."""
 
     counts: torch.Tensor  # (K,) int64
-    sums: torch.Tensor  # (K, d), features' dtype
+    sums: torch.Tensor  # (K, d) float64
 
     def __add__(self, other: ClassSums) -> ClassSums:
         return ClassSums(self.counts + other.counts, self.sums + other.sums)
@@ -76,7 +78,8 @@ class DeviationStats:
     """Second-pass statistics. Additive over batches."""
 
     proj_gram: torch.Tensor  # (K, K) float64: Σ_i P_iᵀ P_i
-    within_ss: torch.Tensor  # () float64: Σ_i ‖h_i − μ_{y_i}‖²
+    within_ss: torch.Tensor  # () float64: Σ_i ‖δ'_i‖², δ'_i = h_i − fl(μ_{y_i})
+    deviation_sums: torch.Tensor  # (K, d) float64: Σ_{i in class k} δ'_i (fixes the means exactly)
     mismatches: torch.Tensor  # () int64: samples with classifier decision ≠ nearest class mean
     correct: torch.Tensor  # () int64: samples with classifier decision = label
     ncc_correct: torch.Tensor  # () int64: samples whose nearest class mean is their own
@@ -85,20 +88,43 @@ class DeviationStats:
         return DeviationStats(*(a + b for a, b in zip(vars(self).values(), vars(other).values(), strict=True)))
 
 
+def _chunk_rows(d: int) -> int:
+    return max(1, _CHUNK_ELEMENTS // max(d, 1))
+
+
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Products run in float64 for float64 features and in float32 otherwise (half precision is upcast)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def class_sums(H: Any, y: Any, K: int) -> ClassSums:
-    """Per-class counts and feature sums of one batch (scatter-add, one pass over H)."""
+    """Per-class counts and feature sums of one batch (scatter-add, one pass over H).
+
+    Chunks of rows are summed in the working dtype (float32 for half precision, which would
+    overflow) and accumulated in float64. What error remains in the means is removed exactly by the
+    second pass (see `deviation_stats`).
+    """
     H = as_features(H)
     y = as_labels(y, device=H.device)
     _check_batch(H, y, K)
-    sums = H.new_zeros(K, H.shape[1]).index_add_(0, y, H)
+    d, work = H.shape[1], _work_dtype(H.dtype)
+    sums = torch.zeros(K, d, dtype=torch.float64, device=H.device)
+    part = sums if work == torch.float64 else torch.empty(K, d, dtype=work, device=H.device)
+    chunk = max(_chunk_rows(d), 8 * K)  # keeps the K×d partial sum small next to the chunk
+    for start in range(0, H.shape[0], chunk):
+        if part is not sums:
+            part.zero_()
+        part.index_add_(0, y[start:start + chunk], H[start:start + chunk].to(work))
+        if part is not sums:
+            sums += part
     return ClassSums(torch.bincount(y, minlength=K), sums)
 
 
 def class_means(H: Any, y: Any, K: int) -> torch.Tensor:
-    """μ_k = mean of the features of class k, a (K, d) tensor in the features' dtype."""
+    """μ_k = mean of the features of class k, a (K, d) tensor in the features' dtype (summed in float64)."""
     s = class_sums(H, y, K)
     _check_nonempty(s.counts)
-    return s.sums / s.counts.unsqueeze(1).to(s.sums.dtype)
+    return (s.sums / s.counts.unsqueeze(1)).to(as_features(H).dtype)
 
 
 @dataclass
@@ -111,9 +137,10 @@ class _Geometry:
     sq_dist: torch.Tensor  # (K, K) float64, ‖μ_j − μ_k‖²
     W: torch.Tensor | None  # (K, d) float64
     b: torch.Tensor | None  # (K,) float64
+    dtype: torch.dtype  # the features' dtype
 
 
-def _geometry(sums: ClassSums, W: Any, b: Any, global_mean: str) -> _Geometry:
+def _geometry(sums: ClassSums, W: Any, b: Any, global_mean: str, dtype: torch.dtype) -> _Geometry:
     if global_mean not in GLOBAL_MEANS:
         raise ValueError(f"global_mean must be one of {GLOBAL_MEANS}, got {global_mean!r}")
     _check_nonempty(sums.counts)
@@ -136,7 +163,7 @@ def _geometry(sums: ClassSums, W: Any, b: Any, global_mean: str) -> _Geometry:
             b64 = as_tensor(b, device=M.device).double().reshape(-1)
             if b64.shape != (K,):
                 raise ValueError(f"b must have shape (K,) = {(K,)}, got {tuple(b64.shape)}")
-    return _Geometry(means, M, A, sq_dist, W64, b64)
+    return _Geometry(means, M, A, sq_dist, W64, b64, dtype)
 
 
 def deviation_stats(H: Any, y: Any, geom: _Geometry) -> DeviationStats:
@@ -146,23 +173,30 @@ def deviation_stats(H: Any, y: Any, geom: _Geometry) -> DeviationStats:
     K, d = geom.centered.shape
     _check_batch(H, y, K)
     dev = H.device
-    V = geom.centered if geom.W is None else torch.cat([geom.centered, geom.W])
-    V = V.to(H.dtype)
-    means = geom.means.to(H.dtype)
+    work = _work_dtype(H.dtype)
+    V = (geom.centered if geom.W is None else torch.cat([geom.centered, geom.W])).to(work)
+    means = geom.means.to(work)
+    # δ'_i = h_i − fl(μ_k) uses the means rounded to the working dtype; with e_k = μ_k − fl(μ_k),
+    # the projection is P_i = δ'_i Vᵀ − e_k Vᵀ: subtract that per-class constant in float64. The
+    # exact class means differ from μ_k by what the float32 first pass lost; Σ_k δ'_i, accumulated
+    # here, gives that difference exactly and _finalize removes it.
+    shift = (geom.means - means.double()) @ V.double().T  # (K, K or 2K)
     mean_logits = None
     if geom.W is not None:
-        mean_logits = geom.means @ geom.W.T  # (K, K): μ_j · w_k
+        mean_logits = means.double() @ geom.W.T  # fl(μ_j) · w_k: logits = δ' Wᵀ + fl(μ_y) Wᵀ + b
         if geom.b is not None:
             mean_logits = mean_logits + geom.b
     gram = torch.zeros(K, K, dtype=torch.float64, device=dev)
     within_ss = torch.zeros((), dtype=torch.float64, device=dev)
+    # deviation-sized values: float32 accumulation is accurate enough here
+    deviation_sums = torch.zeros(K, d, dtype=work, device=dev)
     zero = torch.zeros((), dtype=torch.int64, device=dev)
     mismatches, correct, ncc_correct = zero.clone(), zero.clone(), zero.clone()
-    chunk = max(1, _CHUNK_ELEMENTS // max(d, 1))
+    chunk = _chunk_rows(d)
     # preallocated buffers: the gathered means are overwritten by the deviations in place, so the
     # deviations stay in cache for the product that follows (measured 2.7x faster than H[c] - means[y[c]])
-    delta_buf = H.new_empty(min(chunk, H.shape[0]), d)
-    proj_buf = H.new_empty(min(chunk, H.shape[0]), V.shape[0])
+    delta_buf = torch.empty(min(chunk, H.shape[0]), d, dtype=work, device=dev)
+    proj_buf = torch.empty(min(chunk, H.shape[0]), V.shape[0], dtype=work, device=dev)
     for start in range(0, H.shape[0], chunk):
         yc = y[start:start + chunk]
         rows = yc.shape[0]
@@ -170,18 +204,20 @@ def deviation_stats(H: Any, y: Any, geom: _Geometry) -> DeviationStats:
         torch.index_select(means, 0, yc, out=delta)
         torch.sub(H[start:start + chunk], delta, out=delta)
         torch.mm(delta, V.T, out=proj)
-        proj64 = proj.double()
-        P = proj64[:, :K]
-        gram += P.T @ P
-        # row norms in the features' dtype (a float64 copy of the chunk would cost a pass), summed in float64
+        # ‖δ'‖² per row in the working dtype (a float64 copy of the chunk would cost a pass), summed
+        # in float64; _finalize removes the part due to the offset of fl(μ_k) from the exact mean
         within_ss += torch.linalg.vector_norm(delta, dim=1).double().square().sum()
+        deviation_sums.index_add_(0, yc, delta)
+        proj64 = proj.double()
+        P = proj64[:, :K] - shift[yc, :K]
+        gram += P.T @ P
         nearest = (geom.sq_dist[yc] - 2 * P).argmin(1)
         ncc_correct += (nearest == yc).sum()
         if mean_logits is not None:
             predicted = (proj64[:, K:] + mean_logits[yc]).argmax(1)
             mismatches += (predicted != nearest).sum()
             correct += (predicted == yc).sum()
-    return DeviationStats(gram, within_ss, mismatches, correct, ncc_correct)
+    return DeviationStats(gram, within_ss, deviation_sums.double(), mismatches, correct, ncc_correct)
 
 
 def etf_distance(G: Any) -> float:
@@ -212,18 +248,28 @@ def _finalize(sums: ClassSums, geom: _Geometry, dev: DeviationStats, rtol: float
     N = float(sums.counts.sum())
     K = geom.centered.shape[0]
     A, M = geom.gram, geom.centered
-    G = dev.proj_gram / N  # M Σ_W Mᵀ
+    out = dict.fromkeys(METRIC_KEYS, math.nan)
+    if not (torch.isfinite(A).all() and torch.isfinite(dev.proj_gram).all()):
+        return out  # non-finite features (a diverged run): every metric is NaN
+    # exact class means are fl(μ_k) + t_k with t_k = (Σ_{i in k} δ'_i)/n_k: Σ_i ‖h_i − exact mean‖² =
+    # Σ‖δ'‖² − Σ_k n_k‖t_k‖², and the projections shift by a per-class constant Δ_k = t_k Mᵀ − e_k Mᵀ
+    # (what deviation_stats already removed), so Σ P Pᵀ loses Σ_k n_k Δ_k Δ_kᵀ.
+    counts = sums.counts.double()
+    offset = dev.deviation_sums / counts[:, None]  # t_k
+    work = _work_dtype(geom.dtype)
+    V = M.to(work).double()
+    delta_shift = offset @ V.T - (geom.means - geom.means.to(work).double()) @ V.T  # Δ_k, (K, K)
+    G = (dev.proj_gram - delta_shift.T @ (counts[:, None] * delta_shift)) / N  # M Σ_W Mᵀ
     # NC1 = tr(G (A^†)²) on the eigenbasis of A = U Λ Uᵀ: Σ_{λ_j > cut} (Uᵀ G U)_jj / λ_j²
     evals, U = torch.linalg.eigh(A)
     lam_max = float(evals.max())
     keep = evals > rtol * lam_max if lam_max > 0 else torch.zeros_like(evals, dtype=torch.bool)
     Uk = U[:, keep]
     nc1 = float((torch.diagonal(Uk.T @ G @ Uk) / evals[keep].square()).sum()) if keep.any() else math.nan
-    out = dict.fromkeys(METRIC_KEYS, math.nan)
     out["nc1"] = nc1
     out["nc2"] = etf_distance(A)
     out["ncc_accuracy"] = float(dev.ncc_correct) / N
-    out["tr_sigma_W"] = float(dev.within_ss) / N
+    out["tr_sigma_W"] = float(dev.within_ss - (counts * offset.square().sum(1)).sum()) / N
     out["tr_sigma_B"] = float(M.square().sum()) / K
     out["rank_means"] = float(keep.sum())
     out["equinorm_means"], out["equiangular_means"], out["maxangle_means"] = _norm_and_angle_stats(M)
@@ -282,14 +328,20 @@ def nc_metrics_streaming(
     """
     if K < 2:
         raise ValueError(f"K must be at least 2, got {K}")
+    if not callable(batches) and iter(batches) is batches:
+        raise ValueError("batches is a one-shot iterator; pass a list, a DataLoader, or a function "
+                         "returning a fresh iterable (two passes are needed)")
     fresh = batches if callable(batches) else (lambda: batches)
     sums: ClassSums | None = None
+    dtype = torch.float64
     for Hb, yb in fresh():
+        Hb = as_features(Hb)
+        dtype = Hb.dtype
         s = class_sums(Hb, yb, K)
         sums = s if sums is None else sums + s
     if sums is None:
         raise ValueError("no batches")
-    geom = _geometry(sums, W, b, global_mean)
+    geom = _geometry(sums, W, b, global_mean, dtype)
     dev: DeviationStats | None = None
     for Hb, yb in fresh():
         Hb = as_features(Hb, device=geom.means.device)

@@ -16,6 +16,9 @@ DEFAULT_STEPS = {"gd": 5000, "sgd": 5000, "adam": 5000, "lbfgs": 500}
 DEFAULT_LR = {"gd": 1.5, "sgd": 0.5, "adam": 1e-3, "lbfgs": 1.0}
 
 
+MAX_SEED = 2**62  # torch generators take 64-bit seeds; the loop also uses seed + 1
+
+
 class ConfigError(ValueError):
     """A configuration that cannot run; the message names the flag and the offending value."""
 
@@ -25,7 +28,7 @@ class SimConfig:
     """One UFM run. Objective: (1/N) Σ_i ℓ(W h_i + b, y_i) + λ_W/2‖W‖² + λ_H/2‖H‖² + λ_b/2‖b‖²."""
 
     K: int = 10
-    n: int = 100
+    n: int | None = 100  # samples per class; with counts: counts[0] if balanced, else None
     counts: tuple[int, ...] | None = None  # per-class sample counts; sets K and overrides n
     d: int = 512
     loss: str = "mse"
@@ -51,6 +54,7 @@ class SimConfig:
         if self.counts is not None:
             self.counts = tuple(int(c) for c in self.counts)
             self.K = len(self.counts)
+            self.n = self.counts[0] if len(set(self.counts)) == 1 else None
         if self.steps is None and self.optimizer in DEFAULT_STEPS:
             self.steps = DEFAULT_STEPS[self.optimizer]
         if self.lr is None and self.optimizer in DEFAULT_LR:
@@ -59,7 +63,7 @@ class SimConfig:
 
     @property
     def class_counts(self) -> tuple[int, ...]:
-        return self.counts if self.counts is not None else (self.n,) * self.K
+        return self.counts if self.counts is not None else (int(self.n),) * self.K
 
     @property
     def N(self) -> int:
@@ -75,8 +79,9 @@ class SimConfig:
                 raise ConfigError(message)
 
         need(self.K >= 2, f"--K must be at least 2, got {self.K}")
-        need(self.n >= 1, f"--n must be at least 1, got {self.n}")
-        if self.counts is not None:
+        if self.counts is None:
+            need(self.n is not None and self.n >= 1, f"--n must be at least 1, got {self.n}")
+        else:
             need(all(c >= 1 for c in self.counts), f"--counts must all be >= 1, got {list(self.counts)}")
         need(self.d >= 1, f"--d must be at least 1, got {self.d}")
         need(self.loss in LOSSES, f"--loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
@@ -98,6 +103,7 @@ class SimConfig:
         need(math.isfinite(self.target_scale) and self.target_scale > 0,
              f"--target-scale must be > 0, got {self.target_scale}")
         need(self.tol >= 0, f"--tol must be >= 0, got {self.tol}")
+        need(0 <= self.seed <= MAX_SEED, f"--seed must lie in 0..{MAX_SEED}, got {self.seed}")
         need(self.evals_per_decade >= 1, f"--evals-per-decade must be >= 1, got {self.evals_per_decade}")
 
     def to_dict(self) -> dict:

@@ -20,7 +20,9 @@ class ScaledBiasLBFGS:
     iterations go on with unit steps and no line search: they use gradients only, which still carry
     information where function values no longer do (measured: ‖W‖² from 8e-9 to 7e-11 relative
     error in float64). That polish keeps the iterate with the smallest gradient norm and ends, with
-    `stalled` true, once the gradient norm has not improved for 20 iterations.
+    `stalled` true, once the gradient norm has not improved for 20 iterations. (Without a line
+    search, one iteration evaluates the gradient only at its starting point, so the gradient seen
+    after a step belongs to the iterate before it.)
     """
 
     def __init__(self, params: dict[str, torch.Tensor], cfg: SimConfig) -> None:
@@ -48,9 +50,11 @@ class ScaledBiasLBFGS:
                 self.beta.grad = self.params["b"].grad * self.scale
             return F
 
+        leaves = self.inner.param_groups[0]["params"]
+        before = [p.detach().clone() for p in leaves] if self.polishing else None
         F = self.inner.step(scaled_closure)
         self._sync_bias()
-        if not self.polishing:
+        if before is None:
             value = float(F)
             self.unchanged = self.unchanged + 1 if value == self.last else 0
             self.last = value
@@ -58,19 +62,18 @@ class ScaledBiasLBFGS:
                 self.polishing = True
                 self.inner.param_groups[0]["line_search_fn"] = None
             return F
-        # polish: the gradients left by the last closure call are those at the new iterate
-        leaves = self.inner.param_groups[0]["params"]
+        # polish: the gradient left in .grad is the one at `before`, the iterate this step started from
         grad = math.sqrt(sum(float(p.grad.double().square().sum()) for p in leaves))
         if grad < self.best_grad:
-            self.best_grad, self.since_best = grad, 0
-            self.best_state = [p.detach().clone() for p in leaves]
+            self.best_grad, self.since_best, self.best_state = grad, 0, before
         else:
             self.since_best += 1
-        if self.since_best >= 20 or not math.isfinite(grad):
-            with torch.no_grad():
-                for p, best in zip(leaves, self.best_state, strict=True):
-                    p.copy_(best)
-            self._sync_bias()
+        if self.since_best >= 20 or not math.isfinite(grad) or not math.isfinite(float(F)):
+            if self.best_state is not None:
+                with torch.no_grad():
+                    for p, best in zip(leaves, self.best_state, strict=True):
+                        p.copy_(best)
+                self._sync_bias()
             self.stalled = True
         return F
 

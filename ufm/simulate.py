@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from ufm.config import DEFAULT_LR, DEFAULT_STEPS, DEVICES, DTYPES, OPTIMIZERS, ConfigError, SimConfig
 from ufm.devices import DeviceUnavailable
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rows of H and W start as N(0, s²/d·I), i.e. with norm ≈ s")
     g.add_argument("--tol", type=_number(float, 0), default=0.0,
                    help="stop once the gradient norm is <= tol (checked at each evaluation; 0: never)")
-    g.add_argument("--seed", type=_number(int), default=0, help="random seed of the initialization")
+    g.add_argument("--seed", type=_number(int, 0), default=0, help="random seed of the initialization")
     g = p.add_argument_group("runtime and output")
     g.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda, then mps, then cpu")
     g.add_argument("--dtype", choices=DTYPES, default="float32", help="floating-point precision")
@@ -129,6 +130,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config_from_args(args)
     except ConfigError as e:
         parser.error(str(e))
+    if args.out is not None:
+        if not args.out.strip():
+            parser.error("--out must name a directory, got an empty string")
+        try:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            probe = Path(args.out) / ".write-test"
+            probe.touch()
+            probe.unlink()
+        except OSError as e:
+            parser.error(f"--out {args.out}: cannot write there ({e.strerror or e})")
     from ufm.report import format_table  # imported late: --help and bad input stay fast
     from ufm.simulation import simulate
 

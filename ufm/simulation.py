@@ -42,6 +42,11 @@ class DivergenceWatch:
         return {"step": self.bad[0], "loss": self.bad[1], "last_finite_step": last_step,
                 "last_finite_loss": last_loss}
 
+    def flag(self, step: int, value: float) -> None:
+        """A non-finite value seen outside the per-step losses (at an evaluation)."""
+        if self.bad is None:
+            self.bad = (step, value)
+
     def check(self) -> bool:
         """True once a non-finite loss has been seen."""
         if self.pending and self.bad is None:
@@ -80,6 +85,9 @@ def simulate(cfg: SimConfig, out: Path | str | None = None, *, progress: bool = 
                 if watch.check():
                     break
                 row = {"step": step, "seconds": time.perf_counter() - start, **measure(params, y, cfg)}
+                if not math.isfinite(row["loss"]):  # the last step's update left non-finite parameters
+                    watch.flag(step, row["loss"])
+                    break
                 history.append(row)
                 write_csv(out / "history.csv", history)
                 bar.set_postfix(loss=f"{row['loss']:.6g}", nc1=f"{row['nc1']:.2e}", refresh=False)

@@ -201,3 +201,43 @@ def test_wrong_classifier_shape():
     H, y, W, _ = gaussian_classes(3, 4, [5, 6, 7])
     with pytest.raises(ValueError, match="W must have shape"):
         nc_metrics(H, y, W[:, :2])
+
+
+def test_float32_near_collapse_matches_float64_on_the_same_data():
+    # within-class spread 1e-5 on an offset of 10: float32 class sums or float32-rounded means would
+    # swamp the spread; sums are float64 and the rounding of the means is corrected exactly
+    rng = np.random.default_rng(7)
+    K, d, n = 10, 64, 2000
+    y = np.repeat(np.arange(K), n)
+    H32 = (10.0 + rng.normal(size=(K, d))[y] + 1e-5 * rng.normal(size=(K * n, d))).astype(np.float32)
+    W = rng.normal(size=(K, d)).astype(np.float32)
+    a = nc_metrics(H32, y, W)
+    c = nc_metrics(H32.astype(np.float64), y, W.astype(np.float64))
+    for key in ("nc1", "tr_sigma_W", "nc2", "nc3"):
+        assert a[key] == pytest.approx(c[key], rel=1e-4), key
+    assert a["nc4"] == c["nc4"] and a["accuracy"] == c["accuracy"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_features(dtype):
+    g = torch.Generator().manual_seed(0)
+    K, d, n = 4, 16, 3000
+    y = torch.arange(K).repeat_interleave(n)
+    H = (20 + torch.randn(K, d, generator=g)[y] + 0.3 * torch.randn(K * n, d, generator=g)).to(dtype)
+    a = nc_metrics(H, y)
+    c = nc_metrics(H.double(), y)
+    for key in ("nc1", "tr_sigma_W", "nc2"):
+        assert a[key] == pytest.approx(c[key], rel=1e-4), key
+
+
+def test_nonfinite_features_give_nan_not_an_exception():
+    H, y, W, b = gaussian_classes(4, 6, [10] * 4)
+    H[3, 2] = np.inf
+    out = nc_metrics(H, y, W, b)
+    assert np.isnan(out["nc1"]) and np.isnan(out["nc2"])
+
+
+def test_one_shot_iterator_is_refused():
+    H, y, W, b = gaussian_classes(3, 4, [5] * 3)
+    with pytest.raises(ValueError, match="one-shot"):
+        nc_metrics_streaming(iter([(H, y)]), 3)

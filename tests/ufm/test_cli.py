@@ -32,18 +32,22 @@ BAD = {
     "smoothing out of range": ["--loss", "ls", "--smoothing", "1.0"],
     "batch size with gd": ["--batch-size", "10"],
     "unknown flag": ["--frobnicate"],
+    "negative seed": ["--seed", "-1"],
+    "seed beyond 64 bits": ["--seed", "99999999999999999999999"],
+    "unwritable out": ["--out", "/proc/ufm-run"],
+    "empty out": ["--out", ""],
 }
 
 
 @pytest.mark.parametrize("argv", BAD.values(), ids=BAD.keys())
 def test_bad_input_one_line_exit_2(argv, capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
-        main([*argv, "--out", str(tmp_path / "never"), "--steps", "1"])
+        main(["--out", str(tmp_path / "never"), "--steps", "1", *argv])
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
     assert "error:" in err and "Traceback" not in err
-    assert not (tmp_path / "never").exists()
+    assert not (tmp_path / "never" / "summary.json").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

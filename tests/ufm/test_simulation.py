@@ -82,6 +82,20 @@ def test_divergence_stops_with_step_and_last_finite_loss(tmp_path):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "diverged"
 
 
+def test_divergence_seen_only_at_an_evaluation(tmp_path):
+    # one huge step: the loss before it is finite, the parameters after it are not
+    s = run(tmp_path, K=2, lr=1e35, init_scale=1e6, steps=1)
+    assert s["status"] == "diverged" and s["divergence"]["step"] == 1
+    assert s["divergence"]["last_finite_step"] == 0
+
+
+def test_balanced_counts_use_their_own_n(tmp_path):
+    a = run(tmp_path / "a", counts=(5, 5, 5, 5), loss="ce", steps=1)
+    b = run(tmp_path / "b", K=4, n=5, loss="ce", steps=1)
+    assert a["theory"]["predicted"] == b["theory"]["predicted"]
+    assert a["config"]["n"] == 5 and run(tmp_path / "c", counts=(5, 3), steps=1)["config"]["n"] is None
+
+
 def test_tol_stops_early(tmp_path):
     s = run(tmp_path, optimizer="lbfgs", dtype="float64", tol=1e-6, steps=400)
     assert s["final"]["grad_norm"] <= 1e-6 and s["steps"] < 400
