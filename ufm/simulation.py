@@ -60,6 +60,13 @@ class DivergenceWatch:
         return self.bad is not None
 
 
+def mini_batch(cfg: SimConfig, gen: torch.Generator, device: torch.device) -> torch.Tensor | None:
+    """The samples of this step's loss: a random subset of --batch-size, or None for all of them."""
+    if cfg.batch_size is None or cfg.batch_size >= cfg.N:
+        return None
+    return torch.randperm(cfg.N, generator=gen)[: cfg.batch_size].to(device)
+
+
 def simulate(cfg: SimConfig, out: Path | str | None = None, *, progress: bool = True) -> dict:
     """Run one UFM simulation; write config.json, history.csv and summary.json under `out` (a fresh
     directory under runs/ when None); return the summary. A diverging run stops at the first
@@ -73,7 +80,6 @@ def simulate(cfg: SimConfig, out: Path | str | None = None, *, progress: bool = 
     params = init_params(cfg, device, dtype)
     opt = make_optimizer(cfg, params)
     batch_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    mini_batch = cfg.batch_size is not None and cfg.batch_size < cfg.N
     evaluate_at, history, watch = set(log_schedule(cfg.steps, cfg.evals_per_decade)), [], DivergenceWatch()
     start, status, step = time.perf_counter(), "ok", 0
     bar = tqdm(total=cfg.steps, disable=not progress, file=sys.stderr, desc="ufm", unit="step",
@@ -93,8 +99,7 @@ def simulate(cfg: SimConfig, out: Path | str | None = None, *, progress: bool = 
                 bar.set_postfix(loss=f"{row['loss']:.6g}", nc1=f"{row['nc1']:.2e}", refresh=False)
                 if stop or (cfg.tol > 0 and row["grad_norm"] <= cfg.tol):
                     break
-            rows = torch.randperm(cfg.N, generator=batch_gen)[: cfg.batch_size].to(device) if mini_batch \
-                else None
+            rows = mini_batch(cfg, batch_gen, device)
 
             def closure() -> torch.Tensor:
                 return objective_and_grad(params, y, cfg, rows)[0]
