@@ -163,3 +163,97 @@ def ce_etf(K: int, n: int, d: int, wd_W: float, wd_H: float, smoothing: float = 
         "nc1": 0.0, "nc2": 0.0, "nc3": 0.0, "nc4": 0.0, "accuracy": 1.0,
     }
     return Target(name, True, "", p)
+
+
+def etf_exists(K: int, d: int) -> bool:
+    """A simplex ETF of K vectors needs K − 1 dimensions: none exists for K > d + 1."""
+    return K <= d + 1
+
+
+def simplex_etf(K: int, d: int) -> Target:
+    """The simplex-ETF target of the class means (and classifier): Gram ∝ (K/(K−1))(I − 11ᵀ/K)."""
+    if not etf_exists(K, d):
+        return not_applicable("simplex_etf", f"no simplex ETF exists for K = {K} > d + 1 = {d + 1}; the "
+                                             "optimal configuration is a spherical code")
+    return Target("simplex_etf", True, "", {"nc2": 0.0, "nc3": 0.0})
+
+
+def mse_bias_split(K: int, n: int, wd_H: float, wd_W: float, wd_b: float,
+                   target_scale: float = 1.0) -> tuple[float, float, float]:
+    """(a, g, β) of the regularized-bias MSE optimum Z = a(Y − 11ᵀ/K) + g·11ᵀ, b = β1, balanced.
+
+    With c = √(nλ_Wλ_H) and t = s/K the problem separates (DESIGN §5.2 ansatz, exact by symmetry and
+    convexity): a = (s − Kc)₊, and (g, β) minimize ½(g + β − t)² + c|g| + (λ_b/2)β²:
+      λ_b t/(1 + λ_b) <= c  →  g = 0, β = t/(1 + λ_b)       (W stays a simplex ETF)
+      otherwise             →  g = t − c(1 + 1/λ_b), β = c/λ_b (W gains a common component)
+    """
+    c = math.sqrt(n * wd_W * wd_H)
+    t = target_scale / K
+    a = max(0.0, target_scale - K * c)
+    if wd_b == 0 or wd_b * t / (1 + wd_b) <= c:
+        return a, 0.0, t / (1 + wd_b)
+    return a, t - c * (1 + 1 / wd_b), c / wd_b
+
+
+def mse_regularized_bias(K: int, n: int, d: int, wd_W: float, wd_H: float, wd_b: float,
+                         target_scale: float = 1.0) -> Target:
+    """MSE + weight decay with a bias regularized by λ_b/2‖b‖², balanced classes (see `mse_bias_split`).
+
+    F* = (K−1)/(2K)(a − s)² + c(K−1)a + K[½(g + β − t)² + c·g + (λ_b/2)β²];
+    ‖Z‖_* = a(K−1)√n + g√(NK); ‖W‖² = √(λ_H/λ_W)‖Z‖_*, ‖H‖² = √(λ_W/λ_H)‖Z‖_*. Needs d ≥ K (d ≥ K − 1
+    when g = 0). λ_b = 0 gives `mse_free_bias`, λ_b → ∞ gives `mse_bias_free`.
+    """
+    name = "mse_regularized_bias"
+    if wd_W <= 0 or wd_H <= 0:
+        return not_applicable(name, "needs wd_W > 0 and wd_H > 0 (no minimizer without weight decay)")
+    a, g, beta = mse_bias_split(K, n, wd_H, wd_W, wd_b, target_scale)
+    rank = (K - 1 if a > 0 else 0) + (1 if g > 0 else 0)
+    if d < rank:
+        return not_applicable(name, f"needs d >= {rank} (d={d})")
+    s, t = target_scale, target_scale / K
+    c = math.sqrt(n * wd_W * wd_H)
+    N = K * n
+    nuclear = a * (K - 1) * math.sqrt(n) + g * math.sqrt(N * K)
+    loss = ((K - 1) / (2 * K) * (a - s) ** 2 + c * (K - 1) * a
+            + K * (0.5 * (g + beta - t) ** 2 + c * g + 0.5 * wd_b * beta**2))
+    p: dict[str, float] = {
+        "loss": loss,
+        "W_norm_sq": math.sqrt(wd_H / wd_W) * nuclear,
+        "H_norm_sq": math.sqrt(wd_W / wd_H) * nuclear,
+        "b_mean": beta,
+        "z_true": a * (1 - 1 / K) + g + beta,
+        "z_other": -a / K + g + beta,
+        "logit_gap": a,
+    }
+    if a == 0:
+        return Target(name, True, "the class-dependent part collapses to zero: K·sqrt(n·wd_W·wd_H) >= s", p)
+    # class means ∝ rows of D^{-1/2}U S^{1/2}: a simplex ETF plus a common component when g > 0, which
+    # the centering removes (NC2 = 0); W = V S^{1/2} has Gram ∝ a√n(I − 11ᵀ/K) + g√(NK)·11ᵀ/K
+    gram_W = a * math.sqrt(n) * (np.eye(K) - 1.0 / K) + g * math.sqrt(N * K) / K * np.ones((K, K))
+    p.update(nc1=0.0, nc2=0.0, nc3=0.0, nc4=0.0, accuracy=1.0,
+             nc2_W=etf_distance(gram_W) if g > 0 else 0.0)
+    return Target(name, True, "", p)
+
+
+def lemma1_square_loss(alpha: float, K: int) -> float:
+    """Rangamani & Banburski, Lemma 1: an NC output α on the true class and −α/(K−1) elsewhere has
+    square loss ½((1 − α)² + α²/(K−1)) >= 1/(2K) > 0 (minimum at α = (K−1)/K): it cannot interpolate."""
+    return 0.5 * ((1 - alpha) ** 2 + alpha**2 / (K - 1))
+
+
+def sqi_classifier_norm_sq(eps: float, K: int, wd: float) -> float:
+    """Symmetric quasi-interpolation (outputs 1 − ε on the true class, ε/(K−1) elsewhere) at a
+    stationary last layer with weight decay λ and square loss ½‖·‖²: ‖w_c‖² = (ε − Kε²/(K−1))/(Kλ)."""
+    return (eps - K * eps**2 / (K - 1)) / (K * wd)
+
+
+def sqi_classifier(eps: float, K: int, wd: float, centered_means: np.ndarray) -> np.ndarray:
+    """SQI stationary classifier: w_c = ε/(λ(K−1))·(μ_c − μ_G), rows of the centered means M."""
+    return eps / (wd * (K - 1)) * np.asarray(centered_means)
+
+
+def stationary_norm_identity(Y: np.ndarray, F: np.ndarray, wd: float) -> np.ndarray:
+    """At any stationary last layer (square loss, weight decay λ, bias free or unregularized):
+    ‖w_c‖² = (1/(λN)) Σ_i (y_i − f_i)_c f_{i,c}, for each class c (F the N×K outputs)."""
+    Y, F = np.asarray(Y, dtype=float), np.asarray(F, dtype=float)
+    return ((Y - F) * F).sum(0) / (wd * Y.shape[0])

@@ -49,6 +49,7 @@ class SimConfig:
     target_scale: float = 1.0  # loss "mse"
     tol: float = 0.0  # stop early once the gradient norm is <= tol (checked at evaluations)
     evals_per_decade: int = 10
+    certificate: bool = True  # solve the convex program and report the gap to the global optimum
 
     def __post_init__(self) -> None:
         if self.counts is not None:

@@ -26,6 +26,13 @@ def format_table(summary: dict) -> str:
     head = f"theory: {theory['name']}" + ("" if theory["applies"] else f" does not apply: {theory['reason']}")
     if theory["applies"] and theory["reason"]:
         head += f" ({theory['reason']})"
+    cert = summary.get("certificate", {})
+    if cert.get("applies") and "gap" in cert:
+        bound = " (a lower bound: d < rank)" if cert["lower_bound_only"] else ""
+        lines.append(f"certificate: objective − global optimum = {cert['gap']:.3e} (relative {cert['rel_gap']:.2e}); "
+                     f"optimum {cert['optimum']:.10g}{bound}, {cert['solver']} in {cert['solver_seconds']:.2f} s")
+    elif cert:
+        lines.append(f"certificate: skipped ({cert.get('reason', 'no finite measurement')})")
     K, d = summary["config"]["K"], summary["config"]["d"]
     if K > d + 1:
         lines.append(f"note: no simplex ETF exists for K = {K} > d + 1 = {d + 1}; NC2 and NC3 measure the "

@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", choices=DTYPES, default="float32", help="floating-point precision")
     g.add_argument("--evals-per-decade", type=_number(int, 1), default=10,
                    help="metric evaluations per factor of 10 in steps (log-spaced schedule)")
+    g.add_argument("--certificate", action=argparse.BooleanOptionalAction, default=True,
+                   help="solve the convex nuclear-norm program (cvxpy) and print the run's gap to the "
+                        "certified global optimum")
     g.add_argument("--out", default=None, help="run directory (default: a fresh folder under runs/)")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     return p
@@ -117,7 +120,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         steps=args.steps, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
         batch_size=args.batch_size, init_scale=args.init_scale, device=args.device, dtype=args.dtype,
         seed=args.seed, smoothing=args.smoothing, target_scale=args.target_scale, tol=args.tol,
-        evals_per_decade=args.evals_per_decade,
+        evals_per_decade=args.evals_per_decade, certificate=args.certificate,
     )
 
 

@@ -18,7 +18,7 @@ from ufm.optim import make_optimizer
 from ufm.records import environment, new_run_dir, write_csv, write_json
 from ufm.schedule import log_schedule
 from ufm.summary import build_summary
-from ufm.targets import theory_target
+from ufm.targets import certificate, convex_optimum, theory_target
 
 
 class DivergenceWatch:
@@ -113,9 +113,11 @@ def simulate(cfg: SimConfig, out: Path | str | None = None, *, progress: bool = 
         bar.close()
     if watch.check():
         status = "diverged"
-    summary = build_summary(cfg, history, theory_target(cfg), status=status, steps=step,
-                            seconds=time.perf_counter() - start, device=str(device),
-                            divergence=watch.report())
+    seconds = time.perf_counter() - start
+    convex, skipped = convex_optimum(cfg) if cfg.certificate else (None, "--no-certificate")
+    summary = build_summary(cfg, history, theory_target(cfg, convex), status=status, steps=step,
+                            seconds=seconds, device=str(device), divergence=watch.report())
+    summary["certificate"] = certificate(cfg, convex, skipped, summary["final"].get("loss"))
     write_json(out / "summary.json", summary)
     summary["run_dir"] = str(out)
     return summary

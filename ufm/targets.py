@@ -1,23 +1,31 @@
-"""Which closed-form target of `analysis.theory` applies to a configuration."""
+"""Which theory target applies to a configuration, and the convex certificate of a run's end point."""
 
 from __future__ import annotations
 
-from analysis.theory import Target, ce_etf, mse_bias_free, mse_free_bias, not_applicable
+from analysis.theory import (
+    Target,
+    ce_etf,
+    mse_bias_free,
+    mse_free_bias,
+    mse_regularized_bias,
+    not_applicable,
+)
 from ufm.config import SimConfig
 
+# the certificate solves a K×K nuclear-norm program (an SDP of size 2K); beyond this K it is skipped
+CERTIFICATE_MAX_K = 100
 
-def theory_target(cfg: SimConfig) -> Target:
+
+def closed_form(cfg: SimConfig) -> Target:
     """The closed form for this loss, bias setting and class counts, or a Target saying why none applies."""
     if cfg.loss == "mse":
         if not cfg.bias:
             return mse_bias_free(cfg.class_counts, cfg.d, cfg.wd_W, cfg.wd_H, cfg.target_scale)
-        if cfg.wd_b > 0:
-            return not_applicable("mse_regularized_bias",
-                                  "MSE with a regularized bias (wd_b > 0) has no closed form here yet; "
-                                  "use --wd-b 0 (free bias) or --no-bias")
         if not cfg.balanced:
-            return not_applicable("mse_free_bias", "the free-bias closed form needs balanced classes")
-        return mse_free_bias(cfg.K, cfg.n, cfg.d, cfg.wd_W, cfg.wd_H, cfg.target_scale)
+            return not_applicable("mse_bias", "the closed forms with a bias need balanced classes")
+        if cfg.wd_b == 0:
+            return mse_free_bias(cfg.K, cfg.n, cfg.d, cfg.wd_W, cfg.wd_H, cfg.target_scale)
+        return mse_regularized_bias(cfg.K, cfg.n, cfg.d, cfg.wd_W, cfg.wd_H, cfg.wd_b, cfg.target_scale)
     if cfg.loss in ("ce", "ls"):
         smoothing = cfg.smoothing if cfg.loss == "ls" else 0.0
         name = "ce_etf" if smoothing == 0 else "ls_etf"
@@ -28,3 +36,41 @@ def theory_target(cfg: SimConfig) -> Target:
         # shift of the logits), so the bias-free optimum is the optimum
         return ce_etf(cfg.K, cfg.n, cfg.d, cfg.wd_W, cfg.wd_H, smoothing)
     return not_applicable("none", f"no closed form for loss {cfg.loss!r}")
+
+
+def convex_optimum(cfg: SimConfig):
+    """(ConvexOptimum, "") from analysis.convex, or (None, why it was skipped)."""
+    if min(cfg.wd_W, cfg.wd_H) <= 0:
+        return None, "needs wd_W > 0 and wd_H > 0"
+    if cfg.K > CERTIFICATE_MAX_K:
+        return None, f"K = {cfg.K} > {CERTIFICATE_MAX_K}: the K×K semidefinite program would be slow"
+    from analysis.convex import nuclear_norm_certificate  # cvxpy loads only when a certificate is wanted
+
+    try:
+        return nuclear_norm_certificate(cfg.class_counts, cfg.loss, cfg.wd_W, cfg.wd_H, cfg.wd_b, cfg.bias,
+                                        smoothing=cfg.smoothing, target_scale=cfg.target_scale), ""
+    except (RuntimeError, ValueError) as e:
+        return None, f"solver failed: {e}"
+
+
+def theory_target(cfg: SimConfig, convex=None) -> Target:
+    """The closed form where one applies; else the certified convex optimum's geometry; else why not."""
+    target = closed_form(cfg)
+    if target.applies or convex is None:
+        return target
+    reason = f"no closed form ({target.reason}); prediction = the certified optimum of the convex program"
+    if cfg.d < convex.rank:
+        reason += f" (a lower bound: d = {cfg.d} < rank {convex.rank})"
+    return Target("convex_optimum", True, reason, dict(convex.predicted))
+
+
+def certificate(cfg: SimConfig, convex, skipped: str, final_loss: float | None) -> dict:
+    """The run's objective minus the global optimum of the convex program (>= 0 up to solver tolerance)."""
+    if convex is None:
+        return {"applies": False, "reason": skipped}
+    out = {"applies": True, "optimum": convex.value, "solver": "cvxpy/CLARABEL", "solver_seconds": convex.seconds,
+           "status": convex.status, "lower_bound_only": cfg.d < convex.rank}
+    if final_loss is not None:
+        out["gap"] = final_loss - convex.value
+        out["rel_gap"] = out["gap"] / abs(convex.value) if convex.value else out["gap"]
+    return out

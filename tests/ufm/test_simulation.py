@@ -101,9 +101,16 @@ def test_tol_stops_early(tmp_path):
     assert s["final"]["grad_norm"] <= 1e-6 and s["steps"] < 400
 
 
-def test_regularized_bias_mse_says_no_closed_form(tmp_path):
-    s = run(tmp_path, bias=True, wd_b=1e-3, steps=10)
+def test_without_weight_decay_no_target_and_no_certificate(tmp_path):
+    s = run(tmp_path, wd_W=0.0, wd_H=0.0, wd_b=0.0, steps=10)
     assert not s["theory"]["applies"] and s["gap"] == {}
+    assert not s["certificate"]["applies"] and "wd_W" in s["certificate"]["reason"]
+
+
+def test_no_closed_form_falls_back_to_the_convex_optimum(tmp_path):
+    s = run(tmp_path, bias=True, wd_b=1e-3, counts=(8, 4, 2), steps=10)
+    assert s["theory"]["name"] == "convex_optimum" and "loss" in s["theory"]["predicted"]
+    assert s["certificate"]["applies"] and s["certificate"]["gap"] > 0  # 10 steps: far from the optimum
 
 
 def test_config_json_reruns_the_same_run(tmp_path):
