@@ -47,6 +47,7 @@ class ConvexOptimum:
     status: str
     seconds: float
     predicted: dict[str, float] = field(default_factory=dict)
+    grams: dict[str, np.ndarray] = field(default_factory=dict)  # "W" and "means" (centered), K×K
 
 
 def class_targets(K: int, loss: str, smoothing: float = 0.0, target_scale: float = 1.0,
@@ -134,12 +135,12 @@ def _factorize(X: np.ndarray, b: np.ndarray, counts: np.ndarray, T: np.ndarray, 
     }
     if b.any():
         p["b_mean"] = float(b.mean())
+    M = feats - counts @ feats / N
     if r > 0:
-        M = feats - counts @ feats / N
         p.update(nc1=0.0, nc2=etf_distance(M @ M.T), nc3=etf_distance(W @ M.T), nc2_W=etf_distance(W @ W.T))
         if (logits.argmax(1) == np.arange(K)).all():
             p.update(nc4=0.0, accuracy=1.0)
-    return ConvexOptimum(value, logits, b, W, feats, r, problem.status, seconds, p)
+    return ConvexOptimum(value, logits, b, W, feats, r, problem.status, seconds, p, {"W": W @ W.T, "means": M @ M.T})
 
 
 @dataclass

@@ -36,10 +36,12 @@ class Target:
     applies: bool
     reason: str = ""
     predicted: dict[str, float] = field(default_factory=dict)
+    # predicted K×K Gram matrices: "W" (w_j·w_k) and "means" (centered class means, μ_G the sample mean)
+    grams: dict[str, np.ndarray] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "applies": self.applies, "reason": self.reason,
-                "predicted": dict(self.predicted)}
+                "predicted": dict(self.predicted), "grams": {k: v.tolist() for k, v in self.grams.items()}}
 
 
 def etf_gram(K: int) -> np.ndarray:
@@ -98,6 +100,7 @@ def mse_bias_free(counts: Sequence[int], d: int, wd_W: float, wd_H: float,
         # round-off of the ETF distance (~1e-16) is not a prediction: balanced classes give exactly 0
         nc2, nc3 = (x if x > 1e-12 else 0.0 for x in (etf_distance(M @ M.T), etf_distance(W @ M.T)))
         p.update(nc1=0.0, nc2=nc2, nc3=nc3, nc4=0.0, accuracy=1.0)
+        return Target(name, True, "", p, {"W": W @ W.T, "means": M @ M.T})
     return Target(name, True, "", p)
 
 
@@ -131,7 +134,13 @@ def mse_free_bias(K: int, n: int, d: int, wd_W: float, wd_H: float,
     if gamma == 0:
         return Target(name, True, "collapse to zero: K·sqrt(n·wd_W·wd_H) >= target scale", p)
     p.update(nc1=0.0, nc2=0.0, nc3=0.0, nc4=0.0, accuracy=1.0)
-    return Target(name, True, "", p)
+    return Target(name, True, "", p, etf_grams(K, p["W_norm_sq"], wd_W / (n * wd_H)))
+
+
+def etf_grams(K: int, W_norm_sq: float, ratio_sq: float) -> dict[str, np.ndarray]:
+    """Grams of a simplex-ETF classifier with ‖W‖² = W_norm_sq and class means h_k = κ·w_k, κ² = ratio_sq."""
+    gram_W = W_norm_sq / (K - 1) * (np.eye(K) - 1.0 / K)
+    return {"W": gram_W, "means": ratio_sq * gram_W}
 
 
 def ce_etf(K: int, n: int, d: int, wd_W: float, wd_H: float, smoothing: float = 0.0) -> Target:
@@ -162,7 +171,7 @@ def ce_etf(K: int, n: int, d: int, wd_W: float, wd_H: float, smoothing: float = 
         "logit_gap": u,
         "nc1": 0.0, "nc2": 0.0, "nc3": 0.0, "nc4": 0.0, "accuracy": 1.0,
     }
-    return Target(name, True, "", p)
+    return Target(name, True, "", p, etf_grams(K, p["W_norm_sq"], wd_W / (n * wd_H)))
 
 
 def etf_exists(K: int, d: int) -> bool:
@@ -178,7 +187,7 @@ def simplex_etf(K: int, d: int) -> Target:
     return Target("simplex_etf", True, "", {"nc2": 0.0, "nc3": 0.0})
 
 
-def mse_bias_split(K: int, n: int, wd_H: float, wd_W: float, wd_b: float,
+def mse_bias_split(K: int, n: int, wd_W: float, wd_H: float, wd_b: float,
                    target_scale: float = 1.0) -> tuple[float, float, float]:
     """(a, g, β) of the regularized-bias MSE optimum Z = a(Y − 11ᵀ/K) + g·11ᵀ, b = β1, balanced.
 
@@ -206,7 +215,7 @@ def mse_regularized_bias(K: int, n: int, d: int, wd_W: float, wd_H: float, wd_b:
     name = "mse_regularized_bias"
     if wd_W <= 0 or wd_H <= 0:
         return not_applicable(name, "needs wd_W > 0 and wd_H > 0 (no minimizer without weight decay)")
-    a, g, beta = mse_bias_split(K, n, wd_H, wd_W, wd_b, target_scale)
+    a, g, beta = mse_bias_split(K, n, wd_W, wd_H, wd_b, target_scale)
     rank = (K - 1 if a > 0 else 0) + (1 if g > 0 else 0)
     if d < rank:
         return not_applicable(name, f"needs d >= {rank} (d={d})")
@@ -232,7 +241,10 @@ def mse_regularized_bias(K: int, n: int, d: int, wd_W: float, wd_H: float, wd_b:
     gram_W = a * math.sqrt(n) * (np.eye(K) - 1.0 / K) + g * math.sqrt(N * K) / K * np.ones((K, K))
     p.update(nc1=0.0, nc2=0.0, nc3=0.0, nc4=0.0, accuracy=1.0,
              nc2_W=etf_distance(gram_W) if g > 0 else 0.0)
-    return Target(name, True, "", p)
+    # class features: Gram √(λ_W/λ_H)/√n·(a(I − 11ᵀ/K) + g11ᵀ); centering removes the g part
+    grams = {"W": math.sqrt(wd_H / wd_W) * gram_W,
+             "means": math.sqrt(wd_W / wd_H) / math.sqrt(n) * a * (np.eye(K) - 1.0 / K)}
+    return Target(name, True, "", p, grams)
 
 
 def lemma1_square_loss(alpha: float, K: int) -> float:

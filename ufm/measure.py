@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-from analysis.metrics import nc_metrics
+from analysis.metrics import class_means, nc_metrics
 from ufm.config import SimConfig
 from ufm.model import logits, objective_and_grad
 
@@ -40,3 +41,20 @@ def measure(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig) ->
             row["b_mean"] = float(b.mean())
         row.update(nc_metrics(H, y, W, b, K=cfg.K))
     return row
+
+
+def gram_errors(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig,
+                predicted: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Measured K×K Grams WWᵀ and MMᵀ (class means centered at the sample mean) against the predicted
+    ones: {"W": {"measured", "predicted", "rel_error"}, ...}, rel_error = ‖G − G*‖_F/‖G*‖_F."""
+    with torch.no_grad():
+        W = params["W"].detach().double()
+        means = class_means(params["H"].detach().double(), y, cfg.K)
+        M = means - params["H"].detach().double().mean(0)
+        measured = {"W": (W @ W.T).cpu().numpy(), "means": (M @ M.T).cpu().numpy()}
+    out = {}
+    for key, G in predicted.items():
+        norm = np.linalg.norm(G)
+        err = float(np.linalg.norm(measured[key] - G) / norm) if norm > 0 else float(np.linalg.norm(measured[key]))
+        out[key] = {"measured": measured[key].tolist(), "predicted": np.asarray(G).tolist(), "rel_error": err}
+    return out

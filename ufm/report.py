@@ -26,6 +26,10 @@ def format_table(summary: dict) -> str:
     head = f"theory: {theory['name']}" + ("" if theory["applies"] else f" does not apply: {theory['reason']}")
     if theory["applies"] and theory["reason"]:
         head += f" ({theory['reason']})"
+    if summary.get("grams"):
+        errs = ", ".join(f"{'WWᵀ' if k == 'W' else 'MMᵀ (centered means)'} {v['rel_error']:.2e}"
+                         for k, v in summary["grams"].items())
+        lines.append(f"Gram matrices, relative Frobenius error to the predicted ones: {errs}")
     cert = summary.get("certificate", {})
     if cert.get("applies") and "gap" in cert:
         bound = " (a lower bound: d < rank)" if cert["lower_bound_only"] else ""

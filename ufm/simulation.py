@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from ufm.config import SimConfig
 from ufm.devices import resolve_device, resolve_dtype
-from ufm.measure import measure
+from ufm.measure import gram_errors, measure
 from ufm.model import init_params, labels, objective_and_grad
 from ufm.optim import make_optimizer
 from ufm.records import environment, new_run_dir, write_csv, write_json
@@ -115,9 +115,12 @@ def simulate(cfg: SimConfig, out: Path | str | None = None, *, progress: bool = 
         status = "diverged"
     seconds = time.perf_counter() - start
     convex, skipped = convex_optimum(cfg) if cfg.certificate else (None, "--no-certificate")
-    summary = build_summary(cfg, history, theory_target(cfg, convex), status=status, steps=step,
+    target = theory_target(cfg, convex)
+    summary = build_summary(cfg, history, target, status=status, steps=step,
                             seconds=seconds, device=str(device), divergence=watch.report())
     summary["certificate"] = certificate(cfg, convex, skipped, summary["final"].get("loss"))
+    if status != "diverged" and target.applies and target.grams:
+        summary["grams"] = gram_errors(params, y, cfg, target.grams)
     write_json(out / "summary.json", summary)
     summary["run_dir"] = str(out)
     return summary

@@ -61,7 +61,7 @@ def theory_target(cfg: SimConfig, convex=None) -> Target:
     reason = f"no closed form ({target.reason}); prediction = the certified optimum of the convex program"
     if cfg.d < convex.rank:
         reason += f" (a lower bound: d = {cfg.d} < rank {convex.rank})"
-    return Target("convex_optimum", True, reason, dict(convex.predicted))
+    return Target("convex_optimum", True, reason, dict(convex.predicted), dict(convex.grams))
 
 
 def certificate(cfg: SimConfig, convex, skipped: str, final_loss: float | None) -> dict:

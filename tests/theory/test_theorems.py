@@ -43,6 +43,10 @@ def assert_matches_theory(s, name):
     for key in ("loss", "W_norm_sq", "H_norm_sq"):
         assert s["rel_gap"][key] < 1e-6, (key, s["rel_gap"][key])
     assert abs(s["certificate"]["rel_gap"]) < 1e-6, s["certificate"]
+    # the whole geometry, not only norms: Grams of W and of the centered class means
+    assert set(s["grams"]) == {"W", "means"}
+    for key, g in s["grams"].items():
+        assert g["rel_error"] < 1e-6, (key, g["rel_error"])
 
 
 @pytest.mark.parametrize("K,n,lam", SETTINGS)
@@ -127,6 +131,7 @@ def test_imbalanced_certificate_and_departure_from_etf(tmp_path):
     assert abs(s["certificate"]["rel_gap"]) < 1e-6
     assert s["final"]["nc2"] > 0.1
     assert s["final"]["nc2"] == pytest.approx(s["theory"]["predicted"]["nc2"], rel=1e-4)
+    assert s["grams"]["means"]["rel_error"] < 1e-4 and s["grams"]["W"]["rel_error"] < 1e-4
 
 
 def test_simplex_etf_exists_iff_K_at_most_d_plus_1():
