@@ -45,25 +45,23 @@ def regularizer(params: dict[str, torch.Tensor], cfg: SimConfig) -> torch.Tensor
     return sum(0.5 * wd[k] * torch.dot(p.reshape(-1), p.reshape(-1)) for k, p in params.items())
 
 
-def objective(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig,
-              rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(F, data loss): F = mean_i ℓ(z_i, y_i) + regularizer; `rows` restricts the mean to a mini-batch."""
+def data_loss(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig,
+              rows: torch.Tensor | None = None) -> torch.Tensor:
+    """mean_i ℓ(z_i, y_i) over all samples, or over the mini-batch `rows`."""
     opts = LossOptions(smoothing=cfg.smoothing, target_scale=cfg.target_scale)
-    data = LOSSES[cfg.loss](logits(params, rows), y if rows is None else y[rows], opts)
-    return data + regularizer(params, cfg), data
+    return LOSSES[cfg.loss](logits(params, rows), y if rows is None else y[rows], opts)
 
 
 def objective_and_grad(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig,
                        rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(F, data loss) with ∇F left in each parameter's .grad.
+    """(F, data loss) with ∇F left in each parameter's .grad; F = data loss + regularizer.
 
     Autograd runs through the data loss only; the regularizer's gradient λp is added in place
     (its backward through p.square() costs several passes over H, more than the matrix products).
     """
     for p in params.values():
         p.grad = None
-    opts = LossOptions(smoothing=cfg.smoothing, target_scale=cfg.target_scale)
-    data = LOSSES[cfg.loss](logits(params, rows), y if rows is None else y[rows], opts)
+    data = data_loss(params, y, cfg, rows)
     data.backward()
     with torch.no_grad():
         wd = {"W": cfg.wd_W, "H": cfg.wd_H, "b": cfg.wd_b}
