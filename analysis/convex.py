@@ -49,6 +49,15 @@ class ConvexOptimum:
     predicted: dict[str, float] = field(default_factory=dict)
     grams: dict[str, np.ndarray] = field(default_factory=dict)  # "W" and "means" (centered), K×K
 
+    @property
+    def Z(self) -> np.ndarray:
+        """(K, K): row k = H Wᵀ for a class-k sample (the logits without the bias); Z_N×K = Z[y]."""
+        return self.class_logits - self.b
+
+    def H(self, y: np.ndarray) -> np.ndarray:
+        """The N×r features of samples with labels y (rows of `features`)."""
+        return self.features[np.asarray(y)]
+
 
 def class_targets(K: int, loss: str, smoothing: float = 0.0, target_scale: float = 1.0,
                   soft_targets: np.ndarray | None = None) -> np.ndarray:
