@@ -112,6 +112,10 @@ def nuclear_norm_certificate(counts: Sequence[int], loss: str, wd_W: float, wd_H
         raise RuntimeError(f"convex solver ended with status {problem.status}")
     Xv = np.asarray(X.value)
     bv = np.asarray(b.value) if b is not None else np.zeros(K)
+    if loss != "mse" and wd_b == 0:
+        # CE ignores a constant shift of the logits: an unregularized bias is determined up to a
+        # constant, which gradient descent from b = 0 keeps at mean 0 (the CE gradient sums to 0)
+        bv = bv - bv.mean()
     return _factorize(Xv, bv, counts, T, loss, rho, wd_W, wd_H, wd_b, problem, seconds)
 
 
@@ -134,16 +138,22 @@ def _factorize(X: np.ndarray, b: np.ndarray, counts: np.ndarray, T: np.ndarray, 
     value = float(data + rho * S.sum() + wd_b / 2 * b @ b)
     z_true = np.diag(logits)
     z_other = (logits.sum(1) - z_true) / (K - 1)
+    scale = max(1.0, float(np.abs(logits).max()))
+
+    def snap(v: float) -> float:
+        """Solver round-off (~1e-7 of the logits) is not a prediction: report it as 0."""
+        return 0.0 if abs(v) <= 1e-6 * scale else v
+
     p: dict[str, float] = {
         "loss": value,
         "W_norm_sq": float((W**2).sum()),
         "H_norm_sq": float(counts @ (feats**2).sum(1)),
-        "z_true": float(counts @ z_true / N),
-        "z_other": float(counts @ z_other / N),
-        "logit_gap": float(counts @ (z_true - z_other) / N),
+        "z_true": snap(float(counts @ z_true / N)),
+        "z_other": snap(float(counts @ z_other / N)),
+        "logit_gap": snap(float(counts @ (z_true - z_other) / N)),
     }
     if b.any():
-        p["b_mean"] = float(b.mean())
+        p["b_mean"] = snap(float(b.mean()))
     M = feats - counts @ feats / N
     if r > 0:
         p.update(nc1=0.0, nc2=etf_distance(M @ M.T), nc3=etf_distance(W @ M.T), nc2_W=etf_distance(W @ W.T))
@@ -180,10 +190,14 @@ def layer_peeled_model(counts: Sequence[int], E_W: float = 1.0, E_H: float = 1.0
 
 
 def mean_pairwise_cosine(gram: np.ndarray, members: Sequence[int]) -> float:
-    """Mean cosine between the vectors `members` of a Gram matrix (1: all parallel)."""
+    """Mean cosine between the vectors `members` of a Gram matrix (1: all parallel; NaN once any of
+    them has vanished, below 1e-4 of the largest norm in the Gram — the solver resolves Gram entries to
+    ~1e-10, so norms to ~1e-5 — where a cosine means nothing)."""
     idx = list(members)
     g = gram[np.ix_(idx, idx)]
-    norms = np.sqrt(np.clip(np.diag(g), 1e-300, None))
+    norms = np.sqrt(np.clip(np.diag(g), 0, None))
+    if norms.min() <= 1e-4 * np.sqrt(np.clip(np.diag(gram), 0, None)).max():
+        return math.nan
     cos = g / np.outer(norms, norms)
     return float(cos[np.triu_indices(len(idx), 1)].mean())
 

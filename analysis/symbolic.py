@@ -49,24 +49,28 @@ def mse_free_bias_loss() -> sp.Expr:
 
 
 def mse_regularized_bias() -> dict[str, dict[str, sp.Expr]]:
-    """The (g, β) part of the regularized-bias optimum from its KKT conditions, per case:
-    minimize ½(g + β − t)² + c·g + (λ_b/2)β² over g >= 0 and β, t = 1/K.
-    Returns {"etf": {...}, "common": {...}} with g, β and the value of that part (times K)."""
-    g, beta = sp.symbols("g beta", real=True)
+    """The regularized-bias optimum Z = a(Y − 11ᵀ/K) + g·11ᵀ, b = β1 (target scale 1) from its
+    optimality conditions. The objective separates into a class part (K−1)/(2K)(a − 1)² + c(K−1)a,
+    minimized by a* (no collapse assumed), and K times ½(g + β − t)² + c·g + (λ_b/2)β², t = 1/K, g >= 0:
+    - "etf": g = 0 with β minimizing the rest; optimal while the subgradient condition
+      |∂/∂g| = t − β <= c holds ("condition" <= 0);
+    - "common": g > 0, both derivatives vanish; valid where its g is positive ("g" > 0).
+    Returns a* and, per case, g, β, the condition and F*."""
+    a, g, beta = sp.symbols("a g beta", real=True)
     t = 1 / K
-    f = (g + beta - t) ** 2 / 2 + c * g + lam_b * beta**2 / 2
-    # case g = 0: β minimizes the rest
-    beta0 = _argmin_1d(f.subs(g, 0), beta)
-    # case g > 0: both derivatives vanish
-    sol = sp.solve([sp.diff(f, g), sp.diff(f, beta)], [g, beta], dict=True)[0]
-    a = 1 - K * c
     class_part = (K - 1) / (2 * K) * (a - 1) ** 2 + c * (K - 1) * a
+    a_star = _argmin_1d(class_part, a)
+    class_value = class_part.subs(a, a_star)
+    f = (g + beta - t) ** 2 / 2 + c * g + lam_b * beta**2 / 2
+    beta0 = _argmin_1d(f.subs(g, 0), beta)
+    sol = sp.solve([sp.diff(f, g), sp.diff(f, beta)], [g, beta], dict=True)[0]
     return {
+        "a": {"a": sp.simplify(a_star)},
         "etf": {"g": sp.Integer(0), "beta": beta0,
-                "loss": sp.simplify(class_part + K * f.subs({g: 0, beta: beta0})),
-                "condition": lam_b * t / (1 + lam_b) - c},  # holds while this is <= 0
+                "condition": sp.simplify((t - beta0) - c),
+                "loss": sp.simplify(class_value + K * f.subs({g: 0, beta: beta0}))},
         "common": {"g": sp.simplify(sol[g]), "beta": sp.simplify(sol[beta]),
-                   "loss": sp.simplify(class_part + K * f.subs(sol))},
+                   "loss": sp.simplify(class_value + K * f.subs(sol))},
     }
 
 

@@ -64,19 +64,20 @@ def mse_bias_free(counts: Sequence[int], d: int, wd_W: float, wd_H: float,
     """Bias-free MSE + weight decay, any class counts: logits Z_k = s(1 − N√(λ_Wλ_H)/(s√n_k))₊·Y_k.
 
     Rows of W are orthogonal with ‖w_k‖² = √(λ_H/λ_W)(s√n_k − τ)₊; all samples of class k share one
-    feature vector parallel to w_k. Needs d ≥ K (K orthogonal directions).
+    feature vector parallel to w_k. Needs d at least the number of classes that do not vanish.
     """
     name = "mse_bias_free"
     counts = np.asarray(counts, dtype=float)
     K, N = len(counts), int(counts.sum())
-    if d < K:
-        return not_applicable(name, f"needs d >= K for orthogonal classifier rows (d={d}, K={K})")
     if wd_W <= 0 or wd_H <= 0:
         return not_applicable(name, "needs wd_W > 0 and wd_H > 0 (no minimizer without weight decay)")
     root_lam = math.sqrt(wd_W * wd_H)
     tau = N * root_lam
     sigmas = target_scale * np.sqrt(counts)
     shrunk = np.clip(sigmas - tau, 0, None)  # singular values of Z, one per class
+    rank = int((shrunk > 0).sum())
+    if d < rank:
+        return not_applicable(name, f"needs d >= {rank} orthogonal classifier rows (d={d}, K={K})")
     nuclear = float(shrunk.sum())
     p: dict[str, float] = {
         "loss": _shrinkage_objective(sigmas, tau, N, root_lam),

@@ -123,6 +123,25 @@ def test_free_bias_is_regularized_bias_at_zero():
         assert a[key] == pytest.approx(b[key], rel=1e-14)
 
 
+def test_ce_free_bias_imbalanced_prediction_of_logits(tmp_path):
+    # CE ignores a constant shift of the bias; the convex prediction uses the mean-zero bias that
+    # gradient descent from b = 0 keeps, so logits and bias are predicted, not only the loss
+    s = ufm_optimum(tmp_path, K=3, counts=(10, 10, 3), wd_W=5e-3, wd_H=5e-3, wd_b=0.0, bias=True, loss="ce")
+    assert s["theory"]["name"] == "convex_optimum"
+    for key in ("z_true", "z_other", "logit_gap"):
+        assert s["final"][key] == pytest.approx(s["theory"]["predicted"][key], rel=1e-4), key
+
+
+def test_convex_target_refused_when_d_is_below_its_rank(tmp_path):
+    s = ufm_optimum(tmp_path, K=6, n=5, wd_W=5e-3, wd_H=5e-3, wd_b=5e-3, loss="ce", counts=(5, 5, 5, 5, 5, 2))
+    assert s["theory"]["applies"]  # d = K + 2: reachable
+    cfg = SimConfig(K=6, counts=(5, 5, 5, 5, 5, 2), d=3, wd_W=5e-3, wd_H=5e-3, wd_b=5e-3, loss="ce",
+                    optimizer="lbfgs", dtype="float64", steps=200)
+    s = simulate(cfg, tmp_path / "low-d", progress=False)
+    assert not s["theory"]["applies"] and "lower bound" in s["theory"]["reason"]
+    assert s["certificate"]["lower_bound_only"] and s["certificate"]["gap"] > 0
+
+
 def test_imbalanced_certificate_and_departure_from_etf(tmp_path):
     # no closed form: the convex optimum is the target; the means are not a simplex ETF
     counts = (40, 40, 40, 4, 4)
@@ -207,6 +226,9 @@ def test_layer_peeled_minority_collapse():
     assert np.all(np.diff(cos) > 0) and cos[-1] > 1 - 1e-4
     crit = critical_ratios(K_A=7, K_B=3)
     assert 100 < crit["parallel"] < 1000
+    # small budgets: the minority classifiers vanish (their cosine is then undefined, NaN)
+    small = minority_collapse([1, 4], K_A=7, K_B=3, E_W=1.0, E_H=1.0)
+    assert small["minority_norm_ratio"][1] < 1e-3 and np.isnan(small["minority_cosine"][1])
 
 
 @pytest.mark.parametrize("K,n,lam", SETTINGS)
@@ -223,10 +245,13 @@ def test_symbolic_forms_equal_numeric_forms(K, n, lam):
         assert f(ce[sym], "K", "n", "wd_W", "wd_H")(K, n, lam, 2 * lam) == pytest.approx(num[key], rel=1e-12)
     assert f(ce["p_wrong"], "K", "n", "wd_W", "wd_H")(K, n, lam, 2 * lam) == pytest.approx(math.sqrt(2 * n) * lam)
     rb = symbolic.mse_regularized_bias()
+    assert f(rb["a"]["a"], "K", "n", "wd_W", "wd_H")(K, n, lam, lam) == pytest.approx(1 - K * math.sqrt(n) * lam)
     for wd_b in (1e-3, 2.0):
-        case = "etf" if f(rb["etf"]["condition"], "K", "n", "wd_W", "wd_H", "wd_b")(K, n, lam, lam, wd_b) <= 0 \
-            else "common"
-        value = f(rb[case]["loss"], "K", "n", "wd_W", "wd_H", "wd_b")(K, n, lam, lam, wd_b)
+        args = (K, n, lam, lam, wd_b)
+        etf_case = f(rb["etf"]["condition"], "K", "n", "wd_W", "wd_H", "wd_b")(*args) <= 0
+        # the two cases are complementary: the g of the "common" solution is positive exactly outside
+        assert (f(rb["common"]["g"], "K", "n", "wd_W", "wd_H", "wd_b")(*args) > 0) == (not etf_case)
+        value = f(rb["etf" if etf_case else "common"]["loss"], "K", "n", "wd_W", "wd_H", "wd_b")(*args)
         assert value == pytest.approx(mse_regularized_bias(K, n, d, lam, lam, wd_b).predicted["loss"], rel=1e-12)
     lem = symbolic.lemma1()
     assert float(lem["minimum"].subs(symbolic.K, K)) == pytest.approx(1 / (2 * K))
