@@ -107,35 +107,13 @@ def mse_bias_free(counts: Sequence[int], d: int, wd_W: float, wd_H: float,
 
 def mse_free_bias(K: int, n: int, d: int, wd_W: float, wd_H: float,
                   target_scale: float = 1.0) -> Target:
-    """MSE + weight decay with an unregularized bias, balanced classes (n per class).
-
-    Z = s(1 − Kc/s)₊(Y − 11ᵀ/K) with c = √(nλ_Wλ_H), b = s/K·1, W a scaled simplex ETF.
-    F* = (K−1)c(1 − Kc/2) for s = 1. Needs d ≥ K − 1.
+    """MSE + weight decay with an unregularized bias, balanced classes (n per class): the λ_b = 0 case of
+    `mse_regularized_bias`. Z = s(1 − Kc/s)₊(Y − 11ᵀ/K) with c = √(nλ_Wλ_H), b = s/K·1, W a scaled
+    simplex ETF; F* = (K−1)c(1 − Kc/2) for s = 1. Needs d ≥ K − 1.
     """
-    name = "mse_free_bias"
-    if d < K - 1:
-        return not_applicable(name, f"needs d >= K - 1 for a simplex ETF (d={d}, K={K})")
-    if wd_W <= 0 or wd_H <= 0:
-        return not_applicable(name, "needs wd_W > 0 and wd_H > 0 (no minimizer without weight decay)")
-    N = K * n
-    root_lam = math.sqrt(wd_W * wd_H)
-    tau = N * root_lam
-    sigmas = np.full(K - 1, target_scale * math.sqrt(n))
-    nuclear = float(np.clip(sigmas - tau, 0, None).sum())
-    gamma = max(0.0, 1.0 - tau / (target_scale * math.sqrt(n)))  # shrink factor of the centered targets
-    p: dict[str, float] = {
-        "loss": _shrinkage_objective(sigmas, tau, N, root_lam),
-        "W_norm_sq": math.sqrt(wd_H / wd_W) * nuclear,
-        "H_norm_sq": math.sqrt(wd_W / wd_H) * nuclear,
-        "b_mean": target_scale / K,
-        "z_true": gamma * target_scale * (1 - 1 / K) + target_scale / K,
-        "z_other": -gamma * target_scale / K + target_scale / K,
-        "logit_gap": gamma * target_scale,
-    }
-    if gamma == 0:
-        return Target(name, True, "collapse to zero: K·sqrt(n·wd_W·wd_H) >= target scale", p)
-    p.update(nc1=0.0, nc2=0.0, nc3=0.0, nc4=0.0, accuracy=1.0)
-    return Target(name, True, "", p, etf_grams(K, p["W_norm_sq"], wd_W / (n * wd_H)))
+    target = mse_regularized_bias(K, n, d, wd_W, wd_H, 0.0, target_scale)
+    target.name = "mse_free_bias"
+    return target
 
 
 def etf_grams(K: int, W_norm_sq: float, ratio_sq: float) -> dict[str, np.ndarray]:

@@ -116,13 +116,6 @@ def test_convex_program_equals_closed_forms(loss, bias, wd_b, K, n, lam):
     assert opt.value == pytest.approx(target.predicted["loss"], rel=1e-7)
 
 
-def test_free_bias_is_regularized_bias_at_zero():
-    a = mse_free_bias(5, 7, 8, 1e-3, 2e-3).predicted
-    b = mse_regularized_bias(5, 7, 8, 1e-3, 2e-3, 0.0).predicted
-    for key in ("loss", "W_norm_sq", "H_norm_sq", "b_mean"):
-        assert a[key] == pytest.approx(b[key], rel=1e-14)
-
-
 def test_ce_free_bias_imbalanced_prediction_of_logits(tmp_path):
     # CE ignores a constant shift of the bias; the convex prediction uses the mean-zero bias that
     # gradient descent from b = 0 keeps, so logits and bias are predicted, not only the loss
