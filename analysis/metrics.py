@@ -137,7 +137,11 @@ class _Geometry:
     sq_dist: torch.Tensor  # (K, K) float64, ‖μ_j − μ_k‖²
     W: torch.Tensor | None  # (K, d) float64
     b: torch.Tensor | None  # (K,) float64
-    dtype: torch.dtype  # the features' dtype
+    # the second pass runs in a working dtype (see _work_dtype): the means and directions [M; W]
+    # rounded to it, and e_k Vᵀ with e_k = μ_k − fl(μ_k), the per-class shift that rounding causes
+    means_work: torch.Tensor  # (K, d)
+    V_work: torch.Tensor  # (K or 2K, d)
+    shift: torch.Tensor  # (K, K or 2K) float64
 
 
 def _geometry(sums: ClassSums, W: Any, b: Any, global_mean: str, dtype: torch.dtype) -> _Geometry:
@@ -163,7 +167,11 @@ def _geometry(sums: ClassSums, W: Any, b: Any, global_mean: str, dtype: torch.dt
             b64 = as_tensor(b, device=M.device).double().reshape(-1)
             if b64.shape != (K,):
                 raise ValueError(f"b must have shape (K,) = {(K,)}, got {tuple(b64.shape)}")
-    return _Geometry(means, M, A, sq_dist, W64, b64, dtype)
+    work = _work_dtype(dtype)
+    means_work = means.to(work)
+    V_work = (M if W64 is None else torch.cat([M, W64])).to(work)
+    shift = (means - means_work.double()) @ V_work.double().T
+    return _Geometry(means, M, A, sq_dist, W64, b64, means_work, V_work, shift)
 
 
 def deviation_stats(H: Any, y: Any, geom: _Geometry) -> DeviationStats:
@@ -173,14 +181,11 @@ def deviation_stats(H: Any, y: Any, geom: _Geometry) -> DeviationStats:
     K, d = geom.centered.shape
     _check_batch(H, y, K)
     dev = H.device
-    work = _work_dtype(H.dtype)
-    V = (geom.centered if geom.W is None else torch.cat([geom.centered, geom.W])).to(work)
-    means = geom.means.to(work)
-    # δ'_i = h_i − fl(μ_k) uses the means rounded to the working dtype; with e_k = μ_k − fl(μ_k),
-    # the projection is P_i = δ'_i Vᵀ − e_k Vᵀ: subtract that per-class constant in float64. The
-    # exact class means differ from μ_k by what the float32 first pass lost; Σ_k δ'_i, accumulated
-    # here, gives that difference exactly and _finalize removes it.
-    shift = (geom.means - means.double()) @ V.double().T  # (K, K or 2K)
+    V, means, shift, work = geom.V_work, geom.means_work, geom.shift, geom.V_work.dtype
+    # δ'_i = h_i − fl(μ_k) uses the means rounded to the working dtype; the projection is
+    # P_i = δ'_i Vᵀ − e_k Vᵀ: subtract that per-class constant (geom.shift) in float64. The exact
+    # class means differ from μ_k by what the float32 first pass lost; Σ_k δ'_i, accumulated here,
+    # gives that difference exactly and _finalize removes it.
     mean_logits = None
     if geom.W is not None:
         mean_logits = means.double() @ geom.W.T  # fl(μ_j) · w_k: logits = δ' Wᵀ + fl(μ_y) Wᵀ + b
@@ -256,9 +261,7 @@ def _finalize(sums: ClassSums, geom: _Geometry, dev: DeviationStats, rtol: float
     # (what deviation_stats already removed), so Σ P Pᵀ loses Σ_k n_k Δ_k Δ_kᵀ.
     counts = sums.counts.double()
     offset = dev.deviation_sums / counts[:, None]  # t_k
-    work = _work_dtype(geom.dtype)
-    V = M.to(work).double()
-    delta_shift = offset @ V.T - (geom.means - geom.means.to(work).double()) @ V.T  # Δ_k, (K, K)
+    delta_shift = offset @ geom.V_work[:K].double().T - geom.shift[:, :K]  # Δ_k, (K, K)
     G = (dev.proj_gram - delta_shift.T @ (counts[:, None] * delta_shift)) / N  # M Σ_W Mᵀ
     # NC1 = tr(G (A^†)²) on the eigenbasis of A = U Λ Uᵀ: Σ_{λ_j > cut} (Uᵀ G U)_jj / λ_j²
     evals, U = torch.linalg.eigh(A)

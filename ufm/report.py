@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from ufm.summary import ZERO_PREDICTION
+
 # rows always shown (when measured), then whatever else the theory predicts
 _ROWS = ("loss", "W_norm_sq", "H_norm_sq", "nc1", "nc2", "nc3", "nc4", "accuracy")
 
@@ -21,7 +23,7 @@ def format_table(summary: dict) -> str:
     lines = [f"{'quantity':<14}  {'measured':>12}  {'predicted':>12}  {'gap':>14}"]
     for k in keys:
         gap = summary["rel_gap"].get(k)
-        kind = "" if gap is None else (" rel" if abs(predicted[k]) > 1e-12 else " abs")
+        kind = "" if gap is None else (" rel" if abs(predicted[k]) > ZERO_PREDICTION else " abs")
         lines.append(f"{k:<14}  {_fmt(final[k]):>12}  {_fmt(predicted.get(k)):>12}  {_fmt(gap) + kind:>14}")
     head = f"theory: {theory['name']}" + ("" if theory["applies"] else f" does not apply: {theory['reason']}")
     if theory["applies"] and theory["reason"]:

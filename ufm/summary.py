@@ -30,16 +30,20 @@ def is_converged(final: dict, cfg: SimConfig) -> tuple[bool, str]:
     return final["grad_norm"] <= threshold, f"grad_norm <= {threshold:g}"
 
 
+# a prediction this small is a zero: its gap is reported as absolute, not relative
+ZERO_PREDICTION = 1e-12
+
+
 def gaps(final: dict[str, float], predicted: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
     """(measured − predicted, |measured − predicted|/|predicted|) for every predicted quantity measured;
-    the relative gap is the absolute one where the prediction is 0 (|p| <= 1e-12)."""
+    the relative gap is the absolute one where the prediction is 0 (|p| <= ZERO_PREDICTION)."""
     gap, rel = {}, {}
     for key, p in predicted.items():
         m = final.get(key)
         if m is None or not math.isfinite(m) or not math.isfinite(p):
             continue
         gap[key] = m - p
-        rel[key] = abs(m - p) / abs(p) if abs(p) > 1e-12 else abs(m - p)
+        rel[key] = abs(m - p) / abs(p) if abs(p) > ZERO_PREDICTION else abs(m - p)
     return gap, rel
 
 
