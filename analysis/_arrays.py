@@ -13,7 +13,9 @@ def as_tensor(x: Any, *, device: torch.device | str | None = None) -> torch.Tens
     if isinstance(x, torch.Tensor):
         t = x.detach()
     else:
-        t = torch.as_tensor(np.asarray(x))
+        a = np.asarray(x)
+        # torch cannot wrap a read-only array (e.g. a cached LCA matrix) without a warning: copy it
+        t = torch.as_tensor(a if a.flags.writeable else a.copy())
     return t if device is None else t.to(device)
 
 

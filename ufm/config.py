@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
-from ufm.losses import LOSSES
+from ufm.losses import HIERARCHICAL_LOSSES, HXE_WEIGHTINGS, LOSSES
 
 OPTIMIZERS = ("gd", "sgd", "adam", "lbfgs")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -15,6 +16,10 @@ DTYPES = ("float32", "float64")
 DEFAULT_STEPS = {"gd": 5000, "sgd": 5000, "adam": 5000, "lbfgs": 500}
 DEFAULT_LR = {"gd": 1.5, "sgd": 0.5, "adam": 1e-3, "lbfgs": 1.0}
 
+
+# α by loss when --alpha is not given: HXE 0.1 (Bertinetto et al. 2020 use 0.1 and 0.5); HAFrame 0.4
+# (the cosine-loss weight of the authors' CIFAR-100 and FGVC scripts, with γ = 2)
+DEFAULT_ALPHA = {"hxe": 0.1, "haframe": 0.4}
 
 MAX_SEED = 2**62  # torch generators take 64-bit seeds; the loop also uses seed + 1
 
@@ -50,6 +55,12 @@ class SimConfig:
     tol: float = 0.0  # stop early once the gradient norm is <= tol (checked at evaluations)
     evals_per_decade: int = 10
     certificate: bool = True  # solve the convex program and report the gap to the global optimum
+    hierarchy: str | None = None  # class tree: built-in name, balanced:b1,b2,…, flat:K, or a JSON path
+    alpha: float | None = None  # hxe: λ(C) = exp(−α·h(C)); haframe: cosine-loss weight (None: DEFAULT_ALPHA)
+    beta: float = 10.0  # soft: targets softmax(−β·LCA height / tree height)
+    hxe_weighting: str = "height"  # hxe: "height" (the paper) or "depth" (the authors' code: exp(−α·depth))
+    gamma: float = 2.0  # haframe: S = (1 − s_min)·exp(−γ·d/d_max) + s_min
+    s_min: float | None = None  # haframe: S_ij's limit for large d_ij; None = the smallest value keeping S PSD
 
     def __post_init__(self) -> None:
         if self.counts is not None:
@@ -60,6 +71,8 @@ class SimConfig:
             self.steps = DEFAULT_STEPS[self.optimizer]
         if self.lr is None and self.optimizer in DEFAULT_LR:
             self.lr = DEFAULT_LR[self.optimizer]
+        if self.alpha is None:
+            self.alpha = DEFAULT_ALPHA.get(self.loss)
         self.validate()
 
     @property
@@ -106,6 +119,38 @@ class SimConfig:
         need(self.tol >= 0, f"--tol must be >= 0, got {self.tol}")
         need(0 <= self.seed <= MAX_SEED, f"--seed must lie in 0..{MAX_SEED}, got {self.seed}")
         need(self.evals_per_decade >= 1, f"--evals-per-decade must be >= 1, got {self.evals_per_decade}")
+        self._validate_hierarchy(need)
+
+    def _validate_hierarchy(self, need: Callable[[bool, str], None]) -> None:
+        need(self.hierarchy is not None or self.loss not in HIERARCHICAL_LOSSES,
+             f"--loss {self.loss} needs a class tree: give --hierarchy (e.g. cifar100, balanced:2,5,10)")
+        need(self.hxe_weighting in HXE_WEIGHTINGS,
+             f"--hxe-weighting must be one of {HXE_WEIGHTINGS}, got {self.hxe_weighting!r}")
+        if self.alpha is not None:
+            need(math.isfinite(self.alpha) and self.alpha >= 0,
+                 f"--alpha must be a finite number >= 0, got {self.alpha}")
+            need(self.loss != "haframe" or self.alpha <= 1, f"--alpha (HAFrame's loss weight) must lie in [0, 1], "
+                                                            f"got {self.alpha}")
+        need(math.isfinite(self.beta) and self.beta > 0, f"--beta must be > 0, got {self.beta}")
+        need(math.isfinite(self.gamma) and self.gamma > 0, f"--gamma must be > 0, got {self.gamma}")
+        if self.s_min is not None:
+            need(math.isfinite(self.s_min) and self.s_min < 1, f"--s-min must be a number < 1, got {self.s_min}")
+        if self.hierarchy is None:
+            return
+        from analysis.frames import FrameError
+        from analysis.hierarchy import HierarchyError
+        from ufm.hierarchical import class_tree, frame_of  # late: the tree loads only when one is asked for
+
+        try:
+            class_tree(self.hierarchy, self.K)
+        except HierarchyError as e:
+            raise ConfigError(f"--hierarchy: {e}") from None
+        if self.loss == "haframe":
+            need(not self.bias, "--loss haframe uses the plain logits Wh of the fixed frame: drop --bias")
+            try:
+                frame_of(self)
+            except FrameError as e:
+                raise ConfigError(f"--loss haframe: {e}") from None
 
     def to_dict(self) -> dict:
         d = asdict(self)

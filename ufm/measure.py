@@ -7,8 +7,10 @@ import math
 import numpy as np
 import torch
 
+from analysis.hierarchical_metrics import hierarchical_metrics
 from analysis.metrics import class_means, nc_metrics
 from ufm.config import SimConfig
+from ufm.hierarchical import class_tree, frame_gram
 from ufm.model import logits, objective_and_grad
 
 
@@ -18,9 +20,9 @@ def measure(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig) ->
     Measured on a float64 copy of the parameters, so a float32 run's loss and gradient norm are
     those of its iterate, not float32 round-off (summing N losses in float32 errs by ~1e-6 relative).
     """
-    params = {k: p.detach().double().requires_grad_(True) for k, p in params.items()}
+    params = {k: p.detach().double().requires_grad_(p.requires_grad) for k, p in params.items()}
     F, data = objective_and_grad(params, y, cfg)
-    grads = [p.grad for p in params.values()]
+    grads = [p.grad for p in params.values() if p.requires_grad]
     with torch.no_grad():
         H, W, b = params["H"], params["W"], params.get("b")
         Z = logits(params)
@@ -40,18 +42,26 @@ def measure(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig) ->
             row["b_norm_sq"] = float(b.square().sum())
             row["b_mean"] = float(b.mean())
         row.update(nc_metrics(H, y, W, b, K=cfg.K))
+        if cfg.hierarchy is not None:
+            # mistake severity, HierDist@k, and angular collapse / hierarchy-aware NC2 against the
+            # HAFrame Gram S of the tree (the classifier of --loss haframe; a reference for the others)
+            row.update(hierarchical_metrics(H, y, class_tree(cfg.hierarchy, cfg.K).lca_heights, W, b,
+                                            frame_gram(cfg)[0], K=cfg.K))
     return row
 
 
 def gram_errors(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig,
                 predicted: dict[str, np.ndarray]) -> dict[str, dict]:
-    """Measured K×K Grams WWᵀ and MMᵀ (class means centered at the sample mean) against the predicted
-    ones: {"W": {"measured", "predicted", "rel_error"}, ...}, rel_error = ‖G − G*‖_F/‖G*‖_F."""
+    """Measured K×K Grams WWᵀ, MMᵀ (class means centered at the sample mean) and the cosines of the
+    (uncentered) class means against the predicted ones ("W", "means", "means_cos"):
+    {key: {"measured", "predicted", "rel_error"}}, rel_error = ‖G − G*‖_F/‖G*‖_F."""
     with torch.no_grad():
         W = params["W"].detach().double()
         means = class_means(params["H"].detach().double(), y, cfg.K)
         M = means - params["H"].detach().double().mean(0)
-        measured = {"W": (W @ W.T).cpu().numpy(), "means": (M @ M.T).cpu().numpy()}
+        unit = means / means.norm(dim=1, keepdim=True)
+        measured = {"W": (W @ W.T).cpu().numpy(), "means": (M @ M.T).cpu().numpy(),
+                    "means_cos": (unit @ unit.T).cpu().numpy()}
     out = {}
     for key, G in predicted.items():
         norm = np.linalg.norm(G)

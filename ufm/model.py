@@ -7,7 +7,8 @@ import math
 import torch
 
 from ufm.config import SimConfig
-from ufm.losses import LOSSES, LossOptions
+from ufm.hierarchical import frame_of, loss_options
+from ufm.losses import LOSSES
 
 
 def labels(counts: tuple[int, ...], device: torch.device) -> torch.Tensor:
@@ -19,7 +20,8 @@ def init_params(cfg: SimConfig, device: torch.device, dtype: torch.dtype) -> dic
     """Rows of H and W drawn from N(0, init_scale²/d · I), b = 0.
 
     Drawn in float64 on the CPU from `cfg.seed`, then cast and moved, so a seed gives the same start
-    on every device and in both dtypes.
+    on every device and in both dtypes. Under `--loss haframe` W is the fixed frame (not trained:
+    requires_grad is False, and it carries no weight decay).
     """
     g = torch.Generator().manual_seed(cfg.seed)
     std = cfg.init_scale / math.sqrt(cfg.d)
@@ -29,7 +31,15 @@ def init_params(cfg: SimConfig, device: torch.device, dtype: torch.dtype) -> dic
     }
     if cfg.bias:
         params["b"] = torch.zeros(cfg.K, dtype=torch.float64)
-    return {k: v.to(device=device, dtype=dtype).requires_grad_(True) for k, v in params.items()}
+    params = {k: v.to(device=device, dtype=dtype).requires_grad_(True) for k, v in params.items()}
+    if cfg.loss == "haframe":
+        params["W"] = torch.as_tensor(frame_of(cfg).W, dtype=dtype, device=device)
+    return params
+
+
+def trainable(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The parameters the optimizer moves (all but a fixed classifier)."""
+    return {k: p for k, p in params.items() if p.requires_grad}
 
 
 def logits(params: dict[str, torch.Tensor], rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -42,14 +52,14 @@ def logits(params: dict[str, torch.Tensor], rows: torch.Tensor | None = None) ->
 def regularizer(params: dict[str, torch.Tensor], cfg: SimConfig) -> torch.Tensor:
     """λ_W/2‖W‖² + λ_H/2‖H‖² + λ_b/2‖b‖² (squared Frobenius norms, H summed over all N rows)."""
     wd = {"W": cfg.wd_W, "H": cfg.wd_H, "b": cfg.wd_b}
-    return sum(0.5 * wd[k] * torch.dot(p.reshape(-1), p.reshape(-1)) for k, p in params.items())
+    return sum(0.5 * wd[k] * torch.dot(p.reshape(-1), p.reshape(-1)) for k, p in trainable(params).items())
 
 
 def data_loss(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig,
               rows: torch.Tensor | None = None) -> torch.Tensor:
     """mean_i ℓ(z_i, y_i) over all samples, or over the mini-batch `rows`."""
-    opts = LossOptions(smoothing=cfg.smoothing, target_scale=cfg.target_scale)
-    return LOSSES[cfg.loss](logits(params, rows), y if rows is None else y[rows], opts)
+    H = params["H"] if rows is None else params["H"][rows]
+    return LOSSES[cfg.loss](logits(params, rows), y if rows is None else y[rows], loss_options(cfg), features=H)
 
 
 def objective_and_grad(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig,
@@ -59,13 +69,14 @@ def objective_and_grad(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: Si
     Autograd runs through the data loss only; the regularizer's gradient λp is added in place
     (its backward through p.square() costs several passes over H, more than the matrix products).
     """
-    for p in params.values():
+    moving = trainable(params)
+    for p in moving.values():
         p.grad = None
     data = data_loss(params, y, cfg, rows)
     data.backward()
     with torch.no_grad():
         wd = {"W": cfg.wd_W, "H": cfg.wd_H, "b": cfg.wd_b}
-        for k, p in params.items():
+        for k, p in moving.items():
             p.grad.add_(p, alpha=wd[k])
         F = data.detach() + regularizer(params, cfg)
     return F, data.detach()

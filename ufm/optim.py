@@ -29,7 +29,8 @@ class ScaledBiasLBFGS:
         self.params = params
         self.scale = (cfg.K * math.sqrt(cfg.N / cfg.K)) ** -0.5
         self.beta = (params["b"].detach() / self.scale).requires_grad_(True) if "b" in params else None
-        leaves = [params["H"], params["W"]] + ([self.beta] if self.beta is not None else [])
+        leaves = [p for k, p in params.items() if k != "b" and p.requires_grad]
+        leaves += [self.beta] if self.beta is not None else []
         self.inner = torch.optim.LBFGS(leaves, lr=cfg.lr, max_iter=1, max_eval=50, history_size=20,
                                        line_search_fn="strong_wolfe", tolerance_grad=0.0,
                                        tolerance_change=0.0)
@@ -82,7 +83,7 @@ def make_optimizer(cfg: SimConfig, params: dict[str, torch.Tensor]) -> torch.opt
     """gd: plain full-batch gradient descent (the theory's setting); sgd: heavy-ball momentum (on
     mini-batches with --batch-size); adam; lbfgs: L-BFGS, one iteration per step (reaches the optimum
     to float64 precision). All expose step(closure), the closure leaving ∇F in .grad."""
-    leaves = list(params.values())
+    leaves = [p for p in params.values() if p.requires_grad]
     if cfg.optimizer == "gd":
         return torch.optim.SGD(leaves, lr=cfg.lr)
     if cfg.optimizer == "sgd":

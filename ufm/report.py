@@ -29,8 +29,8 @@ def format_table(summary: dict) -> str:
     if theory["applies"] and theory["reason"]:
         head += f" ({theory['reason']})"
     if summary.get("grams"):
-        errs = ", ".join(f"{'WWᵀ' if k == 'W' else 'MMᵀ (centered means)'} {v['rel_error']:.2e}"
-                         for k, v in summary["grams"].items())
+        label = {"W": "WWᵀ", "means": "MMᵀ (centered means)", "means_cos": "cosines of the class means"}
+        errs = ", ".join(f"{label[k]} {v['rel_error']:.2e}" for k, v in summary["grams"].items())
         lines.append(f"Gram matrices, relative Frobenius error to the predicted ones: {errs}")
     cert = summary.get("certificate", {})
     if cert.get("applies") and "gap" in cert:
@@ -39,6 +39,8 @@ def format_table(summary: dict) -> str:
                      f"optimum {cert['optimum']:.10g}{bound}, {cert['solver']} in {cert['solver_seconds']:.2f} s")
     elif cert:
         lines.append(f"certificate: skipped ({cert.get('reason', 'no finite measurement')})")
+    if summary.get("hierarchy"):
+        lines.extend(_hierarchy_lines(summary["hierarchy"]))
     K, d = summary["config"]["K"], summary["config"]["d"]
     if K > d + 1:
         lines.append(f"note: no simplex ETF exists for K = {K} > d + 1 = {d + 1}; NC2 and NC3 measure the "
@@ -47,3 +49,19 @@ def format_table(summary: dict) -> str:
     tail = (f"{summary['steps']} steps in {summary['seconds']:.1f} s, {conv} "
             f"[{summary['converged_criterion']}; grad_norm {final.get('grad_norm', math.nan):.2e}]")
     return "\n".join([head, *lines, tail])
+
+
+def _hierarchy_lines(h: dict) -> list[str]:
+    m, f = h["measured"], h["frame"]
+    dists = ", ".join(f"@{k.split('@')[1]} {_fmt(v)}" for k, v in m.items() if k.startswith("hier_dist@"))
+    lines = [f"hierarchy {h['tree']} ({h['K']} classes, height {h['height']}): mistake severity "
+             f"{_fmt(m.get('mistake_severity'))}, HierDist {dists}"]
+    if "angular_mean" in m:
+        W = (f"; classifier {_fmt(m['angular_mean_W'])} ± {_fmt(m['angular_std_W'])}"
+             if "angular_mean_W" in m else "")
+        lines.append(f"angular collapse |cos − S| to the HAFrame Gram S (γ = {f['gamma']:g}, s_min = "
+                     f"{f['s_min']:.4g}): class means {_fmt(m['angular_mean'])} ± {_fmt(m['angular_std'])}{W}; "
+                     f"hierarchy-aware NC2 {_fmt(m.get('hier_nc2'))}")
+    if "nc1_collapsed" in h:
+        lines.append(f"NC1 → 0: {'yes' if h['nc1_collapsed'] else 'no'} (NC1 = {_fmt(h['nc1'])})")
+    return lines

@@ -69,10 +69,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-class sample counts, e.g. 50,50,10 (sets K, overrides --n)")
     g.add_argument("--d", type=_number(int, 1), default=512, help="feature dimension")
     g.add_argument("--loss", choices=sorted(LOSSES), default="mse",
-                   help="mse: ½||z − s·e_y||²; ce: cross-entropy; ls: label-smoothed cross-entropy")
+                   help="mse: ½||z − s·e_y||²; ce: cross-entropy; ls: label-smoothed cross-entropy; hxe: "
+                        "hierarchical cross-entropy; soft: soft labels from the tree; haframe: fixed "
+                        "hierarchy-aware frame + cosine loss (the last three need --hierarchy)")
     g.add_argument("--smoothing", type=_number(float, 0, 1), default=0.1, help="label smoothing α (--loss ls)")
     g.add_argument("--target-scale", type=_number(float, 0, lo_open=True), default=1.0,
                    help="MSE target scale s (targets s·e_y)")
+    g = p.add_argument_group("class hierarchy (losses hxe, soft, haframe; hierarchical metrics for any loss)")
+    g.add_argument("--hierarchy", default=None,
+                   help="class tree: cifar100, fgvc_aircraft, inaturalist19, tiered_imagenet_h, balanced:b1,b2,… "
+                        "(branching factors, e.g. balanced:2,5,10 has 100 classes), flat:K, or a JSON file "
+                        "(nested {name, children}, {parents: …} or {edges: […]}); sets K when --K is not given")
+    g.add_argument("--alpha", type=_number(float, 0), default=None,
+                   help="hxe: edge weights exp(−α·height) (default 0.1); haframe: weight of the cosine loss, "
+                        "(1 − α)·CE + α·L_cos (default 0.4)")
+    g.add_argument("--hxe-weighting", choices=("height", "depth"), default="height",
+                   help="hxe: weight edges by the child's height (the paper) or its depth from the root (the "
+                        "authors' code)")
+    g.add_argument("--beta", type=_number(float, 0, lo_open=True), default=10.0,
+                   help="soft: targets softmax(−β·LCA height/tree height)")
+    g.add_argument("--gamma", type=_number(float, 0, lo_open=True), default=2.0,
+                   help="haframe: S_ij = (1 − s_min)·exp(−γ·d_ij/d_max) + s_min")
+    g.add_argument("--s-min", type=_number(float, None, 1), default=None,
+                   help="haframe: the offset s_min of S (default: the smallest value keeping S positive "
+                        "semidefinite, −1/(1ᵀE⁻¹1 − 1) with E = exp(−γ·D/d_max))")
     g = p.add_argument_group("regularization (λ/2·||·||², per block)")
     g.add_argument("--wd", type=_number(float, 0), default=5e-4, help="weight decay of W, H and b")
     g.add_argument("--wd-W", type=_number(float, 0), default=None, help="weight decay of W (default: --wd)")
@@ -114,13 +134,23 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     def wd(block: float | None) -> float:
         return args.wd if block is None else block
 
+    K = len(args.counts) if args.counts else args.K
+    if K is None and args.hierarchy is not None:
+        from analysis.hierarchy import HierarchyError
+        from ufm.hierarchical import class_tree
+
+        try:
+            K = class_tree(args.hierarchy).K
+        except HierarchyError as e:
+            raise ConfigError(f"--hierarchy: {e}") from None
     return SimConfig(
-        K=len(args.counts) if args.counts else (args.K or 10), n=args.n, counts=args.counts, d=args.d,
+        K=K or 10, n=args.n, counts=args.counts, d=args.d,
         loss=args.loss, wd_W=wd(args.wd_W), wd_H=wd(args.wd_H), wd_b=wd(args.wd_b), bias=args.bias,
         steps=args.steps, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
         batch_size=args.batch_size, init_scale=args.init_scale, device=args.device, dtype=args.dtype,
         seed=args.seed, smoothing=args.smoothing, target_scale=args.target_scale, tol=args.tol,
-        evals_per_decade=args.evals_per_decade, certificate=args.certificate,
+        evals_per_decade=args.evals_per_decade, certificate=args.certificate, hierarchy=args.hierarchy,
+        alpha=args.alpha, beta=args.beta, hxe_weighting=args.hxe_weighting, gamma=args.gamma, s_min=args.s_min,
     )
 
 

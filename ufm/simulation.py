@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from ufm.config import SimConfig
 from ufm.devices import resolve_device, resolve_dtype
+from ufm.hierarchical import hierarchy_summary
 from ufm.measure import gram_errors, measure
 from ufm.model import init_params, labels, objective_and_grad
 from ufm.optim import make_optimizer
@@ -119,6 +120,8 @@ def simulate(cfg: SimConfig, out: Path | str | None = None, *, progress: bool = 
     summary = build_summary(cfg, history, target, status=status, steps=step,
                             seconds=seconds, device=str(device), divergence=watch.report())
     summary["certificate"] = certificate(cfg, convex, skipped, summary["final"].get("loss"))
+    if cfg.hierarchy is not None:
+        summary["hierarchy"] = hierarchy_summary(cfg, summary["final"])
     if status != "diverged" and target.applies and target.grams:
         summary["grams"] = gram_errors(params, y, cfg, target.grams)
     write_json(out / "summary.json", summary)

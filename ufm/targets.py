@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from analysis.frames import haframe_optimum
+from analysis.hierarchical_metrics import angular_collapse, centered_gram_distance
+from analysis.metrics import etf_distance
 from analysis.theory import (
     Target,
     ce_etf,
@@ -11,6 +16,7 @@ from analysis.theory import (
     not_applicable,
 )
 from ufm.config import SimConfig
+from ufm.hierarchical import frame_gram, frame_of, soft_targets
 
 # the certificate solves a K×K nuclear-norm program (an SDP of size 2K, with K² exponential cones for
 # CE); measured on 2 cores: K = 30 takes 1.3 s (MSE) and 6 s (CE), K = 40 takes 25 s (CE), K = 50 47 s
@@ -36,20 +42,57 @@ def closed_form(cfg: SimConfig) -> Target:
         # with or without a bias: the optimal bias is constant across classes (CE ignores a constant
         # shift of the logits), so the bias-free optimum is the optimum
         return ce_etf(cfg.K, cfg.n, cfg.d, cfg.wd_W, cfg.wd_H, smoothing)
+    if cfg.loss == "haframe":
+        return haframe_target(cfg)
+    if cfg.loss == "hxe":
+        return not_applicable("hxe", "HXE is not convex in the logits (a weighted difference of log-sum-exps), "
+                                     "so there is no closed form and no certificate: the measured geometry is "
+                                     "reported (see 'hierarchy')")
+    if cfg.loss == "soft":
+        return not_applicable("soft", "no closed form for soft labels (the certified convex optimum is used "
+                                      "when it is computed)")
     return not_applicable("none", f"no closed form for loss {cfg.loss!r}")
+
+
+def haframe_target(cfg: SimConfig) -> Target:
+    """The fixed-frame optimum (`analysis.frames.haframe_optimum`): NC1 = 0, and the class means at the
+    per-class optimum, which sits close to but not on the frame (CE pulls the features off S)."""
+    if cfg.wd_H <= 0:
+        return not_applicable("haframe_optimum", "needs wd_H > 0 (without it the features grow without bound)")
+    frame = frame_of(cfg)
+    opt = haframe_optimum(frame.W, frame.S, cfg.class_counts, cfg.alpha, cfg.wd_H)
+    counts = np.asarray(cfg.class_counts, dtype=float)
+    F = opt.features
+    M = F - counts @ F / counts.sum()
+    unit = F / np.linalg.norm(F, axis=1, keepdims=True)
+    angular_mean, angular_std = angular_collapse(F, frame.S)
+    predicted = {
+        "loss": opt.value, "W_norm_sq": float((frame.W**2).sum()), "H_norm_sq": float(counts @ (F**2).sum(1)),
+        "nc1": 0.0, "nc2": etf_distance(M @ M.T), "nc3": etf_distance(frame.W @ M.T),
+        "angular_mean": angular_mean, "angular_std": angular_std,
+        "hier_nc2": centered_gram_distance(F @ F.T, frame.S),
+    }
+    reason = (f"W is fixed to the frame, so the classes decouple: each class's feature solves the same "
+              f"small problem (float64 L-BFGS, gradient {opt.grad_norm:.1e}); the optimum sits at angular "
+              f"distance {angular_mean:.2e} from the ideal frame S")
+    return Target("haframe_optimum", True, reason, predicted, {"means_cos": unit @ unit.T})
 
 
 def convex_optimum(cfg: SimConfig):
     """(ConvexOptimum, "") from analysis.convex, or (None, why it was skipped)."""
     if min(cfg.wd_W, cfg.wd_H) <= 0:
         return None, "needs wd_W > 0 and wd_H > 0"
+    if cfg.loss in ("hxe", "haframe"):
+        return None, ("HXE is not convex in the logits" if cfg.loss == "hxe"
+                      else "the HAFrame classifier is fixed: no nuclear-norm program")
     if cfg.K > CERTIFICATE_MAX_K:
         return None, f"K = {cfg.K} > {CERTIFICATE_MAX_K}: the K×K semidefinite program would be slow"
     from analysis.convex import nuclear_norm_certificate  # cvxpy loads only when a certificate is wanted
 
     try:
         return nuclear_norm_certificate(cfg.class_counts, cfg.loss, cfg.wd_W, cfg.wd_H, cfg.wd_b, cfg.bias,
-                                        smoothing=cfg.smoothing, target_scale=cfg.target_scale), ""
+                                        smoothing=cfg.smoothing, target_scale=cfg.target_scale,
+                                        soft_targets=soft_targets(cfg) if cfg.loss == "soft" else None), ""
     except (RuntimeError, ValueError) as e:
         return None, f"solver failed: {e}"
 
@@ -65,7 +108,12 @@ def theory_target(cfg: SimConfig, convex=None) -> Target:
                                                 f"needs d >= rank {convex.rank} (d = {cfg.d}); its value is "
                                                 "only a lower bound (see the certificate)")
     reason = f"no closed form ({target.reason}); prediction = the certified optimum of the convex program"
-    return Target("convex_optimum", True, reason, dict(convex.predicted), dict(convex.grams))
+    predicted = dict(convex.predicted)
+    if cfg.hierarchy is not None and "means" in convex.grams:
+        # where the optimum sits between the simplex ETF (nc2) and the hierarchy's frame S (hier_nc2)
+        M = convex.features - convex.features.mean(0)  # centered at the mean of class means, like hier_nc2
+        predicted["hier_nc2"] = centered_gram_distance(M @ M.T, frame_gram(cfg)[0])
+    return Target("convex_optimum", True, reason, predicted, dict(convex.grams))
 
 
 def certificate(cfg: SimConfig, convex, skipped: str, final_loss: float | None) -> dict:

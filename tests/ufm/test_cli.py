@@ -36,7 +36,33 @@ BAD = {
     "seed beyond 64 bits": ["--seed", "99999999999999999999999"],
     "unwritable out": ["--out", "/proc/ufm-run"],
     "empty out": ["--out", ""],
+    "hxe without a tree": ["--loss", "hxe"],
+    "unknown tree": ["--hierarchy", "nosuchtree"],
+    "tree disagrees with K": ["--K", "10", "--hierarchy", "cifar100"],
+    "malformed balanced tree": ["--hierarchy", "balanced:2,,3"],
+    "non-PSD HAFrame": ["--loss", "haframe", "--hierarchy", "balanced:2,5", "--s-min", "-0.9"],
+    "HAFrame with a bias": ["--loss", "haframe", "--hierarchy", "balanced:2,5", "--bias"],
+    "HAFrame alpha above 1": ["--loss", "haframe", "--hierarchy", "balanced:2,5", "--alpha", "1.5"],
+    "negative alpha": ["--loss", "hxe", "--hierarchy", "balanced:2,5", "--alpha", "-1"],
+    "zero beta": ["--loss", "soft", "--hierarchy", "balanced:2,5", "--beta", "0"],
 }
+
+
+@pytest.mark.parametrize("tree, message", [
+    ('{"parents": [1, 2, 0]}', "cycle"),
+    ('{"edges": [["r", "a"], ["r", "b"], ["a", "c"], ["b", "c"]]}', "two parents"),
+    ('{"name": "r", "children": [{"name": "a"}, {"name": "a"}]}', "duplicate leaf"),
+    ('{"name": "r", "children": [{"name": "a"}, {"name": "b"}], "leaf_order": ["a"]}', "missing"),
+    ("{oops", "not valid JSON"),
+])
+def test_malformed_tree_files_one_line_exit_2(tree, message, capsys, tmp_path):
+    path = tmp_path / "tree.json"
+    path.write_text(tree)
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(tmp_path / "never"), "--steps", "1", "--hierarchy", str(path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
 
 
 @pytest.mark.parametrize("argv", BAD.values(), ids=BAD.keys())
@@ -91,5 +117,6 @@ def test_help_lists_every_flag():
     r = subprocess.run([sys.executable, "-m", "ufm.simulate", "--help"], capture_output=True, text=True)
     for flag in ("--K", "--n", "--counts", "--d", "--loss", "--wd", "--wd-W", "--wd-H", "--wd-b", "--bias",
                  "--no-bias", "--steps", "--lr", "--optimizer", "--device", "--dtype", "--seed", "--out",
-                 "--quiet", "--init-scale", "--smoothing", "--target-scale", "--tol", "--batch-size"):
+                 "--quiet", "--init-scale", "--smoothing", "--target-scale", "--tol", "--batch-size",
+                 "--hierarchy", "--alpha", "--beta", "--gamma", "--s-min", "--hxe-weighting"):
         assert flag in r.stdout, flag

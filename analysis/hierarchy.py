@@ -1,0 +1,378 @@
+"""Class hierarchies: rooted trees whose leaves are the classes, node heights and LCA heights.
+
+A `Tree` stores every node once (`names`, `parent` with -1 for the root) and the classes as a tuple of
+leaf nodes in class order. Build one from a nested dict / JSON file (`from_nested`), a parent list or
+child → parent mapping (`from_parents`), an edge list (`from_edges`), a balanced tree by branching
+factors (`balanced`), or by name (`load("cifar100")`, `load("balanced:2,5,10")`, `load("path.json")`).
+
+Class order (fixed, so that class k of a run is leaf k of its tree):
+- nested dicts: by the leaves' `label` fields when every leaf has one (CIFAR-100), else depth-first
+  order of the leaves with children in the order listed;
+- parent lists: leaves in node-index order; edge lists: depth-first order, children in edge order;
+- any constructor accepts `leaf_order` (leaf names) to override this.
+
+Heights. `depth(v)` = edges from the root; `height(v)` = edges of the longest downward path to a leaf
+(leaves 0). The LCA height of classes i, j (DESIGN §5.2's d_ij) is the number of levels from the leaves
+up to their lowest common ancestor. Where leaves sit at different depths (tieredImageNet-H) the two
+distances differ and we take the larger: d_ij = max(dist(i, a), dist(j, a)), a = LCA(i, j); d_ii = 0.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BUILTIN = ("cifar100", "fgvc_aircraft", "inaturalist19", "tiered_imagenet_h")
+
+
+class HierarchyError(ValueError):
+    """A malformed tree; the message is one line naming the problem."""
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A rooted tree with the classes as leaves. `leaves[k]` is the node of class k."""
+
+    names: tuple[str, ...]
+    parent: tuple[int, ...]  # parent[v], -1 for the root
+    leaves: tuple[int, ...]
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        _validate(self.names, self.parent, self.leaves)
+
+    # --- structure -------------------------------------------------------------------------------
+    @property
+    def K(self) -> int:
+        return len(self.leaves)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [self.names[v] for v in self.leaves]
+
+    @cached_property
+    def root(self) -> int:
+        return self.parent.index(-1)
+
+    @cached_property
+    def children(self) -> tuple[tuple[int, ...], ...]:
+        kids: list[list[int]] = [[] for _ in self.names]
+        for v, p in enumerate(self.parent):
+            if p >= 0:
+                kids[p].append(v)
+        return tuple(tuple(k) for k in kids)
+
+    @cached_property
+    def depth(self) -> np.ndarray:
+        """Edges from the root to each node."""
+        out = np.full(len(self.names), -1, dtype=np.int64)
+        out[self.root] = 0
+        for v in self.topological_order:
+            if self.parent[v] >= 0:
+                out[v] = out[self.parent[v]] + 1
+        return out
+
+    @cached_property
+    def height(self) -> np.ndarray:
+        """Edges of the longest downward path from each node to a leaf (leaves 0)."""
+        out = np.zeros(len(self.names), dtype=np.int64)
+        for v in reversed(self.topological_order):
+            p = self.parent[v]
+            if p >= 0:
+                out[p] = max(out[p], out[v] + 1)
+        return out
+
+    @cached_property
+    def topological_order(self) -> tuple[int, ...]:
+        """Nodes in breadth-first order from the root (every parent before its children)."""
+        order, frontier = [], [self.root]
+        while frontier:
+            order.extend(frontier)
+            frontier = [c for v in frontier for c in self.children[v]]
+        return tuple(order)
+
+    @property
+    def tree_height(self) -> int:
+        return int(self.height[self.root])
+
+    def path_to_root(self, node: int) -> list[int]:
+        """[node, parent, …, root]."""
+        path = [node]
+        while self.parent[path[-1]] >= 0:
+            path.append(self.parent[path[-1]])
+        return path
+
+    # --- LCA heights ----------------------------------------------------------------------------
+    @cached_property
+    def lca_heights(self) -> np.ndarray:
+        """K×K integer matrix d_ij = max(dist(leaf_i, LCA), dist(leaf_j, LCA)), d_ii = 0."""
+        # bottom-up: at node a, two classes below different children of a have a as their LCA.
+        # Work Σ_a (classes below a)² <= height·K², vectorized per node.
+        class_of = {v: k for k, v in enumerate(self.leaves)}
+        below: list[list[tuple[int, int]]] = [[] for _ in self.names]  # (class, distance) under each node
+        D = np.zeros((self.K, self.K), dtype=np.int64)
+        for a in reversed(self.topological_order):
+            if not self.children[a]:
+                below[a] = [(class_of[a], 0)]
+                continue
+            cls, dist, via = [], [], []
+            for c_index, c in enumerate(self.children[a]):
+                for k, s in below[c]:
+                    cls.append(k), dist.append(s + 1), via.append(c_index)
+                below[c] = []  # no longer needed
+            below[a] = list(zip(cls, dist, strict=True))
+            cls_a, dist_a, via_a = np.array(cls), np.array(dist), np.array(via)
+            block = D[np.ix_(cls_a, cls_a)]
+            split = via_a[:, None] != via_a[None, :]
+            block[split] = np.maximum.outer(dist_a, dist_a)[split]
+            D[np.ix_(cls_a, cls_a)] = block
+        D.setflags(write=False)
+        return D
+
+    def normalized_lca(self) -> np.ndarray:
+        """d_ij / max d (in [0, 1]), the distance of soft labels and of the HAFrame Gram."""
+        D = self.lca_heights
+        return D / D.max()
+
+    # --- export ---------------------------------------------------------------------------------
+    def to_nested(self, node: int | None = None) -> dict[str, Any]:
+        v = self.root if node is None else node
+        if not self.children[v]:
+            return {"name": self.names[v]}
+        return {"name": self.names[v], "children": [self.to_nested(c) for c in self.children[v]]}
+
+    def describe(self) -> str:
+        return f"{self.name or 'tree'}: {self.K} classes, height {self.tree_height}, {len(self.names)} nodes"
+
+
+def _validate(names: Sequence[str], parent: Sequence[int], leaves: Sequence[int]) -> None:
+    n = len(names)
+    if len(parent) != n:
+        raise HierarchyError(f"{len(parent)} parents for {n} nodes")
+    roots = [v for v, p in enumerate(parent) if p == -1]
+    if len(roots) != 1:
+        which = f": {[names[r] for r in roots[:5]]}" if roots else " (every node has a parent: a cycle)"
+        raise HierarchyError(f"a tree needs exactly one root, found {len(roots)}{which}")
+    for v, p in enumerate(parent):
+        if not (p == -1 or 0 <= p < n) or p == v:
+            raise HierarchyError(f"node {names[v]!r} has an invalid parent {p}")
+    # every node must reach the root without revisiting a node
+    state = [0] * n  # 0 unseen, 1 on the current walk, 2 reaches the root
+    state[roots[0]] = 2
+    for start in range(n):
+        walk, v = [], start
+        while state[v] == 0:
+            state[v] = 1
+            walk.append(v)
+            v = parent[v]
+        if state[v] == 1:
+            raise HierarchyError(f"cycle through node {names[v]!r}")
+        for w in walk:
+            state[w] = 2
+    has_child = set(p for p in parent if p >= 0)
+    true_leaves = {v for v in range(n) if v not in has_child}
+    if len(set(leaves)) != len(leaves):
+        dup = next(names[v] for v in leaves if list(leaves).count(v) > 1)
+        raise HierarchyError(f"class {dup!r} appears twice in the class order")
+    inner = [names[v] for v in leaves if v not in true_leaves]
+    if inner:
+        raise HierarchyError(f"class {inner[0]!r} is not a leaf (it has children)")
+    missing = true_leaves - set(leaves)
+    if missing:
+        raise HierarchyError(f"leaf {names[min(missing)]!r} is missing from the class order")
+    if len(leaves) < 2:
+        raise HierarchyError(f"a hierarchy needs at least 2 classes, got {len(leaves)}")
+
+
+def _order_leaves(names: Sequence[str], leaves_default: Sequence[int], leaf_order: Sequence[str] | None,
+                  ) -> tuple[int, ...]:
+    if leaf_order is None:
+        return tuple(leaves_default)
+    leaf_names = [names[v] for v in leaves_default]
+    if len(set(leaf_names)) != len(leaf_names):
+        raise HierarchyError("leaf names are not unique, so a leaf_order by name is ambiguous")
+    index = {nm: v for nm, v in zip(leaf_names, leaves_default, strict=True)}
+    unknown = [nm for nm in leaf_order if nm not in index]
+    if unknown:
+        raise HierarchyError(f"leaf_order names {unknown[0]!r}, which is not a leaf of the tree")
+    return tuple(index[nm] for nm in leaf_order)
+
+
+def _check_unique_leaf_names(names: Sequence[str], leaves: Sequence[int]) -> None:
+    seen: set[str] = set()
+    for v in leaves:
+        if names[v] in seen:
+            raise HierarchyError(f"duplicate leaf {names[v]!r}")
+        seen.add(names[v])
+
+
+def from_nested(obj: Mapping[str, Any], name: str = "", leaf_order: Sequence[str] | None = None) -> Tree:
+    """A tree from nested {"name": str, "children": [...]} dicts (a node without children is a class).
+
+    Accepts the file format of `analysis/hierarchies/*.json` (the tree under "tree"). When every leaf
+    carries an integer "label", class k is the leaf with label k.
+    """
+    if not isinstance(obj, Mapping):
+        raise HierarchyError(f"a tree must be a JSON object, got {type(obj).__name__}")
+    if "tree" in obj:
+        name = name or str(obj.get("dataset", ""))
+        obj = obj["tree"]
+    names: list[str] = []
+    parent: list[int] = []
+    labels: list[Any] = []
+    leaves: list[int] = []
+    stack: list[tuple[Any, int]] = [(obj, -1)]
+    while stack:
+        node, p = stack.pop()
+        if not isinstance(node, Mapping) or "name" not in node:
+            where = f" under {names[p]!r}" if p >= 0 else ""
+            raise HierarchyError(f"every node needs a 'name'{where}, got {str(node)[:60]}")
+        v = len(names)
+        names.append(str(node["name"]))
+        parent.append(p)
+        kids = node.get("children") or []
+        if not isinstance(kids, list):
+            raise HierarchyError(f"'children' of {names[v]!r} must be a list")
+        if not kids:
+            leaves.append(v)
+            labels.append(node.get("label"))
+        stack.extend((c, v) for c in reversed(kids))
+    _check_unique_leaf_names(names, leaves)
+    if leaf_order is None and leaves and all(isinstance(lab, int) for lab in labels):
+        if sorted(labels) != list(range(len(leaves))):
+            raise HierarchyError(f"leaf labels must be 0..{len(leaves) - 1}, each once")
+        by_label = sorted(zip(labels, leaves, strict=True))
+        leaves = [v for _, v in by_label]
+    return Tree(tuple(names), tuple(parent), _order_leaves(names, leaves, leaf_order), name)
+
+
+def from_parents(parents: Sequence[int | None] | Mapping[str, str | None], names: Sequence[str] | None = None,
+                 leaf_order: Sequence[str] | None = None, name: str = "") -> Tree:
+    """A tree from a parent list (parents[v] = index of v's parent, None or -1 for the root; leaves in
+    index order) or a {child: parent} mapping of names (parent None for the root; leaves in the
+    mapping's order)."""
+    if isinstance(parents, Mapping):
+        node_names = list(dict.fromkeys([*parents.keys(), *(p for p in parents.values() if p is not None)]))
+        index = {nm: i for i, nm in enumerate(node_names)}
+        plist = [index[parents[nm]] if parents.get(nm) is not None else -1 for nm in node_names]
+    else:
+        plist = [-1 if p is None else int(p) for p in parents]
+        node_names = [str(x) for x in names] if names is not None else [str(i) for i in range(len(plist))]
+        if len(node_names) != len(plist):
+            raise HierarchyError(f"{len(node_names)} names for {len(plist)} nodes")
+    has_child = {p for p in plist if p >= 0}
+    leaves = [v for v in range(len(plist)) if v not in has_child]
+    _check_unique_leaf_names(node_names, leaves)
+    return Tree(tuple(node_names), tuple(plist), _order_leaves(node_names, leaves, leaf_order), name)
+
+
+def from_edges(edges: Iterable[Sequence[str]], leaf_order: Sequence[str] | None = None, name: str = "") -> Tree:
+    """A tree from (parent, child) name pairs; classes in depth-first order, children in edge order."""
+    edges = [tuple(e) for e in edges]
+    if any(len(e) != 2 for e in edges):
+        raise HierarchyError("every edge must be a (parent, child) pair")
+    parent_of: dict[str, str] = {}
+    for p, c in edges:
+        if c in parent_of and parent_of[c] != p:
+            raise HierarchyError(f"node {c!r} has two parents: {parent_of[c]!r} and {p!r}")
+        parent_of[str(c)] = str(p)
+    node_names = list(dict.fromkeys(str(x) for e in edges for x in e))
+    index = {nm: i for i, nm in enumerate(node_names)}
+    plist = [index[parent_of[nm]] if nm in parent_of else -1 for nm in node_names]
+    # depth-first leaf order (only well defined once the structure is validated)
+    Tree(tuple(node_names), tuple(plist), tuple(v for v in range(len(plist)) if v not in set(plist)), name)
+    kids: list[list[int]] = [[] for _ in node_names]
+    for p, c in edges:
+        if index[str(c)] not in kids[index[str(p)]]:
+            kids[index[str(p)]].append(index[str(c)])
+    leaves, stack = [], [plist.index(-1)]
+    while stack:
+        v = stack.pop()
+        if not kids[v]:
+            leaves.append(v)
+        stack.extend(reversed(kids[v]))
+    _check_unique_leaf_names(node_names, leaves)
+    return Tree(tuple(node_names), tuple(plist), _order_leaves(node_names, leaves, leaf_order), name)
+
+
+def balanced(branching: Sequence[int]) -> Tree:
+    """The complete tree with branching[l] children per node at depth l: K = Π branching, height =
+    len(branching). Classes in depth-first order (class k's ancestors are the mixed-radix digits of k);
+    inner nodes are named L{depth}-{index}, classes c{k}."""
+    if not branching or any(int(b) < 1 for b in branching):
+        raise HierarchyError(f"branching factors must be positive integers, got {list(branching)}")
+    names, parent, level = ["root"], [-1], [0]
+    for depth, b in enumerate(branching, start=1):
+        last = depth == len(branching)
+        nxt = []
+        for p in level:
+            for _ in range(int(b)):
+                nxt.append(len(names))
+                names.append(f"c{len(nxt) - 1}" if last else f"L{depth}-{len(nxt) - 1}")
+                parent.append(p)
+        level = nxt
+    label = "balanced:" + ",".join(str(int(b)) for b in branching)
+    return Tree(tuple(names), tuple(parent), tuple(level), label)
+
+
+def flat(K: int) -> Tree:
+    """The tree of height 1: K classes under one root (every mistake equally severe)."""
+    return balanced([K])
+
+
+def builtin_path(name: str) -> Path:
+    return Path(str(resources.files("analysis") / "hierarchies" / f"{name}.json"))
+
+
+def read_json(path: Path | str) -> Tree:
+    """A tree from a JSON file: nested {"name","children"} (optionally under "tree"), {"parents": [...]
+    or {child: parent}, "names"?}, or {"edges": [[parent, child], ...]}; optional "leaf_order"."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except OSError as e:
+        raise HierarchyError(f"cannot read {path}: {e.strerror or e}") from None
+    except json.JSONDecodeError as e:
+        raise HierarchyError(f"{path} is not valid JSON ({e.msg}, line {e.lineno})") from None
+    if not isinstance(obj, dict):
+        raise HierarchyError(f"{path}: expected a JSON object")
+    order = obj.get("leaf_order") if isinstance(obj.get("leaf_order"), list) else None
+    if "parents" in obj:
+        return from_parents(obj["parents"], obj.get("names"), order, name=path.stem)
+    if "edges" in obj:
+        return from_edges(obj["edges"], order, name=path.stem)
+    return from_nested(obj, name=path.stem if "dataset" not in obj else "", leaf_order=order)
+
+
+def load(spec: str, K: int | None = None) -> Tree:
+    """A tree by spec: a built-in name (`cifar100`, `fgvc_aircraft`, `inaturalist19`,
+    `tiered_imagenet_h`), `balanced:b1,b2,…`, `flat:K`, or a JSON file path. With K, the number of
+    classes must match."""
+    spec = spec.strip()
+    if spec.startswith(("balanced:", "flat:")):
+        kind, _, arg = spec.partition(":")
+        try:
+            factors = [int(x) for x in arg.split(",")]
+        except ValueError:
+            raise HierarchyError(f"{kind}: expects comma-separated integers, got {arg!r}") from None
+        tree = balanced(factors) if kind == "balanced" else (flat(factors[0]) if len(factors) == 1 else None)
+        if tree is None:
+            raise HierarchyError(f"flat: expects one integer K, got {arg!r}")
+    elif spec in BUILTIN:
+        tree = read_json(builtin_path(spec))
+        tree = Tree(tree.names, tree.parent, tree.leaves, spec)
+    elif spec.endswith(".json") or Path(spec).exists():
+        tree = read_json(spec)
+    else:
+        raise HierarchyError(f"unknown hierarchy {spec!r}: use one of {', '.join(BUILTIN)}, balanced:b1,b2,…, "
+                             "flat:K, or a path to a JSON file")
+    if K is not None and tree.K != K:
+        raise HierarchyError(f"hierarchy {spec!r} has {tree.K} classes, but K = {K}")
+    return tree
