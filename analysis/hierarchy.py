@@ -20,6 +20,7 @@ distances differ and we take the larger: d_ij = max(dist(i, a), dist(j, a)), a =
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 BUILTIN = ("cifar100", "fgvc_aircraft", "inaturalist19", "tiered_imagenet_h")
+MAX_CLASSES = 100_000  # the K×K LCA matrix of a larger tree would not fit in memory
 
 
 class HierarchyError(ValueError):
@@ -205,6 +207,11 @@ def _order_leaves(names: Sequence[str], leaves_default: Sequence[int], leaf_orde
     return tuple(index[nm] for nm in leaf_order)
 
 
+def _check_name(x: Any, what: str) -> None:
+    if not isinstance(x, str) and not (isinstance(x, int) and not isinstance(x, bool)):
+        raise HierarchyError(f"{what} must be a string, got {x!r}")
+
+
 def _check_unique_leaf_names(names: Sequence[str], leaves: Sequence[int]) -> None:
     seen: set[str] = set()
     for v in leaves:
@@ -234,6 +241,7 @@ def from_nested(obj: Mapping[str, Any], name: str = "", leaf_order: Sequence[str
         if not isinstance(node, Mapping) or "name" not in node:
             where = f" under {names[p]!r}" if p >= 0 else ""
             raise HierarchyError(f"every node needs a 'name'{where}, got {str(node)[:60]}")
+        _check_name(node["name"], "a node's 'name'")
         v = len(names)
         names.append(str(node["name"]))
         parent.append(p)
@@ -245,7 +253,14 @@ def from_nested(obj: Mapping[str, Any], name: str = "", leaf_order: Sequence[str
             labels.append(node.get("label"))
         stack.extend((c, v) for c in reversed(kids))
     _check_unique_leaf_names(names, leaves)
-    if leaf_order is None and leaves and all(isinstance(lab, int) for lab in labels):
+    labelled = [lab is not None for lab in labels]
+    if any(labelled) and leaf_order is None:
+        if not all(labelled):
+            missing = names[leaves[labelled.index(False)]]
+            raise HierarchyError(f"some leaves carry a 'label' and leaf {missing!r} does not: label all or none")
+        wrong = [lab for lab in labels if not isinstance(lab, int) or isinstance(lab, bool)]
+        if wrong:
+            raise HierarchyError(f"leaf labels must be integers, got {wrong[0]!r}")
         if sorted(labels) != list(range(len(leaves))):
             raise HierarchyError(f"leaf labels must be 0..{len(leaves) - 1}, each once")
         by_label = sorted(zip(labels, leaves, strict=True))
@@ -259,10 +274,20 @@ def from_parents(parents: Sequence[int | None] | Mapping[str, str | None], names
     index order) or a {child: parent} mapping of names (parent None for the root; leaves in the
     mapping's order)."""
     if isinstance(parents, Mapping):
+        for child, par in parents.items():
+            _check_name(child, "a node name")
+            if par is not None:
+                _check_name(par, f"the parent of {child!r}")
         node_names = list(dict.fromkeys([*parents.keys(), *(p for p in parents.values() if p is not None)]))
         index = {nm: i for i, nm in enumerate(node_names)}
         plist = [index[parents[nm]] if parents.get(nm) is not None else -1 for nm in node_names]
     else:
+        if isinstance(parents, (str, bytes)) or not isinstance(parents, Sequence):
+            raise HierarchyError(f"parents must be a list of node indices or a {{child: parent}} mapping, "
+                                 f"got {type(parents).__name__}")
+        bad = [p for p in parents if not (p is None or (isinstance(p, (int, np.integer)) and not isinstance(p, bool)))]
+        if bad:
+            raise HierarchyError(f"parent indices must be integers (or null for the root), got {bad[0]!r}")
         plist = [-1 if p is None else int(p) for p in parents]
         node_names = [str(x) for x in names] if names is not None else [str(i) for i in range(len(plist))]
         if len(node_names) != len(plist):
@@ -275,9 +300,13 @@ def from_parents(parents: Sequence[int | None] | Mapping[str, str | None], names
 
 def from_edges(edges: Iterable[Sequence[str]], leaf_order: Sequence[str] | None = None, name: str = "") -> Tree:
     """A tree from (parent, child) name pairs; classes in depth-first order, children in edge order."""
-    edges = [tuple(e) for e in edges]
+    if isinstance(edges, (str, bytes, Mapping)):
+        raise HierarchyError(f"edges must be a list of [parent, child] pairs, got {type(edges).__name__}")
+    edges = [tuple(e) if isinstance(e, (list, tuple)) else (e,) for e in edges]
     if any(len(e) != 2 for e in edges):
-        raise HierarchyError("every edge must be a (parent, child) pair")
+        raise HierarchyError("every edge must be a [parent, child] pair")
+    for e in edges:
+        _check_name(e[0], "an edge's parent"), _check_name(e[1], "an edge's child")
     parent_of: dict[str, str] = {}
     for p, c in edges:
         if c in parent_of and parent_of[c] != p:
@@ -308,6 +337,9 @@ def balanced(branching: Sequence[int]) -> Tree:
     inner nodes are named L{depth}-{index}, classes c{k}."""
     if not branching or any(int(b) < 1 for b in branching):
         raise HierarchyError(f"branching factors must be positive integers, got {list(branching)}")
+    if math.prod(int(b) for b in branching) > MAX_CLASSES:
+        raise HierarchyError(f"balanced:{','.join(map(str, branching))} has {math.prod(branching)} classes; "
+                             f"at most {MAX_CLASSES} are supported")
     names, parent, level = ["root"], [-1], [0]
     for depth, b in enumerate(branching, start=1):
         last = depth == len(branching)
@@ -336,16 +368,28 @@ def read_json(path: Path | str) -> Tree:
     or {child: parent}, "names"?}, or {"edges": [[parent, child], ...]}; optional "leaf_order"."""
     path = Path(path)
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise HierarchyError(f"cannot read {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise HierarchyError(f"{path} is not UTF-8 text") from None
     except json.JSONDecodeError as e:
         raise HierarchyError(f"{path} is not valid JSON ({e.msg}, line {e.lineno})") from None
+    except RecursionError:
+        raise HierarchyError(f"{path} is nested too deeply to be a class tree") from None
     if not isinstance(obj, dict):
-        raise HierarchyError(f"{path}: expected a JSON object")
-    order = obj.get("leaf_order") if isinstance(obj.get("leaf_order"), list) else None
+        raise HierarchyError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    order = obj.get("leaf_order")
+    if "leaf_order" in obj and (not isinstance(order, list) or not all(isinstance(x, str) for x in order)):
+        # the shared data files carry a descriptive string here: only a list of names is an order
+        if not isinstance(order, str):
+            raise HierarchyError(f"{path}: leaf_order must be a list of leaf names")
+        order = None
     if "parents" in obj:
-        return from_parents(obj["parents"], obj.get("names"), order, name=path.stem)
+        names = obj.get("names")
+        if names is not None and (not isinstance(names, list) or not all(isinstance(x, str) for x in names)):
+            raise HierarchyError(f"{path}: names must be a list of strings")
+        return from_parents(obj["parents"], names, order, name=path.stem)
     if "edges" in obj:
         return from_edges(obj["edges"], order, name=path.stem)
     return from_nested(obj, name=path.stem if "dataset" not in obj else "", leaf_order=order)

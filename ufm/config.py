@@ -80,6 +80,11 @@ class SimConfig:
         return self.counts if self.counts is not None else (int(self.n),) * self.K
 
     @property
+    def fixed_classifier(self) -> bool:
+        """W is not trained (HAFrame): it carries no weight decay and wd_W plays no role."""
+        return self.loss == "haframe"
+
+    @property
     def N(self) -> int:
         return sum(self.class_counts)
 
@@ -129,8 +134,11 @@ class SimConfig:
         if self.alpha is not None:
             need(math.isfinite(self.alpha) and self.alpha >= 0,
                  f"--alpha must be a finite number >= 0, got {self.alpha}")
-            need(self.loss != "haframe" or self.alpha <= 1, f"--alpha (HAFrame's loss weight) must lie in [0, 1], "
-                                                            f"got {self.alpha}")
+            need(self.loss in DEFAULT_ALPHA, f"--alpha applies to --loss hxe or haframe, not {self.loss}")
+            # α = 1 leaves only the cosine loss, which is scale-invariant: weight decay then drives H to 0
+            # and the objective has no minimizer
+            need(self.loss != "haframe" or self.alpha < 1, f"--alpha (HAFrame's cosine-loss weight) must lie in "
+                                                           f"[0, 1): α = 1 has no minimizer, got {self.alpha}")
         need(math.isfinite(self.beta) and self.beta > 0, f"--beta must be > 0, got {self.beta}")
         need(math.isfinite(self.gamma) and self.gamma > 0, f"--gamma must be > 0, got {self.gamma}")
         if self.s_min is not None:
@@ -139,18 +147,19 @@ class SimConfig:
             return
         from analysis.frames import FrameError
         from analysis.hierarchy import HierarchyError
-        from ufm.hierarchical import class_tree, frame_of  # late: the tree loads only when one is asked for
+        from ufm.hierarchical import class_tree, frame_gram, frame_of  # late: the tree loads only when one is asked for
 
         try:
             class_tree(self.hierarchy, self.K)
         except HierarchyError as e:
             raise ConfigError(f"--hierarchy: {e}") from None
-        if self.loss == "haframe":
-            need(not self.bias, "--loss haframe uses the plain logits Wh of the fixed frame: drop --bias")
-            try:
+        try:
+            frame_gram(self)  # the reference Gram of the angular metrics, for every loss
+            if self.loss == "haframe":
+                need(not self.bias, "--loss haframe uses the plain logits Wh of the fixed frame: drop --bias")
                 frame_of(self)
-            except FrameError as e:
-                raise ConfigError(f"--loss haframe: {e}") from None
+        except FrameError as e:
+            raise ConfigError(f"--hierarchy {self.hierarchy}: {e}") from None
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -14,18 +14,24 @@ CONVERGED_RTOL = {"float32": 1e-4, "float64": 1e-10}
 CONVERGED_GRAD_NORM = {"float32": 1e-5, "float64": 1e-9}
 
 
+def curvature(cfg: SimConfig) -> float:
+    """The weight decay of the trained blocks: min(λ_W, λ_H), or λ_H alone when W is fixed."""
+    return cfg.wd_H if cfg.fixed_classifier else min(cfg.wd_W, cfg.wd_H)
+
+
 def suboptimality_estimate(grad_norm: float, loss: float, cfg: SimConfig) -> float:
-    """‖∇F‖²/(2·min(λ_W, λ_H)) / |F|: relative F − F* if F is λ-strongly convex near the iterate."""
-    lam = min(cfg.wd_W, cfg.wd_H)
+    """‖∇F‖²/(2·λ) / |F| with λ = `curvature(cfg)`: relative F − F* if F is λ-strongly convex near the iterate."""
+    lam = curvature(cfg)
     return grad_norm**2 / (2 * lam * abs(loss)) if lam > 0 and loss != 0 else math.inf
 
 
 def is_converged(final: dict, cfg: SimConfig) -> tuple[bool, str]:
     if cfg.tol > 0:
         return final["grad_norm"] <= cfg.tol, f"grad_norm <= {cfg.tol:g} (--tol)"
-    if min(cfg.wd_W, cfg.wd_H) > 0:
+    if curvature(cfg) > 0:
         rtol = CONVERGED_RTOL[cfg.dtype]
-        return final["suboptimality_estimate"] <= rtol, f"grad_norm^2/(2 min(wd_W, wd_H) |loss|) <= {rtol:g}"
+        lam = "wd_H" if cfg.fixed_classifier else "min(wd_W, wd_H)"
+        return final["suboptimality_estimate"] <= rtol, f"grad_norm^2/(2 {lam} |loss|) <= {rtol:g}"
     threshold = CONVERGED_GRAD_NORM[cfg.dtype]
     return final["grad_norm"] <= threshold, f"grad_norm <= {threshold:g}"
 

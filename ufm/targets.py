@@ -49,8 +49,7 @@ def closed_form(cfg: SimConfig) -> Target:
                                      "so there is no closed form and no certificate: the measured geometry is "
                                      "reported (see 'hierarchy')")
     if cfg.loss == "soft":
-        return not_applicable("soft", "no closed form for soft labels (the certified convex optimum is used "
-                                      "when it is computed)")
+        return not_applicable("soft", "soft labels have no closed form")
     return not_applicable("none", f"no closed form for loss {cfg.loss!r}")
 
 
@@ -61,6 +60,9 @@ def haframe_target(cfg: SimConfig) -> Target:
         return not_applicable("haframe_optimum", "needs wd_H > 0 (without it the features grow without bound)")
     frame = frame_of(cfg)
     opt = haframe_optimum(frame.W, frame.S, cfg.class_counts, cfg.alpha, cfg.wd_H)
+    if not opt.grad_norm <= 1e-8 * max(1.0, abs(opt.value)) * cfg.K:
+        return not_applicable("haframe_optimum", f"the per-class problem did not converge (gradient "
+                                                 f"{opt.grad_norm:.1e}): no prediction")
     counts = np.asarray(cfg.class_counts, dtype=float)
     F = opt.features
     M = F - counts @ F / counts.sum()
@@ -80,11 +82,11 @@ def haframe_target(cfg: SimConfig) -> Target:
 
 def convex_optimum(cfg: SimConfig):
     """(ConvexOptimum, "") from analysis.convex, or (None, why it was skipped)."""
-    if min(cfg.wd_W, cfg.wd_H) <= 0:
-        return None, "needs wd_W > 0 and wd_H > 0"
     if cfg.loss in ("hxe", "haframe"):
         return None, ("HXE is not convex in the logits" if cfg.loss == "hxe"
                       else "the HAFrame classifier is fixed: no nuclear-norm program")
+    if min(cfg.wd_W, cfg.wd_H) <= 0:
+        return None, "needs wd_W > 0 and wd_H > 0"
     if cfg.K > CERTIFICATE_MAX_K:
         return None, f"K = {cfg.K} > {CERTIFICATE_MAX_K}: the K×K semidefinite program would be slow"
     from analysis.convex import nuclear_norm_certificate  # cvxpy loads only when a certificate is wanted

@@ -45,6 +45,11 @@ BAD = {
     "HAFrame alpha above 1": ["--loss", "haframe", "--hierarchy", "balanced:2,5", "--alpha", "1.5"],
     "negative alpha": ["--loss", "hxe", "--hierarchy", "balanced:2,5", "--alpha", "-1"],
     "zero beta": ["--loss", "soft", "--hierarchy", "balanced:2,5", "--beta", "0"],
+    "HAFrame alpha 1 (no minimizer)": ["--loss", "haframe", "--hierarchy", "balanced:2,5", "--alpha", "1"],
+    "alpha with CE": ["--loss", "ce", "--hierarchy", "balanced:2,5", "--alpha", "0.3"],
+    "non-PSD reference frame under CE": ["--loss", "ce", "--hierarchy", "balanced:2,3", "--s-min", "-5"],
+    "gamma too small": ["--loss", "ce", "--hierarchy", "balanced:2,3", "--gamma", "1e-300"],
+    "huge balanced tree": ["--hierarchy", "balanced:99999999"],
 }
 
 
@@ -54,8 +59,20 @@ BAD = {
     ('{"name": "r", "children": [{"name": "a"}, {"name": "a"}]}', "duplicate leaf"),
     ('{"name": "r", "children": [{"name": "a"}, {"name": "b"}], "leaf_order": ["a"]}', "missing"),
     ("{oops", "not valid JSON"),
+    ('{"parents": ["x", 0, 0]}', "must be integers"),
+    ('{"parents": 5}', "must be a list"),
+    ('{"parents": {"a": "r", "c": ["x"]}}', "must be a string"),
+    ('{"edges": [["r", ["x"]], ["r", "b"]]}', "must be a string"),
+    ('{"edges": [["r", "a", "b"]]}', "pair"),
+    ("[1, 2]", "expected a JSON object"),
+    ('{"name": "r", "children": [{"name": "a", "label": 0}, {"name": "b"}]}', "label all or none"),
+    ('{"name": "r", "children": [{"name": "a", "label": "0"}, {"name": "b", "label": 1}]}', "integers"),
+    ('{"name": "r", "children": [{"name": "a"}, {"name": "b"}], "leaf_order": 3}', "leaf_order"),
+    ("[" * 3000 + "]" * 3000, "nested too deeply"),
+    ('{"name": ' + "[" * 3000 + "]" * 3000 + "}", "nested too deeply"),
 ])
 def test_malformed_tree_files_one_line_exit_2(tree, message, capsys, tmp_path):
+    """Every malformed tree file is one line and exit status 2, never a traceback."""
     path = tmp_path / "tree.json"
     path.write_text(tree)
     with pytest.raises(SystemExit) as e:
@@ -120,3 +137,11 @@ def test_help_lists_every_flag():
                  "--quiet", "--init-scale", "--smoothing", "--target-scale", "--tol", "--batch-size",
                  "--hierarchy", "--alpha", "--beta", "--gamma", "--s-min", "--hxe-weighting"):
         assert flag in r.stdout, flag
+
+
+def test_non_utf8_tree_file_one_line_exit_2(capsys, tmp_path):
+    path = tmp_path / "tree.json"
+    path.write_bytes(b"\xff\xfe{")
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(tmp_path / "never"), "--steps", "1", "--hierarchy", str(path)])
+    assert e.value.code == 2 and "not UTF-8" in capsys.readouterr().err

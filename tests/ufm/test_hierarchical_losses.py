@@ -106,7 +106,8 @@ def test_haframe_loss_against_the_definition():
     (dict(loss="haframe", hierarchy="balanced:2,5", bias=True), "drop --bias"),
     (dict(loss="ce", hierarchy="cifar100"), "has 100 classes, but K = 10"),
     (dict(loss="haframe", hierarchy="balanced:2,5", s_min=-0.9), "not positive semidefinite"),
-    (dict(loss="haframe", hierarchy="balanced:2,5", alpha=1.5), r"must lie in \[0, 1\]"),
+    (dict(loss="haframe", hierarchy="balanced:2,5", alpha=1.0), r"must lie in \[0, 1\): α = 1 has no minimizer"),
+    (dict(loss="ce", hierarchy="balanced:2,5", alpha=0.2), "applies to --loss hxe or haframe"),
     (dict(loss="hxe", hierarchy="balanced:2,5", hxe_weighting="width"), "--hxe-weighting"),
 ])
 def test_configuration_errors(kwargs, message):
