@@ -177,7 +177,9 @@ def haframe_optimum(W: np.ndarray, S: np.ndarray, counts: Sequence[int], alpha: 
     # L-BFGS stalls near ‖∇‖ ~ 1e-6 on the flat norm direction; Newton's method per class (exact
     # K Hessians of size r, batched) then converges quadratically to float64 round-off
     grad_fn = torch.func.vmap(torch.func.grad(class_objective))
-    hess_fn = torch.func.vmap(torch.func.hessian(class_objective))
+    # reverse-over-reverse (torch.func.hessian is forward-over-reverse, whose first use emits a torch-internal
+    # deprecation warning)
+    hess_fn = torch.func.vmap(torch.func.jacrev(torch.func.grad(class_objective)))
     xv = x.detach().clone()
     if K * len(B) ** 2 <= 5e7:  # memory of the K Hessians: up to ~400 MB in float64
         for _ in range(20):
