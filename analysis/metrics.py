@@ -365,3 +365,30 @@ def _check_nonempty(counts: torch.Tensor) -> None:
     empty = (counts == 0).nonzero().flatten().tolist()
     if empty:
         raise ValueError(f"classes without samples: {empty}; class means are undefined")
+
+
+def gnc_metrics(H: Any, y: Any, W: Any = None, K: int | None = None, s: float = 1.0) -> dict[str, float]:
+    """Generalized neural collapse (Liu et al. 2023), on the sphere, for any K and d:
+
+    - `energy_means`, `min_angle_means`: Riesz s-energy Σ_{i<j} ‖μ̂_i − μ̂_j‖^{−s} (s = 0: log energy)
+      and minimum pairwise angle (degrees) of the class-mean directions μ̂_k = μ_k/‖μ_k‖ (not centered:
+      HUG's features and proxies live on the sphere, and a spherical code need not have mean 0);
+    - `energy_W`, `min_angle_W`: the same for the classifier rows (proxies);
+    - `spherical_spread`: mean_i (1 − cos∠(h_i, μ_{y_i})), the intra-class spread on the sphere (0 once
+      every feature points along its class mean).
+    Unlike NC2, these are meaningful for K > d + 1, where no simplex ETF exists.
+    """
+    from analysis.uniformity import min_angle, normalize_rows, riesz_energy
+
+    H = as_features(H).double()
+    y = as_labels(y, device=H.device)
+    K = int(y.max()) + 1 if K is None else K
+    means = class_means(H, y, K)
+    out = {"energy_means": float(riesz_energy(means, s)), "min_angle_means": math.degrees(float(min_angle(means)))}
+    cos = (normalize_rows(H) * normalize_rows(means)[y]).sum(1)
+    out["spherical_spread"] = float((1 - cos).mean())
+    if W is not None:
+        Wt = as_features(W, device=H.device).double()
+        out["energy_W"] = float(riesz_energy(Wt, s))
+        out["min_angle_W"] = math.degrees(float(min_angle(Wt)))
+    return out

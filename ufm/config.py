@@ -8,6 +8,9 @@ from dataclasses import asdict, dataclass, fields
 
 from ufm.losses import HIERARCHICAL_LOSSES, HXE_WEIGHTINGS, LOSSES
 
+HUG_MEASURES = ("energy", "gram", "maxgap")
+HUG_PROXIES = ("learned", "fixed")
+
 OPTIMIZERS = ("gd", "sgd", "adam", "lbfgs")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("float32", "float64")
@@ -20,6 +23,9 @@ DEFAULT_LR = {"gd": 1.5, "sgd": 0.5, "adam": 1e-3, "lbfgs": 1.0}
 # α by loss when --alpha is not given: HXE 0.1 (Bertinetto et al. 2020 use 0.1 and 0.5); HAFrame 0.4
 # (the cosine-loss weight of the authors' CIFAR-100 and FGVC scripts, with γ = 2)
 DEFAULT_ALPHA = {"hxe": 0.1, "haframe": 0.4}
+
+DEFAULT_WD = 5e-4
+DEFAULT_INIT_SCALE = 0.1
 
 MAX_SEED = 2**62  # torch generators take 64-bit seeds; the loop also uses seed + 1
 
@@ -37,16 +43,16 @@ class SimConfig:
     counts: tuple[int, ...] | None = None  # per-class sample counts; sets K and overrides n
     d: int = 512
     loss: str = "mse"
-    wd_W: float = 5e-4
-    wd_H: float = 5e-4
-    wd_b: float = 5e-4
+    wd_W: float | None = None  # None: DEFAULT_WD (0 under HUG, whose loss is scale-invariant)
+    wd_H: float | None = None
+    wd_b: float | None = None
     bias: bool = False
     steps: int | None = None  # None: DEFAULT_STEPS[optimizer]
     lr: float | None = None  # None: DEFAULT_LR[optimizer]
     optimizer: str = "gd"
     momentum: float = 0.9  # sgd only
     batch_size: int | None = None  # sgd/adam mini-batches of samples; None: full batch
-    init_scale: float = 0.1  # rows of H and W start as N(0, init_scale²/d · I): norm ≈ init_scale
+    init_scale: float | None = None  # rows of H and W start as N(0, s²/d · I), norm ≈ s (None: 0.1; HUG 1)
     device: str = "auto"
     dtype: str = "float32"
     seed: int = 0
@@ -61,6 +67,13 @@ class SimConfig:
     hxe_weighting: str = "height"  # hxe: "height" (the paper) or "depth" (the authors' code: exp(−α·depth))
     gamma: float = 2.0  # haframe: S = (1 − s_min)·exp(−γ·d/d_max) + s_min
     s_min: float | None = None  # haframe: S_ij's limit for large d_ij; None = the smallest value keeping S PSD
+    hug_measure: str = "energy"  # hug: uniformity of the proxies, one of HUG_MEASURES
+    hug_s: float = 1.0  # hug energy: Riesz exponent (0: log energy)
+    hug_sigma: float = 1.0  # hug gram: kernel width
+    hug_sharpness: float = 64.0  # hug maxgap: t of the smooth minimum distance
+    hug_inter: float = 1.0  # hug: weight of the inter-class term
+    hug_intra: float = 1.0  # hug: weight of the intra-class term
+    hug_proxies: str = "learned"  # hug: "learned" (trained) or "fixed" (the spherical code, not trained)
 
     def __post_init__(self) -> None:
         if self.counts is not None:
@@ -73,6 +86,14 @@ class SimConfig:
             self.lr = DEFAULT_LR[self.optimizer]
         if self.alpha is None:
             self.alpha = DEFAULT_ALPHA.get(self.loss)
+        # HUG normalizes features and proxies: weight decay has nothing to balance (it would shrink
+        # them toward 0 without a minimizer), and unit-norm starts keep the steps of size lr
+        hug = self.loss == "hug"
+        for block in ("wd_W", "wd_H", "wd_b"):
+            if getattr(self, block) is None:
+                setattr(self, block, 0.0 if hug else DEFAULT_WD)
+        if self.init_scale is None:
+            self.init_scale = 1.0 if hug else DEFAULT_INIT_SCALE
         self.validate()
 
     @property
@@ -81,8 +102,8 @@ class SimConfig:
 
     @property
     def fixed_classifier(self) -> bool:
-        """W is not trained (HAFrame): it carries no weight decay and wd_W plays no role."""
-        return self.loss == "haframe"
+        """W is not trained (HAFrame, HUG with fixed proxies): no weight decay, wd_W plays no role."""
+        return self.loss == "haframe" or (self.loss == "hug" and self.hug_proxies == "fixed")
 
     @property
     def N(self) -> int:
@@ -125,6 +146,19 @@ class SimConfig:
         need(0 <= self.seed <= MAX_SEED, f"--seed must lie in 0..{MAX_SEED}, got {self.seed}")
         need(self.evals_per_decade >= 1, f"--evals-per-decade must be >= 1, got {self.evals_per_decade}")
         self._validate_hierarchy(need)
+        self._validate_hug(need)
+
+    def _validate_hug(self, need: Callable[[bool, str], None]) -> None:
+        need(self.hug_measure in HUG_MEASURES, f"--hug-measure must be one of {HUG_MEASURES}, got {self.hug_measure!r}")
+        need(self.hug_proxies in HUG_PROXIES, f"--hug-proxies must be one of {HUG_PROXIES}, got {self.hug_proxies!r}")
+        for flag, v in (("--hug-s", self.hug_s), ("--hug-inter", self.hug_inter), ("--hug-intra", self.hug_intra)):
+            need(math.isfinite(v) and v >= 0, f"{flag} must be a finite number >= 0, got {v}")
+        for flag, v in (("--hug-sigma", self.hug_sigma), ("--hug-sharpness", self.hug_sharpness)):
+            need(math.isfinite(v) and v > 0, f"{flag} must be > 0, got {v}")
+        if self.loss == "hug":
+            need(max(self.wd_W, self.wd_H, self.wd_b) == 0, "--loss hug normalizes features and proxies, so weight "
+                 "decay only shrinks them toward 0 (the objective has no minimizer): use --wd 0")
+            need(not self.bias, "--loss hug classifies by the nearest proxy (cosine): drop --bias")
 
     def _validate_hierarchy(self, need: Callable[[bool, str], None]) -> None:
         need(self.hierarchy is not None or self.loss not in HIERARCHICAL_LOSSES,

@@ -1,4 +1,5 @@
-"""The class tree, the HAFrame and the loss options of a configuration, built once and cached."""
+"""The class tree, the HAFrame, the spherical code and the loss options of a configuration, built once
+and cached."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from analysis.frames import Frame, frame_from_gram, haframe_gram, psd_bound
+from analysis.frames import Frame, SphericalCode, frame_from_gram, haframe_gram, psd_bound, spherical_code
 from analysis.hierarchy import Tree, load
 from ufm.config import SimConfig
-from ufm.losses import LossOptions, hierarchy_data
+from ufm.losses import HugOptions, LossOptions, hierarchy_data
 
 
 @lru_cache(maxsize=16)
@@ -41,9 +42,23 @@ def frame_of(cfg: SimConfig) -> Frame:
     return _frame(cfg.hierarchy, cfg.K, cfg.gamma, cfg.s_min, cfg.d)
 
 
+def gnc_code(cfg: SimConfig) -> SphericalCode:
+    """The generalized-NC target of `cfg`'s K and d: the simplex ETF for K <= d + 1, else the numerical
+    spherical code — max-min angle for HUG's maxgap measure, minimal Riesz energy (HUG's exponent s,
+    else the Thomson s = 1) otherwise."""
+    kind = "maxmin" if cfg.loss == "hug" and cfg.hug_measure == "maxgap" else "energy"
+    return spherical_code(cfg.K, cfg.d, kind=kind, s=gnc_exponent(cfg))
+
+
+def gnc_exponent(cfg: SimConfig) -> float:
+    """The Riesz exponent of the GNC energies: HUG's s under its energy measure, else 1 (Thomson)."""
+    return cfg.hug_s if cfg.loss == "hug" and cfg.hug_measure == "energy" else 1.0
+
+
 @lru_cache(maxsize=16)
 def _options(smoothing: float, target_scale: float, loss: str, spec: str | None, K: int, alpha: float | None,
-             beta: float, weighting: str, gamma: float, s_min: float | None, d: int) -> LossOptions:
+             beta: float, weighting: str, gamma: float, s_min: float | None, d: int,
+             hug: HugOptions) -> LossOptions:
     hier = None
     if spec is not None:
         tree = class_tree(spec, K)
@@ -51,7 +66,7 @@ def _options(smoothing: float, target_scale: float, loss: str, spec: str | None,
         hier = hierarchy_data(tree, alpha=alpha if loss == "hxe" else 0.0, beta=beta if loss == "soft" else None,
                               weighting=weighting, frame_gram=gram)
     return LossOptions(smoothing=smoothing, target_scale=target_scale,
-                       cosine_weight=alpha if loss == "haframe" else 0.0, hierarchy=hier)
+                       cosine_weight=alpha if loss == "haframe" else 0.0, hierarchy=hier, hug=hug)
 
 
 def soft_targets(cfg: SimConfig) -> np.ndarray:
@@ -61,8 +76,9 @@ def soft_targets(cfg: SimConfig) -> np.ndarray:
 
 def loss_options(cfg: SimConfig) -> LossOptions:
     """The options every loss of `cfg` reads (tensors built once per configuration)."""
+    hug = HugOptions(cfg.hug_measure, cfg.hug_s, cfg.hug_sigma, cfg.hug_sharpness, cfg.hug_inter, cfg.hug_intra)
     return _options(cfg.smoothing, cfg.target_scale, cfg.loss, cfg.hierarchy, cfg.K, cfg.alpha, cfg.beta,
-                    cfg.hxe_weighting, cfg.gamma, cfg.s_min, cfg.d)
+                    cfg.hxe_weighting, cfg.gamma, cfg.s_min, cfg.d, hug)
 
 
 # a run whose final NC1 is below this counts as collapsed (within-class variability ≪ between-class)

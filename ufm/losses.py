@@ -1,8 +1,9 @@
 """Losses of the UFM, as means over samples of a per-sample loss of the logits z = Wh + b.
 
-A registry maps each `--loss` name to a function (logits, labels, options, features) -> scalar; only
-HAFrame's cosine loss reads the features h. The hierarchical losses (HXE, soft labels, HAFrame) read
-their tree data from `options.hierarchy` (built once per run by `hierarchy_data`).
+A registry maps each `--loss` name to a function (logits, labels, options, features, classifier) ->
+scalar; HAFrame's cosine loss and HUG also read the features h, and HUG the classifier (its proxies).
+The hierarchical losses (HXE, soft labels, HAFrame) read their tree data from `options.hierarchy`
+(built once per run by `hierarchy_data`).
 """
 
 from __future__ import annotations
@@ -75,26 +76,44 @@ def hierarchy_data(tree: Tree, alpha: float = 0.0, beta: float | None = None, we
 
 
 @dataclass(frozen=True)
+class HugOptions:
+    """HUG's uniformity measure ("energy": Riesz s-energy, s = 0 the log energy; "gram": −log det of the
+    Gaussian kernel exp(−r²/(2σ²)); "maxgap": a smooth minimum pairwise distance with sharpness t) and
+    the weights of its inter- and intra-class terms."""
+
+    measure: str = "energy"
+    s: float = 1.0
+    sigma: float = 1.0
+    sharpness: float = 64.0
+    inter_weight: float = 1.0
+    intra_weight: float = 1.0
+
+
+@dataclass(frozen=True)
 class LossOptions:
     """Hyper-parameters of the losses (each loss reads the ones it needs)."""
 
     smoothing: float = 0.1  # label smoothing α: targets (1 − α)e_y + α/K
     target_scale: float = 1.0  # MSE target s·e_y
     cosine_weight: float = 0.4  # HAFrame's α: (1 − α)·CE + α·L_cos
+    hug: HugOptions | None = None  # loss "hug"
     hierarchy: HierarchyData | None = None  # hxe, soft, haframe
 
 
-def cross_entropy(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, features=None) -> torch.Tensor:
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, features=None,
+                  classifier=None) -> torch.Tensor:
     """ℓ = −log softmax(z)_y."""
     return F.cross_entropy(logits, y)
 
 
-def label_smoothing(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, features=None) -> torch.Tensor:
+def label_smoothing(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, features=None,
+                  classifier=None) -> torch.Tensor:
     """ℓ = −Σ_k q_k log softmax(z)_k with q = (1 − α)e_y + α/K (Szegedy et al. 2016)."""
     return F.cross_entropy(logits, y, label_smoothing=opts.smoothing)
 
 
-def mse(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, features=None) -> torch.Tensor:
+def mse(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, features=None,
+                  classifier=None) -> torch.Tensor:
     """ℓ = ½‖z − s·e_y‖² (s = target scale). Note: K/2 times PyTorch's MSELoss with mean reduction."""
     s = opts.target_scale
     z_true = logits.gather(1, y[:, None]).squeeze(1)
@@ -119,7 +138,7 @@ def node_log_probs(logits: torch.Tensor, tree: HierarchyData) -> torch.Tensor:
 
 
 def hierarchical_cross_entropy(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions,
-                               features=None) -> torch.Tensor:
+                               features=None, classifier=None) -> torch.Tensor:
     """HXE (Bertinetto et al. 2020): ℓ = −Σ_{edges C→parent on y's path} λ(C)·log p(C | parent(C)),
     p(C | parent) = p(C)/p(parent), λ(C) = exp(−α·h(C)). With α = 0 the sum telescopes to −log p(y)."""
     tree = _tree(opts, "hxe")
@@ -131,7 +150,8 @@ def hierarchical_cross_entropy(logits: torch.Tensor, y: torch.Tensor, opts: Loss
     return -(weight * conditional).sum(1).mean()
 
 
-def soft_labels(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, features=None) -> torch.Tensor:
+def soft_labels(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, features=None,
+                  classifier=None) -> torch.Tensor:
     """Soft labels (Bertinetto et al. 2020): ℓ = −Σ_A q_A log softmax(z)_A, q = softmax(−β·d(A, y)),
     d = LCA height / tree height. As β → ∞, q → e_y and the loss → CE."""
     tree = _tree(opts, "soft")
@@ -139,7 +159,8 @@ def soft_labels(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, featur
     return -(q * logits.log_softmax(1)).sum(1).mean()
 
 
-def haframe_loss(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, features=None) -> torch.Tensor:
+def haframe_loss(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, features=None,
+                  classifier=None) -> torch.Tensor:
     """HAFrame (Liang & Davis 2023): (1 − α)·CE(Wh) + α·Σ_k (cos(w_k, h) − S_{k,y})², W the fixed frame
     with unit rows, so cos(w_k, h) = z_k/‖h‖ (no bias: the logits are the plain Wh)."""
     tree = _tree(opts, "haframe")
@@ -152,6 +173,38 @@ def haframe_loss(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, featu
     return (1 - a) * F.cross_entropy(logits, y) + a * cosine
 
 
+def inter_class_nonuniformity(proxies: torch.Tensor, opts: HugOptions) -> torch.Tensor:
+    """−(inter-class uniformity) of the normalized proxies, per proxy: E_s/K (energy), −log det/K (gram)
+    or the smooth −min distance (1/t)·log Σ_{i<j} exp(−t·r_ij) (maxgap). Minimal at the most uniform
+    configuration: the simplex ETF for K <= d + 1, a spherical code beyond."""
+    from analysis.uniformity import gram_log_det, normalize_rows, pairwise_distances, riesz_energy
+
+    K = len(proxies)
+    if opts.measure == "energy":
+        return riesz_energy(proxies, opts.s) / K
+    if opts.measure == "gram":
+        return -gram_log_det(proxies, opts.sigma) / K
+    r = pairwise_distances(normalize_rows(proxies))
+    return torch.logsumexp(-opts.sharpness * r, dim=0) / opts.sharpness
+
+
+def hug(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, features=None, classifier=None) -> torch.Tensor:
+    """Hyperspherical uniformity gap (Liu et al., ICLR 2023): inter-class non-uniformity of the class
+    proxies (the classifier rows, normalized) plus the intra-class spread of the normalized features,
+    mean_i ‖ĥ_i − p̂_{y_i}‖² (= 2 − 2cos; 0 once every class has collapsed onto its proxy). The two are
+    decoupled: the intra-class term moves only the features (the proxies enter it detached), so the
+    proxies' trajectory does not depend on the intra-class weight."""
+    if features is None or classifier is None:
+        raise ValueError("the HUG loss needs the features and the classifier (proxies)")
+    o = opts.hug or HugOptions()
+    from analysis.uniformity import normalize_rows
+
+    proxies = normalize_rows(classifier)
+    intra = (normalize_rows(features) - proxies.detach()[y]).square().sum(1).mean()
+    inter = inter_class_nonuniformity(classifier, o)  # a constant when the proxies are fixed
+    return o.inter_weight * inter + o.intra_weight * intra
+
+
 LossFn = Callable[..., torch.Tensor]
 
 LOSSES: dict[str, LossFn] = {
@@ -161,5 +214,6 @@ LOSSES: dict[str, LossFn] = {
     "hxe": hierarchical_cross_entropy,
     "soft": soft_labels,
     "haframe": haframe_loss,
+    "hug": hug,
 }
 HIERARCHICAL_LOSSES = ("hxe", "soft", "haframe")

@@ -8,9 +8,10 @@ import numpy as np
 import torch
 
 from analysis.hierarchical_metrics import hierarchical_metrics
-from analysis.metrics import class_means, nc_metrics
+from analysis.metrics import class_means, gnc_metrics, nc_metrics
+from analysis.theory import etf_exists
 from ufm.config import SimConfig
-from ufm.hierarchical import class_tree, frame_gram
+from ufm.hierarchical import class_tree, frame_gram, gnc_exponent
 from ufm.model import logits, objective_and_grad
 
 
@@ -41,7 +42,15 @@ def measure(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig) ->
         if b is not None:
             row["b_norm_sq"] = float(b.square().sum())
             row["b_mean"] = float(b.mean())
+        if cfg.loss == "hug":
+            # HUG's loss sees only directions (norms are free): its features are ĥ and it classifies by
+            # the nearest proxy in angle, so the NC metrics are those of the normalized H and W
+            H, W = H / H.norm(dim=1, keepdim=True), W / W.norm(dim=1, keepdim=True)
         row.update(nc_metrics(H, y, W, b, K=cfg.K))
+        if not etf_exists(cfg.K, cfg.d):
+            # no simplex ETF exists in R^d: a distance to one measures nothing (the GNC measures below do)
+            row.update(nc2=math.nan, nc3=math.nan, nc2_W=math.nan)
+        row.update(gnc_metrics(H, y, W, K=cfg.K, s=gnc_exponent(cfg)))
         if cfg.hierarchy is not None:
             # mistake severity, HierDist@k, and angular collapse / hierarchy-aware NC2 against the
             # HAFrame Gram S of the tree (the classifier of --loss haframe; a reference for the others)

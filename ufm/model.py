@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ufm.config import SimConfig
-from ufm.hierarchical import frame_of, loss_options
+from ufm.hierarchical import frame_of, gnc_code, loss_options
 from ufm.losses import LOSSES
 
 
@@ -32,8 +33,11 @@ def init_params(cfg: SimConfig, device: torch.device, dtype: torch.dtype) -> dic
     if cfg.bias:
         params["b"] = torch.zeros(cfg.K, dtype=torch.float64)
     params = {k: v.to(device=device, dtype=dtype).requires_grad_(True) for k, v in params.items()}
+    # fixed classifiers (HAFrame's frame, HUG's fixed proxies) replace the drawn W, untrained
     if cfg.loss == "haframe":
         params["W"] = torch.as_tensor(frame_of(cfg).W, dtype=dtype, device=device)
+    if cfg.loss == "hug" and cfg.hug_proxies == "fixed":
+        params["W"] = torch.as_tensor(np.array(gnc_code(cfg).points), dtype=dtype, device=device)
     return params
 
 
@@ -59,7 +63,8 @@ def data_loss(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig,
               rows: torch.Tensor | None = None) -> torch.Tensor:
     """mean_i ℓ(z_i, y_i) over all samples, or over the mini-batch `rows`."""
     H = params["H"] if rows is None else params["H"][rows]
-    return LOSSES[cfg.loss](logits(params, rows), y if rows is None else y[rows], loss_options(cfg), features=H)
+    return LOSSES[cfg.loss](logits(params, rows), y if rows is None else y[rows], loss_options(cfg), features=H,
+                            classifier=params["W"])
 
 
 def objective_and_grad(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig,

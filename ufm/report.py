@@ -41,10 +41,12 @@ def format_table(summary: dict) -> str:
         lines.append(f"certificate: skipped ({cert.get('reason', 'no finite measurement')})")
     if summary.get("hierarchy"):
         lines.extend(_hierarchy_lines(summary["hierarchy"]))
+    if summary.get("gnc"):
+        lines.extend(_gnc_lines(summary["gnc"]))
     K, d = summary["config"]["K"], summary["config"]["d"]
     if K > d + 1:
-        lines.append(f"note: no simplex ETF exists for K = {K} > d + 1 = {d + 1}; NC2 and NC3 measure the "
-                     "distance to a shape that cannot be reached")
+        lines.append(f"note: no simplex ETF exists for K = {K} > d + 1 = {d + 1}: NC2 and NC3 are not reported "
+                     "(see the GNC line)")
     conv = "converged" if summary["converged"] else "not converged"
     tail = (f"{summary['steps']} steps in {summary['seconds']:.1f} s, {conv} "
             f"[{summary['converged_criterion']}; grad_norm {final.get('grad_norm', math.nan):.2e}]")
@@ -65,3 +67,16 @@ def _hierarchy_lines(h: dict) -> list[str]:
     if "nc1_collapsed" in h:
         lines.append(f"NC1 → 0: {'yes' if h['nc1_collapsed'] else 'no'} (NC1 = {_fmt(h['nc1'])})")
     return lines
+
+
+def _gnc_lines(g: dict) -> list[str]:
+    t = g["target"]
+    target = "the simplex ETF" if t["kind"] == "simplex_etf" else f"the {t['kind'].replace('_', ' ')}"
+    parts = []
+    for who, label in (("W", "classifier/proxies"), ("means", "class means")):
+        if f"energy_{who}" in g:
+            parts.append(f"{label}: energy {g[f'energy_{who}']:.10g} (rel. gap {g[f'energy_rel_gap_{who}']:.2e}), "
+                         f"min angle {g[f'min_angle_{who}']:.4f}° (gap {g[f'angle_gap_{who}_deg']:.2e}°)")
+    head = (f"GNC against {target} (Riesz s = {t['s']:g} energy {t['energy']:.10g}, min angle "
+            f"{t['min_angle_deg']:.4f}°):")
+    return [head, *("  " + p for p in parts)]

@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--loss", choices=sorted(LOSSES), default="mse",
                    help="mse: ½||z − s·e_y||²; ce: cross-entropy; ls: label-smoothed cross-entropy; hxe: "
                         "hierarchical cross-entropy; soft: soft labels from the tree; haframe: fixed "
-                        "hierarchy-aware frame + cosine loss (the last three need --hierarchy)")
+                        "hierarchy-aware frame + cosine loss (these three need --hierarchy); hug: "
+                        "hyperspherical uniformity gap")
     g.add_argument("--smoothing", type=_number(float, 0, 1), default=0.1, help="label smoothing α (--loss ls)")
     g.add_argument("--target-scale", type=_number(float, 0, lo_open=True), default=1.0,
                    help="MSE target scale s (targets s·e_y)")
@@ -93,8 +94,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--s-min", type=_number(float, None, 1), default=None,
                    help="haframe: the offset s_min of S (default: the smallest value keeping S positive "
                         "semidefinite, −1/(1ᵀE⁻¹1 − 1) with E = exp(−γ·D/d_max))")
+    g = p.add_argument_group("HUG, hyperspherical uniformity gap (--loss hug; Liu et al. 2023)")
+    g.add_argument("--hug-measure", choices=("energy", "gram", "maxgap"), default="energy",
+                   help="uniformity of the proxies: energy (Riesz s-energy), gram (−log det of the Gaussian "
+                        "kernel), maxgap (smooth minimum pairwise distance)")
+    g.add_argument("--hug-s", type=_number(float, 0), default=1.0, help="Riesz exponent s (0: log energy)")
+    g.add_argument("--hug-sigma", type=_number(float, 0, lo_open=True), default=1.0,
+                   help="gram: kernel exp(−r²/(2σ²)) width σ")
+    g.add_argument("--hug-sharpness", type=_number(float, 0, lo_open=True), default=64.0,
+                   help="maxgap: t in (1/t)·log Σ exp(−t·r_ij)")
+    g.add_argument("--hug-inter", type=_number(float, 0), default=1.0, help="weight of the inter-class term")
+    g.add_argument("--hug-intra", type=_number(float, 0), default=1.0,
+                   help="weight of the intra-class term mean ||ĥ_i − p̂_y||²")
+    g.add_argument("--hug-proxies", choices=("learned", "fixed"), default="learned",
+                   help="learned: the classifier rows are trained; fixed: set to the spherical code (or ETF)")
     g = p.add_argument_group("regularization (λ/2·||·||², per block)")
-    g.add_argument("--wd", type=_number(float, 0), default=5e-4, help="weight decay of W, H and b")
+    g.add_argument("--wd", type=_number(float, 0), default=None,
+                   help="weight decay of W, H and b (default 5e-4; 0 under --loss hug, which is scale-invariant)")
     g.add_argument("--wd-W", type=_number(float, 0), default=None, help="weight decay of W (default: --wd)")
     g.add_argument("--wd-H", type=_number(float, 0), default=None, help="weight decay of H (default: --wd)")
     g.add_argument("--wd-b", type=_number(float, 0), default=None,
@@ -112,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--momentum", type=_number(float, 0, 1), default=0.9, help="momentum (--optimizer sgd)")
     g.add_argument("--batch-size", type=_number(int, 1), default=None,
                    help="mini-batch of samples per step (sgd/adam; default: all N)")
-    g.add_argument("--init-scale", type=_number(float, 0, lo_open=True), default=0.1,
-                   help="rows of H and W start as N(0, s²/d·I), i.e. with norm ≈ s")
+    g.add_argument("--init-scale", type=_number(float, 0, lo_open=True), default=None,
+                   help="rows of H and W start as N(0, s²/d·I), i.e. with norm ≈ s (default 0.1; 1 under hug)")
     g.add_argument("--tol", type=_number(float, 0), default=0.0,
                    help="stop once the gradient norm is <= tol (checked at each evaluation; 0: never)")
     g.add_argument("--seed", type=_number(int, 0), default=0, help="random seed of the initialization")
@@ -151,6 +167,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         seed=args.seed, smoothing=args.smoothing, target_scale=args.target_scale, tol=args.tol,
         evals_per_decade=args.evals_per_decade, certificate=args.certificate, hierarchy=args.hierarchy,
         alpha=args.alpha, beta=args.beta, hxe_weighting=args.hxe_weighting, gamma=args.gamma, s_min=args.s_min,
+        hug_measure=args.hug_measure, hug_s=args.hug_s, hug_sigma=args.hug_sigma, hug_sharpness=args.hug_sharpness,
+        hug_inter=args.hug_inter, hug_intra=args.hug_intra, hug_proxies=args.hug_proxies,
     )
 
 

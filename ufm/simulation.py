@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from analysis.theory import etf_exists
 from ufm.config import SimConfig
 from ufm.devices import resolve_device, resolve_dtype
 from ufm.hierarchical import hierarchy_summary
@@ -19,7 +20,7 @@ from ufm.optim import make_optimizer
 from ufm.records import environment, new_run_dir, write_csv, write_json
 from ufm.schedule import log_schedule
 from ufm.summary import build_summary
-from ufm.targets import certificate, convex_optimum, theory_target
+from ufm.targets import certificate, convex_optimum, gnc_summary, theory_target
 
 
 class DivergenceWatch:
@@ -122,6 +123,8 @@ def simulate(cfg: SimConfig, out: Path | str | None = None, *, progress: bool = 
     summary["certificate"] = certificate(cfg, convex, skipped, summary["final"].get("loss"))
     if cfg.hierarchy is not None:
         summary["hierarchy"] = hierarchy_summary(cfg, summary["final"])
+    if (cfg.loss == "hug" or not etf_exists(cfg.K, cfg.d)) and summary["final"]:
+        summary["gnc"] = gnc_summary(cfg, summary["final"])
     if status != "diverged" and target.applies and target.grams:
         summary["grams"] = gram_errors(params, y, cfg, target.grams)
     write_json(out / "summary.json", summary)

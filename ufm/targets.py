@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from analysis.frames import haframe_optimum
@@ -10,13 +12,14 @@ from analysis.metrics import etf_distance
 from analysis.theory import (
     Target,
     ce_etf,
+    etf_exists,
     mse_bias_free,
     mse_free_bias,
     mse_regularized_bias,
     not_applicable,
 )
 from ufm.config import SimConfig
-from ufm.hierarchical import frame_gram, frame_of, soft_targets
+from ufm.hierarchical import frame_gram, frame_of, gnc_code, soft_targets
 
 # the certificate solves a K×K nuclear-norm program (an SDP of size 2K, with K² exponential cones for
 # CE); measured on 2 cores: K = 30 takes 1.3 s (MSE) and 6 s (CE), K = 40 takes 25 s (CE), K = 50 47 s
@@ -44,6 +47,8 @@ def closed_form(cfg: SimConfig) -> Target:
         return ce_etf(cfg.K, cfg.n, cfg.d, cfg.wd_W, cfg.wd_H, smoothing)
     if cfg.loss == "haframe":
         return haframe_target(cfg)
+    if cfg.loss == "hug":
+        return hug_target(cfg)
     if cfg.loss == "hxe":
         return not_applicable("hxe", "HXE is not convex in the logits (a weighted difference of log-sum-exps), "
                                      "so there is no closed form and no certificate: the measured geometry is "
@@ -51,6 +56,41 @@ def closed_form(cfg: SimConfig) -> Target:
     if cfg.loss == "soft":
         return not_applicable("soft", "soft labels have no closed form")
     return not_applicable("none", f"no closed form for loss {cfg.loss!r}")
+
+
+def hug_target(cfg: SimConfig) -> Target:
+    """HUG collapses every class onto its proxy (NC1 = 0, spherical spread 0) and spreads the proxies
+    as uniformly as its measure allows: the simplex ETF for K <= d + 1, a spherical code beyond."""
+    code = gnc_code(cfg)
+    deg = math.degrees(code.min_angle)
+    predicted = {"nc1": 0.0, "spherical_spread": 0.0, "energy_W": code.energy, "energy_means": code.energy,
+                 "min_angle_W": deg, "min_angle_means": deg, "nc4": 0.0, "accuracy": 1.0}
+    if code.exact:
+        predicted.update(nc2=0.0, nc3=0.0)
+        return Target("simplex_etf", True, f"K = {cfg.K} <= d + 1 = {cfg.d + 1}: the proxies form a simplex ETF",
+                      predicted)
+    reason = {"energy": f"the minimal Riesz s = {code.s:g} energy code of {cfg.K} points in R^{cfg.d}",
+              "maxmin": f"the max-min-angle code of {cfg.K} points in R^{cfg.d}"}[code.kind]
+    if cfg.hug_measure == "gram":
+        reason += " (a reference: the Gram-determinant measure's own optimum can differ from it)"
+    return Target("spherical_code", True, reason + " (best of the numerical restarts)", predicted)
+
+
+def gnc_summary(cfg: SimConfig, final: dict) -> dict:
+    """The `gnc` block: the measured uniformity of proxies and class means against the target code of
+    this K and d (the ETF or the spherical code), reported for HUG and for every run with K > d + 1."""
+    code = gnc_code(cfg)
+    deg = math.degrees(code.min_angle)
+    out = {"etf_exists": etf_exists(cfg.K, cfg.d),
+           "target": {"kind": "simplex_etf" if code.exact else f"{code.kind}_code", "s": code.s,
+                      "energy": code.energy, "min_angle_deg": deg}}
+    for who in ("W", "means"):
+        e, a = final.get(f"energy_{who}"), final.get(f"min_angle_{who}")
+        if e is not None and math.isfinite(e):
+            out[f"energy_{who}"], out[f"energy_rel_gap_{who}"] = e, (e - code.energy) / code.energy
+        if a is not None and math.isfinite(a):
+            out[f"min_angle_{who}"], out[f"angle_gap_{who}_deg"] = a, deg - a
+    return out
 
 
 def haframe_target(cfg: SimConfig) -> Target:
@@ -82,9 +122,10 @@ def haframe_target(cfg: SimConfig) -> Target:
 
 def convex_optimum(cfg: SimConfig):
     """(ConvexOptimum, "") from analysis.convex, or (None, why it was skipped)."""
-    if cfg.loss in ("hxe", "haframe"):
-        return None, ("HXE is not convex in the logits" if cfg.loss == "hxe"
-                      else "the HAFrame classifier is fixed: no nuclear-norm program")
+    if cfg.loss in ("hxe", "haframe", "hug"):
+        return None, {"hxe": "HXE is not convex in the logits",
+                      "haframe": "the HAFrame classifier is fixed: no nuclear-norm program",
+                      "hug": "HUG is a loss of directions, not of logits: no nuclear-norm program"}[cfg.loss]
     if min(cfg.wd_W, cfg.wd_H) <= 0:
         return None, "needs wd_W > 0 and wd_H > 0"
     if cfg.K > CERTIFICATE_MAX_K:

@@ -50,6 +50,10 @@ BAD = {
     "non-PSD reference frame under CE": ["--loss", "ce", "--hierarchy", "balanced:2,3", "--s-min", "-5"],
     "gamma too small": ["--loss", "ce", "--hierarchy", "balanced:2,3", "--gamma", "1e-300"],
     "huge balanced tree": ["--hierarchy", "balanced:99999999"],
+    "HUG with weight decay": ["--loss", "hug", "--wd", "1e-3"],
+    "HUG with a bias": ["--loss", "hug", "--bias"],
+    "unknown HUG measure": ["--loss", "hug", "--hug-measure", "volume"],
+    "zero HUG sharpness": ["--loss", "hug", "--hug-sharpness", "0"],
 }
 
 
@@ -135,7 +139,8 @@ def test_help_lists_every_flag():
     for flag in ("--K", "--n", "--counts", "--d", "--loss", "--wd", "--wd-W", "--wd-H", "--wd-b", "--bias",
                  "--no-bias", "--steps", "--lr", "--optimizer", "--device", "--dtype", "--seed", "--out",
                  "--quiet", "--init-scale", "--smoothing", "--target-scale", "--tol", "--batch-size",
-                 "--hierarchy", "--alpha", "--beta", "--gamma", "--s-min", "--hxe-weighting"):
+                 "--hierarchy", "--alpha", "--beta", "--gamma", "--s-min", "--hxe-weighting", "--hug-measure",
+                 "--hug-s", "--hug-sigma", "--hug-sharpness", "--hug-inter", "--hug-intra", "--hug-proxies"):
         assert flag in r.stdout, flag
 
 
@@ -145,3 +150,10 @@ def test_non_utf8_tree_file_one_line_exit_2(capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["--out", str(tmp_path / "never"), "--steps", "1", "--hierarchy", str(path)])
     assert e.value.code == 2 and "not UTF-8" in capsys.readouterr().err
+
+
+def test_hug_run_prints_the_gnc_comparison(tmp_path, capsys):
+    argv = ["--K", "6", "--d", "3", "--n", "3", "--loss", "hug", "--steps", "200", "--out", str(tmp_path / "r")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "theory: spherical_code" in out and "GNC against the energy code" in out and "NC2 and NC3 are not" in out

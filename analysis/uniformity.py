@@ -1,0 +1,75 @@
+"""Hyperspherical uniformity of a set of directions (Liu et al., ICLR 2023; the Thomson and Tammes problems).
+
+Rows x_1..x_K of X are normalized to the unit sphere S^{d−1} first. With r_ij = ‖x̂_i − x̂_j‖:
+- Riesz s-energy  E_s = Σ_{i<j} r_ij^{−s}  (s > 0; s = 1 is the Thomson problem's Coulomb energy),
+  log energy E_0 = Σ_{i<j} −log r_ij; minimal energy = maximal uniformity;
+- minimum pairwise angle θ_min = min_{i<j} ∠(x̂_i, x̂_j) (the Tammes problem maximizes it);
+- Gram-determinant uniformity log det(exp(−‖x̂_i − x̂_j‖²/(2σ²)))_ij (larger = more uniform; a Gaussian
+  kernel keeps the determinant positive definite for distinct points).
+Every function is differentiable (torch) and accepts numpy arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from analysis._arrays import as_features
+
+
+def _rows(X: Any) -> torch.Tensor:
+    """A 2-D float tensor; torch tensors pass through undetached, so the measures stay differentiable."""
+    if isinstance(X, torch.Tensor):
+        if X.dim() != 2:
+            raise ValueError(f"expected a 2-D (K, d) array, got shape {tuple(X.shape)}")
+        return X if X.is_floating_point() else X.double()
+    return as_features(X)
+
+UNIFORMITY_KINDS = ("energy", "gram", "maxgap")
+
+
+def normalize_rows(X: Any, eps: float = 1e-12) -> torch.Tensor:
+    """x̂_i = x_i/‖x_i‖ (rows of norm below eps are left at their tiny size, not divided by 0)."""
+    X = _rows(X)
+    return X / X.norm(dim=1, keepdim=True).clamp_min(eps)
+
+
+def pairwise_distances(U: torch.Tensor) -> torch.Tensor:
+    """r_ij for i < j of unit rows, from 2 − 2cos (clamped at 0 against round-off), as a vector."""
+    iu = torch.triu_indices(len(U), len(U), offset=1, device=U.device)
+    cos = (U[iu[0]] * U[iu[1]]).sum(1)
+    return (2 - 2 * cos).clamp_min(0).sqrt()
+
+
+def riesz_energy(X: Any, s: float = 1.0) -> torch.Tensor:
+    """E_s = Σ_{i<j} ‖x̂_i − x̂_j‖^{−s} (s > 0), or the log energy Σ −log ‖x̂_i − x̂_j‖ for s = 0."""
+    r = pairwise_distances(normalize_rows(X))
+    return -torch.log(r).sum() if s == 0 else r.pow(-s).sum()
+
+
+def log_riesz_energy(X: Any, s: float) -> torch.Tensor:
+    """log E_s computed as a log-sum-exp (finite for large s, where E_s itself overflows)."""
+    r = pairwise_distances(normalize_rows(X))
+    return torch.logsumexp(-s * torch.log(r), dim=0)
+
+
+def min_angle(X: Any) -> torch.Tensor:
+    """θ_min in radians: the smallest angle between two of the directions."""
+    r = pairwise_distances(normalize_rows(X))
+    return 2 * torch.asin((r.min() / 2).clamp(max=1.0))
+
+
+def gram_log_det(X: Any, sigma: float = 1.0) -> torch.Tensor:
+    """log det K with K_ij = exp(−‖x̂_i − x̂_j‖²/(2σ²)): larger when the directions are more uniform."""
+    U = normalize_rows(X)
+    sq = (2 - 2 * U @ U.T).clamp_min(0)
+    return torch.logdet(torch.exp(-sq / (2 * sigma**2)))
+
+
+def etf_riesz_energy(K: int, s: float = 1.0) -> float:
+    """E_s of the simplex ETF: every pairwise distance is √(2K/(K−1))."""
+    r = math.sqrt(2 * K / (K - 1))
+    pairs = K * (K - 1) / 2
+    return pairs * (-math.log(r) if s == 0 else r ** (-s))
