@@ -69,7 +69,7 @@ class SimConfig:
     s_min: float | None = None  # haframe: S_ij's limit for large d_ij; None = the smallest value keeping S PSD
     hug_measure: str = "energy"  # hug: uniformity of the proxies, one of HUG_MEASURES
     hug_s: float = 1.0  # hug energy: Riesz exponent (0: log energy)
-    hug_sigma: float = 1.0  # hug gram: kernel width
+    hug_sigma: float = 2 ** -0.5  # hug gram: kernel exp(−r²/(2σ²)) width; 1/√2 gives exp(−r²)
     hug_sharpness: float = 64.0  # hug maxgap: t of the smooth minimum distance
     hug_inter: float = 1.0  # hug: weight of the inter-class term
     hug_intra: float = 1.0  # hug: weight of the intra-class term

@@ -83,7 +83,7 @@ class HugOptions:
 
     measure: str = "energy"
     s: float = 1.0
-    sigma: float = 1.0
+    sigma: float = 2 ** -0.5
     sharpness: float = 64.0
     inter_weight: float = 1.0
     intra_weight: float = 1.0

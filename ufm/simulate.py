@@ -99,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="uniformity of the proxies: energy (Riesz s-energy), gram (−log det of the Gaussian "
                         "kernel), maxgap (smooth minimum pairwise distance)")
     g.add_argument("--hug-s", type=_number(float, 0), default=1.0, help="Riesz exponent s (0: log energy)")
-    g.add_argument("--hug-sigma", type=_number(float, 0, lo_open=True), default=1.0,
-                   help="gram: kernel exp(−r²/(2σ²)) width σ")
+    g.add_argument("--hug-sigma", type=_number(float, 0, lo_open=True), default=2 ** -0.5,
+                   help="gram: kernel exp(−r²/(2σ²)) width σ (default 1/√2: the kernel exp(−r²) of the authors' "
+                        "earlier Gram-determinant code)")
     g.add_argument("--hug-sharpness", type=_number(float, 0, lo_open=True), default=64.0,
                    help="maxgap: t in (1/t)·log Σ exp(−t·r_ij)")
     g.add_argument("--hug-inter", type=_number(float, 0), default=1.0, help="weight of the inter-class term")
