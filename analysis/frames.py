@@ -196,7 +196,7 @@ def haframe_optimum(W: np.ndarray, S: np.ndarray, counts: Sequence[int], alpha: 
     return FixedFrameOptimum(features=features, value=value, grad_norm=grad)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SphericalCode:
     """K unit vectors in R^d spread as uniformly as found: `points` (K×d), their Riesz s-energy and
     minimum angle (radians); `kind` "energy" (minimal Riesz s-energy: the Thomson problem for s = 1,
@@ -256,21 +256,20 @@ def _maxmin_polish(P: np.ndarray) -> np.ndarray:
     def unpack(v):
         return v[:-1].reshape(K, d), v[-1]
 
+    rows = np.arange(len(iu[0]))
+
     def pair_jac(v):
         X, _ = unpack(v)
-        J = np.zeros((len(iu[0]), K * d + 1))
-        for m, (i, j) in enumerate(zip(*iu, strict=True)):
-            J[m, i * d:(i + 1) * d] = -X[j]
-            J[m, j * d:(j + 1) * d] = -X[i]
-        J[:, -1] = 1.0
-        return J
+        J = np.zeros((len(iu[0]), K, d))
+        J[rows, iu[0]] = -X[iu[1]]
+        J[rows, iu[1]] = -X[iu[0]]
+        return np.concatenate([J.reshape(len(rows), K * d), np.ones((len(rows), 1))], axis=1)
 
     def norm_jac(v):
         X, _ = unpack(v)
-        J = np.zeros((K, K * d + 1))
-        for i in range(K):
-            J[i, i * d:(i + 1) * d] = 2 * X[i]
-        return J
+        J = np.zeros((K, K, d))
+        J[np.arange(K), np.arange(K)] = 2 * X
+        return np.concatenate([J.reshape(K, K * d), np.zeros((K, 1))], axis=1)
 
     v0 = np.append(P.ravel(), (P @ P.T)[iu].max())
     res = minimize(lambda v: v[-1], v0, jac=lambda v: np.eye(len(v))[-1], method="SLSQP",
@@ -296,6 +295,7 @@ def _spherical_code(K: int, d: int, kind: str, s: float, restarts: int, seed: in
 
     if K <= d + 1:
         P = simplex_etf_points(K, d)
+        P.setflags(write=False)  # cached: callers share it
         energy, angle = _code_stats(P, s)
         return SphericalCode(P, energy, angle, kind, s, True)
     rng = np.random.default_rng(seed)
@@ -308,12 +308,15 @@ def _spherical_code(K: int, d: int, kind: str, s: float, restarts: int, seed: in
             # max-min problem from there (SLSQP on the epigraph form)
             for t in (4.0, 16.0, 64.0):
                 P = _minimize_on_sphere(P, lambda X, t=t: log_riesz_energy(X, t) / t, 500)
-            P = _maxmin_polish(P)
         energy, angle = _code_stats(P, s)
         score = energy if kind == "energy" else -angle
         if best is None or score < best[0]:
             best = (score, P, energy, angle)
     _, P, energy, angle = best
+    if kind == "maxmin":
+        # polish the best restart only: the exact max-min step costs more than the continuation
+        P = _maxmin_polish(P)
+        energy, angle = _code_stats(P, s)
     P.setflags(write=False)
     return SphericalCode(P, energy, angle, kind, s, False)
 
@@ -328,4 +331,6 @@ def spherical_code(K: int, d: int, kind: str = "energy", s: float = 1.0, restart
         raise ValueError(f"kind must be 'energy' or 'maxmin', got {kind!r}")
     if K < 2 or d < 1:
         raise ValueError(f"need K >= 2 and d >= 1, got K = {K}, d = {d}")
+    if d == 1 and K > 2:
+        raise ValueError(f"the sphere in R^1 has two points: no code of K = {K} directions in d = 1")
     return _spherical_code(int(K), int(d), kind, float(s), int(restarts), int(seed))

@@ -384,9 +384,14 @@ def gnc_metrics(H: Any, y: Any, W: Any = None, K: int | None = None, s: float = 
     y = as_labels(y, device=H.device)
     K = int(y.max()) + 1 if K is None else K
     means = class_means(H, y, K)
-    out = {"energy_means": float(riesz_energy(means, s)), "min_angle_means": math.degrees(float(min_angle(means)))}
-    cos = (normalize_rows(H) * normalize_rows(means)[y]).sum(1)
-    out["spherical_spread"] = float((1 - cos).mean())
+    if bool((means.norm(dim=1) == 0).any()):
+        # a class mean at 0 has no direction: the measures are undefined, not 90° or 0.5
+        out = {"energy_means": math.nan, "min_angle_means": math.nan, "spherical_spread": math.nan}
+    else:
+        out = {"energy_means": float(riesz_energy(means, s)),
+               "min_angle_means": math.degrees(float(min_angle(means)))}
+        cos = (normalize_rows(H) * normalize_rows(means)[y]).sum(1)
+        out["spherical_spread"] = float((1 - cos).mean())
     if W is not None:
         Wt = as_features(W, device=H.device).double()
         out["energy_W"] = float(riesz_energy(Wt, s))

@@ -243,8 +243,10 @@ def sqi_classifier(eps: float, K: int, wd: float, centered_means: np.ndarray) ->
     return eps / (wd * (K - 1)) * np.asarray(centered_means)
 
 
-def stationary_norm_identity(Y: np.ndarray, F: np.ndarray, wd: float) -> np.ndarray:
-    """At any stationary last layer (square loss, weight decay λ, bias free or unregularized):
-    ‖w_c‖² = (1/(λN)) Σ_i (y_i − f_i)_c f_{i,c}, for each class c (F the N×K outputs)."""
+def stationary_norm_identity(Y: np.ndarray, F: np.ndarray, wd: float, b: np.ndarray | None = None) -> np.ndarray:
+    """At any stationary last layer (square loss, weight decay λ on W): w_c = (1/(λN)) Σ_i (y_i − f_i)_c x_i,
+    hence ‖w_c‖² = (1/(λN)) Σ_i (y_i − f_i)_c (f_{i,c} − b_c) for each class c (F the N×K outputs
+    including the bias b; with b = 0, or an unregularized bias, the form (y − f)_c f_{i,c} of DESIGN)."""
     Y, F = np.asarray(Y, dtype=float), np.asarray(F, dtype=float)
-    return ((Y - F) * F).sum(0) / (wd * Y.shape[0])
+    lin = F if b is None else F - np.asarray(b, dtype=float)
+    return ((Y - F) * lin).sum(0) / (wd * Y.shape[0])

@@ -37,10 +37,11 @@ def normalize_rows(X: Any, eps: float = 1e-12) -> torch.Tensor:
 
 
 def pairwise_distances(U: torch.Tensor) -> torch.Tensor:
-    """r_ij for i < j of unit rows, from 2 − 2cos (clamped at 0 against round-off), as a vector."""
+    """r_ij for i < j of unit rows, from 2 − 2cos, as a vector. Clamped at 1e-30 before the square root:
+    coincident points then give r ≈ 1e-15 and a zero (not NaN) gradient through the clamp."""
     iu = torch.triu_indices(len(U), len(U), offset=1, device=U.device)
     cos = (U[iu[0]] * U[iu[1]]).sum(1)
-    return (2 - 2 * cos).clamp_min(0).sqrt()
+    return (2 - 2 * cos).clamp_min(1e-30).sqrt()
 
 
 def riesz_energy(X: Any, s: float = 1.0) -> torch.Tensor:

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from ufm.losses import HIERARCHICAL_LOSSES, HXE_WEIGHTINGS, LOSSES
 
 HUG_MEASURES = ("energy", "gram", "maxgap")
+ACTIVATIONS = ("linear", "relu")
 HUG_PROXIES = ("learned", "fixed")
 
 OPTIMIZERS = ("gd", "sgd", "adam", "lbfgs")
@@ -18,6 +19,7 @@ DTYPES = ("float32", "float64")
 # Defaults per optimizer, chosen so the default run reaches the closed form (see README).
 DEFAULT_STEPS = {"gd": 5000, "sgd": 5000, "adam": 5000, "lbfgs": 500}
 DEFAULT_LR = {"gd": 1.5, "sgd": 0.5, "adam": 1e-3, "lbfgs": 1.0}
+DEEP_STEPS_FACTOR = 2  # depth > 1: twice the steps (measured: the SQI norms reach 1e-4 at 10 000 GD steps)
 
 
 # α by loss when --alpha is not given: HXE 0.1 (Bertinetto et al. 2020 use 0.1 and 0.5); HAFrame 0.4
@@ -41,11 +43,17 @@ class SimConfig:
     K: int = 10
     n: int | None = 100  # samples per class; with counts: counts[0] if balanced, else None
     counts: tuple[int, ...] | None = None  # per-class sample counts; sets K and overrides n
+    imbalance: float | None = None  # step imbalance R: the last `minority` classes get max(1, round(n/R))
+    minority: int | None = None  # K_B, the number of minority classes (with imbalance)
     d: int = 512
+    depth: int = 1  # L: free features H, then L − 1 hidden layers, then the classifier W
+    act: str = "linear"  # activation after each hidden layer: linear or relu
+    width: int | None = None  # hidden-layer width (None: d)
     loss: str = "mse"
     wd_W: float | None = None  # None: DEFAULT_WD (0 under HUG, whose loss is scale-invariant)
     wd_H: float | None = None
     wd_b: float | None = None
+    wd_M: float | None = None  # weight decay of the hidden layers (None: the default, like wd_W)
     bias: bool = False
     steps: int | None = None  # None: DEFAULT_STEPS[optimizer]
     lr: float | None = None  # None: DEFAULT_LR[optimizer]
@@ -76,12 +84,22 @@ class SimConfig:
     hug_proxies: str = "learned"  # hug: "learned" (trained) or "fixed" (the spherical code, not trained)
 
     def __post_init__(self) -> None:
+        if self.imbalance is not None and self.counts is None:
+            if self.minority is None or not 1 <= self.minority < self.K or self.n is None or self.n < 1:
+                raise ConfigError(f"--imbalance needs --minority K_B with 1 <= K_B < K = {self.K} (got "
+                                  f"{self.minority}) and --n >= 1")
+            if not (math.isfinite(self.imbalance) and self.imbalance >= 1):
+                raise ConfigError(f"--imbalance R must be >= 1, got {self.imbalance}")
+            minority_n = max(1, round(self.n / self.imbalance))
+            self.counts = (self.n,) * (self.K - self.minority) + (minority_n,) * self.minority
         if self.counts is not None:
             self.counts = tuple(int(c) for c in self.counts)
             self.K = len(self.counts)
             self.n = self.counts[0] if len(set(self.counts)) == 1 else None
         if self.steps is None and self.optimizer in DEFAULT_STEPS:
-            self.steps = DEFAULT_STEPS[self.optimizer]
+            # a deep UFM starts its hidden layers at unit scale (smaller starts sit at the saddle at 0,
+            # measured), and weight decay removes that start's excess only at rate lr·λ per step
+            self.steps = DEFAULT_STEPS[self.optimizer] * (DEEP_STEPS_FACTOR if self.depth > 1 else 1)
         if self.lr is None and self.optimizer in DEFAULT_LR:
             self.lr = DEFAULT_LR[self.optimizer]
         if self.alpha is None:
@@ -89,11 +107,13 @@ class SimConfig:
         # HUG normalizes features and proxies: weight decay has nothing to balance (it would shrink
         # them toward 0 without a minimizer), and unit-norm starts keep the steps of size lr
         hug = self.loss == "hug"
-        for block in ("wd_W", "wd_H", "wd_b"):
+        for block in ("wd_W", "wd_H", "wd_b", "wd_M"):
             if getattr(self, block) is None:
                 setattr(self, block, 0.0 if hug else DEFAULT_WD)
         if self.init_scale is None:
             self.init_scale = 1.0 if hug else DEFAULT_INIT_SCALE
+        if self.width is None:
+            self.width = self.d
         self.validate()
 
     @property
@@ -104,6 +124,16 @@ class SimConfig:
     def fixed_classifier(self) -> bool:
         """W is not trained (HAFrame, HUG with fixed proxies): no weight decay, wd_W plays no role."""
         return self.loss == "haframe" or (self.loss == "hug" and self.hug_proxies == "fixed")
+
+    @property
+    def feature_dim(self) -> int:
+        """The dimension of the classifier's input: d for the one-layer UFM, the width when deeper."""
+        return self.d if self.depth == 1 else self.width
+
+    @property
+    def hidden_layers(self) -> list[str]:
+        """Names of the hidden layers' weights: M1 (width × d), M2 … M_{L−1} (width × width)."""
+        return [f"M{l}" for l in range(1, self.depth)]
 
     @property
     def N(self) -> int:
@@ -124,8 +154,14 @@ class SimConfig:
         else:
             need(all(c >= 1 for c in self.counts), f"--counts must all be >= 1, got {list(self.counts)}")
         need(self.d >= 1, f"--d must be at least 1, got {self.d}")
+        need(self.depth >= 1, f"--depth must be at least 1, got {self.depth}")
+        need(self.act in ACTIVATIONS, f"--act must be one of {ACTIVATIONS}, got {self.act!r}")
+        need(self.width >= 1, f"--width must be at least 1, got {self.width}")
+        if self.depth > 1:
+            need(self.loss in ("mse", "ce", "ls"), f"--depth > 1 supports --loss mse, ce or ls, not {self.loss}")
         need(self.loss in LOSSES, f"--loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
-        for flag, value in (("--wd-W", self.wd_W), ("--wd-H", self.wd_H), ("--wd-b", self.wd_b)):
+        for flag, value in (("--wd-W", self.wd_W), ("--wd-H", self.wd_H), ("--wd-b", self.wd_b),
+                            ("--wd-M", self.wd_M)):
             need(math.isfinite(value) and value >= 0, f"{flag} must be a finite number >= 0, got {value}")
         need(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         need(self.steps is not None and self.steps >= 0, f"--steps must be >= 0, got {self.steps}")
@@ -153,12 +189,17 @@ class SimConfig:
         need(self.hug_proxies in HUG_PROXIES, f"--hug-proxies must be one of {HUG_PROXIES}, got {self.hug_proxies!r}")
         for flag, v in (("--hug-s", self.hug_s), ("--hug-inter", self.hug_inter), ("--hug-intra", self.hug_intra)):
             need(math.isfinite(v) and v >= 0, f"{flag} must be a finite number >= 0, got {v}")
-        for flag, v in (("--hug-sigma", self.hug_sigma), ("--hug-sharpness", self.hug_sharpness)):
-            need(math.isfinite(v) and v > 0, f"{flag} must be > 0, got {v}")
+        need(math.isfinite(self.hug_sharpness) and self.hug_sharpness > 0,
+             f"--hug-sharpness must be > 0, got {self.hug_sharpness}")
+        # distances on the unit sphere lie in [0, 2]: a much narrower kernel is the identity (no repulsion
+        # between proxies), a much wider one is all ones (singular, log det → −∞)
+        need(math.isfinite(self.hug_sigma) and 0.05 <= self.hug_sigma <= 5,
+             f"--hug-sigma must lie in [0.05, 5] (distances on the sphere are at most 2), got {self.hug_sigma}")
         if self.loss == "hug":
             need(max(self.wd_W, self.wd_H, self.wd_b) == 0, "--loss hug normalizes features and proxies, so weight "
                  "decay only shrinks them toward 0 (the objective has no minimizer): use --wd 0")
             need(not self.bias, "--loss hug classifies by the nearest proxy (cosine): drop --bias")
+            need(self.d > 1 or self.K == 2, f"--loss hug: the sphere in R^1 has two points, K = {self.K} needs d >= 2")
 
     def _validate_hierarchy(self, need: Callable[[bool, str], None]) -> None:
         need(self.hierarchy is not None or self.loss not in HIERARCHICAL_LOSSES,

@@ -1,4 +1,5 @@
-"""The unconstrained-features model: free features H (N×d), classifier W (K×d), optional bias b (K,)."""
+"""The unconstrained-features model: free features H (N×d), optionally L − 1 hidden layers M_l (deep UFM),
+classifier W (K×d, or K×width when deeper), optional bias b (K,)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ def labels(counts: tuple[int, ...], device: torch.device) -> torch.Tensor:
 
 
 def init_params(cfg: SimConfig, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Rows of H and W drawn from N(0, init_scale²/d · I), b = 0.
+    """Rows of H and W drawn from N(0, init_scale²/dim · I) (norm ≈ init_scale), b = 0; hidden layers
+    M_l with entries N(0, gain²/fan_in), gain 1 (linear) or √2 (ReLU), so that they preserve the scale
+    of the signal (layers as small as H would start the deep product at its flat saddle at 0).
 
     Drawn in float64 on the CPU from `cfg.seed`, then cast and moved, so a seed gives the same start
     on every device and in both dtypes. Under `--loss haframe` W is the fixed frame (not trained:
@@ -28,8 +31,14 @@ def init_params(cfg: SimConfig, device: torch.device, dtype: torch.dtype) -> dic
     std = cfg.init_scale / math.sqrt(cfg.d)
     params = {
         "H": torch.randn(cfg.N, cfg.d, generator=g, dtype=torch.float64) * std,
-        "W": torch.randn(cfg.K, cfg.d, generator=g, dtype=torch.float64) * std,
+        "W": torch.randn(cfg.K, cfg.feature_dim, generator=g, dtype=torch.float64)
+        * (cfg.init_scale / math.sqrt(cfg.feature_dim)),
     }
+    gain = math.sqrt(2.0) if cfg.act == "relu" else 1.0
+    fan_in = cfg.d
+    for name in cfg.hidden_layers:
+        params[name] = torch.randn(cfg.width, fan_in, generator=g, dtype=torch.float64) * (gain / math.sqrt(fan_in))
+        fan_in = cfg.width
     if cfg.bias:
         params["b"] = torch.zeros(cfg.K, dtype=torch.float64)
     params = {k: v.to(device=device, dtype=dtype).requires_grad_(True) for k, v in params.items()}
@@ -46,25 +55,47 @@ def trainable(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: p for k, p in params.items() if p.requires_grad}
 
 
-def logits(params: dict[str, torch.Tensor], rows: torch.Tensor | None = None) -> torch.Tensor:
-    """Z = H Wᵀ + b (for the samples `rows`, all when None)."""
-    H = params["H"] if rows is None else params["H"][rows]
-    Z = H @ params["W"].T
+def hidden_names(params: dict[str, torch.Tensor]) -> list[str]:
+    """The hidden layers present, in order: M1, M2, …"""
+    return sorted((k for k in params if k.startswith("M")), key=lambda k: int(k[1:]))
+
+
+def layer_inputs(params: dict[str, torch.Tensor], act: str = "linear",
+                 rows: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """[X_0 = H, X_1 = σ(X_0 M1ᵀ), …, X_{L−1}]: the input of every layer; the last one feeds W."""
+    X = params["H"] if rows is None else params["H"][rows]
+    inputs = [X]
+    for name in hidden_names(params):
+        X = X @ params[name].T
+        X = torch.relu(X) if act == "relu" else X
+        inputs.append(X)
+    return inputs
+
+
+def logits(params: dict[str, torch.Tensor], rows: torch.Tensor | None = None, act: str = "linear") -> torch.Tensor:
+    """Z = X Wᵀ + b with X = H (one layer) or the last hidden layer's output (for the samples `rows`)."""
+    Z = layer_inputs(params, act, rows)[-1] @ params["W"].T
     return Z + params["b"] if "b" in params else Z
 
 
+def weight_decay(name: str, cfg: SimConfig) -> float:
+    """λ of a block: wd_W, wd_H, wd_b, or wd_M for the hidden layers M1, M2, …"""
+    return cfg.wd_M if name.startswith("M") else {"W": cfg.wd_W, "H": cfg.wd_H, "b": cfg.wd_b}[name]
+
+
 def regularizer(params: dict[str, torch.Tensor], cfg: SimConfig) -> torch.Tensor:
-    """λ_W/2‖W‖² + λ_H/2‖H‖² + λ_b/2‖b‖² (squared Frobenius norms, H summed over all N rows)."""
-    wd = {"W": cfg.wd_W, "H": cfg.wd_H, "b": cfg.wd_b}
-    return sum(0.5 * wd[k] * torch.dot(p.reshape(-1), p.reshape(-1)) for k, p in trainable(params).items())
+    """Σ_blocks λ/2‖·‖² over the trained blocks (squared Frobenius norms, H summed over all N rows)."""
+    return sum(0.5 * weight_decay(k, cfg) * torch.dot(p.reshape(-1), p.reshape(-1))
+               for k, p in trainable(params).items())
 
 
 def data_loss(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig,
               rows: torch.Tensor | None = None) -> torch.Tensor:
     """mean_i ℓ(z_i, y_i) over all samples, or over the mini-batch `rows`."""
-    H = params["H"] if rows is None else params["H"][rows]
-    return LOSSES[cfg.loss](logits(params, rows), y if rows is None else y[rows], loss_options(cfg), features=H,
-                            classifier=params["W"])
+    X = layer_inputs(params, cfg.act, rows)[-1]
+    Z = X @ params["W"].T
+    Z = Z + params["b"] if "b" in params else Z
+    return LOSSES[cfg.loss](Z, y if rows is None else y[rows], loss_options(cfg), features=X, classifier=params["W"])
 
 
 def objective_and_grad(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig,
@@ -80,8 +111,7 @@ def objective_and_grad(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: Si
     data = data_loss(params, y, cfg, rows)
     data.backward()
     with torch.no_grad():
-        wd = {"W": cfg.wd_W, "H": cfg.wd_H, "b": cfg.wd_b}
         for k, p in moving.items():
-            p.grad.add_(p, alpha=wd[k])
+            p.grad.add_(p, alpha=weight_decay(k, cfg))
         F = data.detach() + regularizer(params, cfg)
     return F, data.detach()

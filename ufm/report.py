@@ -43,6 +43,15 @@ def format_table(summary: dict) -> str:
         lines.extend(_hierarchy_lines(summary["hierarchy"]))
     if summary.get("gnc"):
         lines.extend(_gnc_lines(summary["gnc"]))
+    if summary.get("sqi"):
+        lines.extend(_sqi_lines(summary["sqi"]))
+    if summary.get("minority"):
+        lines.extend(_minority_lines(summary["minority"]))
+    if summary.get("milestones"):
+        m = summary["milestones"]
+        step = lambda v: f"step {v}" if v is not None else "never"  # noqa: E731
+        lines.append(f"interpolates (training loss → 0): {step(m['interpolation_step'])}; NC1 <= 1e-3: "
+                     f"{step(m['nc1_reached_step'])}")
     K, d = summary["config"]["K"], summary["config"]["d"]
     if K > d + 1:
         lines.append(f"note: no simplex ETF exists for K = {K} > d + 1 = {d + 1}: NC2 and NC3 are not reported "
@@ -80,3 +89,27 @@ def _gnc_lines(g: dict) -> list[str]:
     head = (f"GNC against {target} (Riesz s = {t['s']:g} energy {t['energy']:.10g}, min angle "
             f"{t['min_angle_deg']:.4f}°):")
     return [head, *("  " + p for p in parts)]
+
+
+def _sqi_lines(q: dict) -> list[str]:
+    lines = [q["verdict"]]
+    if "identity_rel_error" in q:
+        lines.append(f"stationarity identity ‖w_c‖² = (1/(λN)) Σ_i (y_i − f_i)_c (f_i − b)_c: max relative error "
+                     f"{q['identity_rel_error']:.2e}")
+    if q["is_sqi"]:
+        lines.append(f"SQI closed forms at ε = {q['epsilon']:.6g}: ‖w_c‖² = {q['sqi_W_row_norm_sq']:.6g} (max relative "
+                     f"error {q['sqi_norm_rel_error']:.2e}); w_c ∥ μ_c − μ_G (min cosine "
+                     f"{q['sqi_direction_cosine_min']:.8f}, relative error of W {q['sqi_W_rel_error']:.2e})")
+    return lines
+
+
+def _minority_lines(m: dict) -> list[str]:
+    lines = [f"minority collapse (R = {m['ratio']:g}, K_A = {m['K_A']}, K_B = {m['K_B']}): mean cosine between "
+             f"minority classifiers {_fmt(m['cosine'])}, minority/majority norm {_fmt(m['norm_ratio'])}"]
+    if "ufm_optimum_cosine" in m:
+        lines.append(f"  UFM global optimum (convex certificate): cosine {_fmt(m['ufm_optimum_cosine'])}")
+    if "lpm_cosine" in m:
+        lines.append(f"  layer-peeled model with the run's budgets E_W = {m['lpm_E_W']:.4g}, E_H = {m['lpm_E_H']:.4g}: "
+                     f"cosine {_fmt(m['lpm_cosine'])}; parallel (cosine >= 0.999) from R = "
+                     f"{_fmt(m['lpm_parallel_ratio'])}")
+    return lines

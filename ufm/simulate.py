@@ -68,6 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--counts", type=_counts, default=None,
                    help="per-class sample counts, e.g. 50,50,10 (sets K, overrides --n)")
     g.add_argument("--d", type=_number(int, 1), default=512, help="feature dimension")
+    g.add_argument("--imbalance", type=_number(float, 1), default=None,
+                   help="step imbalance R: the last --minority classes get max(1, round(n/R)) samples, the others n")
+    g.add_argument("--minority", type=_number(int, 1), default=None, help="K_B, the number of minority classes")
+    g = p.add_argument_group("deep UFM (free features H, then depth − 1 hidden layers, then W)")
+    g.add_argument("--depth", type=_number(int, 1), default=1,
+                   help="L: number of layers after H, the classifier included (1: the plain UFM)")
+    g.add_argument("--act", choices=("linear", "relu"), default="linear", help="activation after each hidden layer")
+    g.add_argument("--width", type=_number(int, 1), default=None, help="hidden-layer width (default: --d)")
+    g.add_argument("--wd-M", type=_number(float, 0), default=None,
+                   help="weight decay of the hidden layers (default: --wd)")
     g.add_argument("--loss", choices=sorted(LOSSES), default="mse",
                    help="mse: ½||z − s·e_y||²; ce: cross-entropy; ls: label-smoothed cross-entropy; hxe: "
                         "hierarchical cross-entropy; soft: soft labels from the tree; haframe: fixed "
@@ -170,6 +180,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         alpha=args.alpha, beta=args.beta, hxe_weighting=args.hxe_weighting, gamma=args.gamma, s_min=args.s_min,
         hug_measure=args.hug_measure, hug_s=args.hug_s, hug_sigma=args.hug_sigma, hug_sharpness=args.hug_sharpness,
         hug_inter=args.hug_inter, hug_intra=args.hug_intra, hug_proxies=args.hug_proxies,
+        imbalance=args.imbalance, minority=args.minority, depth=args.depth, act=args.act, width=args.width,
+        wd_M=wd(args.wd_M),
     )
 
 
@@ -178,6 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.counts and args.K is not None and args.K != len(args.counts):
         parser.error(f"--K {args.K} disagrees with --counts, which lists {len(args.counts)} classes")
+    if args.counts and args.imbalance is not None:
+        parser.error("--imbalance builds the class counts: do not combine it with --counts")
+    if (args.imbalance is None) != (args.minority is None):
+        parser.error("--imbalance R and --minority K_B go together")
     try:
         cfg = config_from_args(args)
     except ConfigError as e:

@@ -15,11 +15,13 @@ from ufm.config import SimConfig
 from ufm.devices import resolve_device, resolve_dtype
 from ufm.hierarchical import hierarchy_summary
 from ufm.measure import gram_errors, measure
+from ufm.minority import minority_summary
 from ufm.model import init_params, labels, objective_and_grad
 from ufm.optim import make_optimizer
 from ufm.records import environment, new_run_dir, write_csv, write_json
 from ufm.schedule import log_schedule
-from ufm.summary import build_summary
+from ufm.sqi import sqi_summary
+from ufm.summary import build_summary, milestones
 from ufm.targets import certificate, convex_optimum, gnc_summary, theory_target
 
 
@@ -123,8 +125,13 @@ def simulate(cfg: SimConfig, out: Path | str | None = None, *, progress: bool = 
     summary["certificate"] = certificate(cfg, convex, skipped, summary["final"].get("loss"))
     if cfg.hierarchy is not None:
         summary["hierarchy"] = hierarchy_summary(cfg, summary["final"])
-    if (cfg.loss == "hug" or not etf_exists(cfg.K, cfg.d)) and summary["final"]:
+    if (cfg.loss == "hug" or not etf_exists(cfg.K, cfg.feature_dim)) and summary["final"] and cfg.feature_dim > 1:
         summary["gnc"] = gnc_summary(cfg, summary["final"])
+    if cfg.loss == "mse" and status != "diverged" and summary["final"]:
+        summary["sqi"] = sqi_summary(params, y, cfg)
+    summary["milestones"] = milestones(history)
+    if cfg.imbalance is not None and status != "diverged" and summary["final"]:
+        summary["minority"] = minority_summary(params, y, cfg, convex)
     if status != "diverged" and target.applies and target.grams:
         summary["grams"] = gram_errors(params, y, cfg, target.grams)
     write_json(out / "summary.json", summary)

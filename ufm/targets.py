@@ -28,6 +28,9 @@ CERTIFICATE_MAX_K = 30
 
 def closed_form(cfg: SimConfig) -> Target:
     """The closed form for this loss, bias setting and class counts, or a Target saying why none applies."""
+    if cfg.depth > 1:
+        return not_applicable("deep_ufm", f"no closed form for depth {cfg.depth} (the SQI check applies to the "
+                                          "square loss; see 'sqi')")
     if cfg.loss == "mse":
         if not cfg.bias:
             return mse_bias_free(cfg.class_counts, cfg.d, cfg.wd_W, cfg.wd_H, cfg.target_scale)
@@ -81,13 +84,13 @@ def gnc_summary(cfg: SimConfig, final: dict) -> dict:
     this K and d (the ETF or the spherical code), reported for HUG and for every run with K > d + 1."""
     code = gnc_code(cfg)
     deg = math.degrees(code.min_angle)
-    out = {"etf_exists": etf_exists(cfg.K, cfg.d),
+    out = {"etf_exists": etf_exists(cfg.K, cfg.feature_dim),
            "target": {"kind": "simplex_etf" if code.exact else f"{code.kind}_code", "s": code.s,
                       "energy": code.energy, "min_angle_deg": deg}}
     for who in ("W", "means"):
         e, a = final.get(f"energy_{who}"), final.get(f"min_angle_{who}")
         if e is not None and math.isfinite(e):
-            out[f"energy_{who}"], out[f"energy_rel_gap_{who}"] = e, (e - code.energy) / code.energy
+            out[f"energy_{who}"], out[f"energy_rel_gap_{who}"] = e, (e - code.energy) / abs(code.energy)
         if a is not None and math.isfinite(a):
             out[f"min_angle_{who}"], out[f"angle_gap_{who}_deg"] = a, deg - a
     return out
@@ -122,6 +125,8 @@ def haframe_target(cfg: SimConfig) -> Target:
 
 def convex_optimum(cfg: SimConfig):
     """(ConvexOptimum, "") from analysis.convex, or (None, why it was skipped)."""
+    if cfg.depth > 1:
+        return None, f"depth {cfg.depth}: the deep UFM is not a nuclear-norm program"
     if cfg.loss in ("hxe", "haframe", "hug"):
         return None, {"hxe": "HXE is not convex in the logits",
                       "haframe": "the HAFrame classifier is fixed: no nuclear-norm program",

@@ -73,3 +73,13 @@ def test_gnc_metrics_against_a_direct_computation():
     assert m["min_angle_W"] == pytest.approx(math.degrees(float(min_angle(W))), rel=1e-12)
     cos = [(h @ means[t]) / np.linalg.norm(h) / np.linalg.norm(means[t]) for h, t in zip(H, y, strict=True)]
     assert m["spherical_spread"] == pytest.approx(np.mean(1 - np.array(cos)), rel=1e-12)
+
+
+def test_gnc_metrics_of_a_zero_class_mean_are_undefined():
+    m = gnc_metrics([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], [0, 0, 1, 1], K=2)
+    assert math.isnan(m["min_angle_means"]) and math.isnan(m["spherical_spread"])
+
+
+def test_no_code_on_the_sphere_of_the_line():
+    with pytest.raises(ValueError, match="two points"):
+        spherical_code(3, 1)

@@ -99,6 +99,8 @@ def test_hug_decouples_compactness_from_separation():
     (dict(loss="hug", bias=True), "drop --bias"),
     (dict(loss="hug", hug_measure="volume"), "--hug-measure"),
     (dict(loss="hug", hug_sigma=0.0), "--hug-sigma"),
+    (dict(loss="hug", hug_sigma=100.0), "--hug-sigma"),
+    (dict(loss="hug", K=3, d=1), "two points"),
 ])
 def test_hug_configuration_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):
@@ -115,3 +117,14 @@ def test_fixed_proxies_are_the_code_and_stay_fixed(tmp_path):
     s = run(tmp_path, K=7, d=3, hug_proxies="fixed")
     assert s["final"]["energy_W"] == pytest.approx(spherical_code(7, 3).energy, rel=1e-12)
     assert s["final"]["spherical_spread"] < 1e-10 and s["converged"]
+
+
+def test_cached_codes_are_read_only_and_coincident_proxies_give_finite_gradients():
+    for K in (4, 7):
+        with pytest.raises(ValueError):
+            spherical_code(K, 3).points[0, 0] = 1.0
+    W = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    from ufm.losses import inter_class_nonuniformity
+
+    inter_class_nonuniformity(W, HugOptions(measure="maxgap")).backward()
+    assert torch.isfinite(W.grad).all()
