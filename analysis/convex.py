@@ -233,12 +233,33 @@ def _first_ratio(holds, lo: float, hi: float) -> float:
 
 def critical_ratios(K_A: int = 7, K_B: int = 3, E_W: float = 5.0, E_H: float = 5.0, tol: float = 1e-3,
                     hi: float = 1e5) -> dict[str, float]:
-    """The ratios R at which the minority classifiers become parallel (mean cosine >= 1 − tol) and at
-    which they vanish (norm ratio <= tol); inf if not reached by `hi`."""
+    """The ratios R at which the minority classifiers become parallel (mean cosine >= 1 − tol, or already
+    vanished) and at which they vanish (norm ratio <= tol); inf if not reached by `hi`."""
     def at(R: float) -> dict[str, np.ndarray]:
         return minority_collapse([R], K_A, K_B, E_W=E_W, E_H=E_H)
 
+    def parallel(R: float) -> bool:
+        cos = at(R)["minority_cosine"][0]
+        # vanished minority classifiers (NaN cosine) lie beyond the parallel regime: the predicate stays
+        # monotone in R, so the bisection finds where the cosine first reaches 1 − tol
+        return bool(math.isnan(cos) or cos >= 1 - tol)
+
     return {
-        "parallel": _first_ratio(lambda R: at(R)["minority_cosine"][0] >= 1 - tol, 1.0, hi),
+        "parallel": _first_ratio(parallel, 1.0, hi),
         "vanish": _first_ratio(lambda R: at(R)["minority_norm_ratio"][0] <= tol, 1.0, hi),
     }
+
+
+def ufm_critical_ratio(K_A: int, K_B: int, n_A: float, wd_W: float, wd_H: float, loss: str = "ce",
+                       tol: float = 1e-3, hi: float = 1e5) -> float:
+    """The imbalance ratio R from which the weight-decayed UFM's own global optimum (the nuclear-norm
+    program, class counts n_A and n_A/R) has parallel minority classifiers (mean cosine >= 1 − tol, or
+    vanished); inf if not reached by `hi`. Class counts enter the program as weights, so R is continuous."""
+    minority = range(K_A, K_A + K_B)
+
+    def parallel(R: float) -> bool:
+        opt = nuclear_norm_certificate([n_A] * K_A + [n_A / R] * K_B, loss, wd_W, wd_H)
+        cos = mean_pairwise_cosine(opt.grams["W"], minority)
+        return bool(math.isnan(cos) or cos >= 1 - tol)
+
+    return _first_ratio(parallel, 1.0, hi)

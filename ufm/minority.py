@@ -3,7 +3,8 @@
 With K_A majority and K_B minority classes (the last K_B), the minority classifiers of a CE-trained UFM
 become parallel as the imbalance ratio R = n_A/n_B grows. The report holds the run's mean pairwise
 cosine between minority classifiers and two predictions: the UFM's own global optimum (the convex
-certificate, exact for this weight-decayed model) and the layer-peeled model (LPM) with norm budgets set
+certificate, exact for this weight-decayed model, with the ratio from which its minority classifiers
+are parallel) and the layer-peeled model (LPM) with norm budgets set
 to the run's end point — E_W = (1/K)Σ‖w_k‖², E_H = (1/K)Σ_k mean_{i∈k}‖x_i‖² — with the ratio at which
 the LPM's minority classifiers become parallel for those budgets. The LPM bounds the features per class
 (each class counts equally) where weight decay bounds them per sample, so the two models differ once the
@@ -20,7 +21,7 @@ from ufm.model import layer_inputs
 
 def minority_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig, convex=None,
                      with_critical_ratio: bool = True) -> dict:
-    from analysis.convex import critical_ratios, layer_peeled_model, mean_pairwise_cosine
+    from analysis.convex import critical_ratios, layer_peeled_model, mean_pairwise_cosine, ufm_critical_ratio
 
     K_B = cfg.minority
     K_A = cfg.K - K_B
@@ -38,6 +39,8 @@ def minority_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimC
            "norm_ratio": float(norms[K_A:].mean() / norms[:K_A].mean())}
     if convex is not None:
         out["ufm_optimum_cosine"] = mean_pairwise_cosine(convex.grams["W"], minority)
+        if with_critical_ratio and cfg.loss == "ce" and cfg.depth == 1:
+            out["ufm_parallel_ratio"] = ufm_critical_ratio(K_A, K_B, cfg.class_counts[0], cfg.wd_W, cfg.wd_H)
     if cfg.loss == "ce":
         E_W = float((norms**2).mean())
         E_H = float((class_sq / counts).mean())

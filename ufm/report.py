@@ -107,7 +107,9 @@ def _minority_lines(m: dict) -> list[str]:
     lines = [f"minority collapse (R = {m['ratio']:g}, K_A = {m['K_A']}, K_B = {m['K_B']}): mean cosine between "
              f"minority classifiers {_fmt(m['cosine'])}, minority/majority norm {_fmt(m['norm_ratio'])}"]
     if "ufm_optimum_cosine" in m:
-        lines.append(f"  UFM global optimum (convex certificate): cosine {_fmt(m['ufm_optimum_cosine'])}")
+        par = (f"; parallel (cosine >= 0.999) from R = {_fmt(m['ufm_parallel_ratio'])}"
+               if "ufm_parallel_ratio" in m else "")
+        lines.append(f"  UFM global optimum (convex certificate): cosine {_fmt(m['ufm_optimum_cosine'])}{par}")
     if "lpm_cosine" in m:
         lines.append(f"  layer-peeled model with the run's budgets E_W = {m['lpm_E_W']:.4g}, E_H = {m['lpm_E_H']:.4g}: "
                      f"cosine {_fmt(m['lpm_cosine'])}; parallel (cosine >= 0.999) from R = "

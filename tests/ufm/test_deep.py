@@ -104,3 +104,23 @@ def test_minority_cosine_matches_the_ufm_optimum_and_the_lpm_bounds_the_loss(tmp
 def test_deep_configuration_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         SimConfig(**kwargs)
+
+
+def test_critical_ratios_are_monotone_through_vanishing_classifiers():
+    """With these budgets the LPM's minority classifiers vanish at large R (NaN cosine): the parallel
+    ratio must still be found below the vanishing one, not reported as never reached."""
+    from analysis.convex import critical_ratios
+
+    r = critical_ratios(7, 3, E_W=113.66, E_H=0.11366)
+    assert 1 < r["parallel"] <= r["vanish"] < 1e3
+
+
+def test_ufm_critical_ratio_brackets_the_parallel_transition():
+    from analysis.convex import mean_pairwise_cosine, nuclear_norm_certificate, ufm_critical_ratio
+
+    Rc = ufm_critical_ratio(7, 3, 1000, 5e-4, 5e-4)
+    def cos(R):
+        opt = nuclear_norm_certificate([1000] * 7 + [1000 / R] * 3, "ce", 5e-4, 5e-4)
+        return mean_pairwise_cosine(opt.grams["W"], range(7, 10))
+    assert cos(0.9 * Rc) < 1 - 1e-3 <= cos(1.1 * Rc)
+    assert 50 < Rc < 100  # the simulated sweep: cosine 0.39 at R = 50, 1.0 at R = 100
