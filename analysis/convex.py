@@ -194,9 +194,13 @@ def mean_pairwise_cosine(gram: np.ndarray, members: Sequence[int]) -> float:
     them has vanished, below 1e-4 of the largest norm in the Gram — the solver resolves Gram entries to
     ~1e-10, so norms to ~1e-5 — where a cosine means nothing)."""
     idx = list(members)
+    if len(idx) < 2:
+        return math.nan  # no pairs
     g = gram[np.ix_(idx, idx)]
     norms = np.sqrt(np.clip(np.diag(g), 0, None))
-    if norms.min() <= 1e-4 * np.sqrt(np.clip(np.diag(gram), 0, None)).max():
+    # vanished relative to the largest vector, or in absolute terms (a Gram of round-off: everything
+    # collapsed to 0, e.g. under strong weight decay)
+    if norms.min() <= 1e-4 * np.sqrt(np.clip(np.diag(gram), 0, None)).max() or norms.max() <= 1e-6:
         return math.nan
     cos = g / np.outer(norms, norms)
     return float(cos[np.triu_indices(len(idx), 1)].mean())
@@ -239,10 +243,10 @@ def critical_ratios(K_A: int = 7, K_B: int = 3, E_W: float = 5.0, E_H: float = 5
         return minority_collapse([R], K_A, K_B, E_W=E_W, E_H=E_H)
 
     def parallel(R: float) -> bool:
-        cos = at(R)["minority_cosine"][0]
-        # vanished minority classifiers (NaN cosine) lie beyond the parallel regime: the predicate stays
-        # monotone in R, so the bisection finds where the cosine first reaches 1 − tol
-        return bool(math.isnan(cos) or cos >= 1 - tol)
+        sol = at(R)
+        # vanished minority classifiers lie beyond the parallel regime: the predicate stays monotone
+        # in R, so the bisection finds where the cosine first reaches 1 − tol
+        return bool(sol["minority_norm_ratio"][0] <= tol or sol["minority_cosine"][0] >= 1 - tol)
 
     return {
         "parallel": _first_ratio(parallel, 1.0, hi),
@@ -251,15 +255,17 @@ def critical_ratios(K_A: int = 7, K_B: int = 3, E_W: float = 5.0, E_H: float = 5
 
 
 def ufm_critical_ratio(K_A: int, K_B: int, n_A: float, wd_W: float, wd_H: float, loss: str = "ce",
-                       tol: float = 1e-3, hi: float = 1e5) -> float:
+                       tol: float = 1e-3, hi: float = 1e5, wd_b: float = 0.0, bias: bool = False) -> float:
     """The imbalance ratio R from which the weight-decayed UFM's own global optimum (the nuclear-norm
     program, class counts n_A and n_A/R) has parallel minority classifiers (mean cosine >= 1 − tol, or
     vanished); inf if not reached by `hi`. Class counts enter the program as weights, so R is continuous."""
     minority = range(K_A, K_A + K_B)
 
     def parallel(R: float) -> bool:
-        opt = nuclear_norm_certificate([n_A] * K_A + [n_A / R] * K_B, loss, wd_W, wd_H)
-        cos = mean_pairwise_cosine(opt.grams["W"], minority)
-        return bool(math.isnan(cos) or cos >= 1 - tol)
+        G = nuclear_norm_certificate([n_A] * K_A + [n_A / R] * K_B, loss, wd_W, wd_H, wd_b, bias).grams["W"]
+        norms = np.sqrt(np.clip(np.diag(G), 0, None))
+        if norms[K_A:].mean() <= tol * norms[:K_A].mean():  # vanished: beyond the parallel regime
+            return True
+        return bool(mean_pairwise_cosine(G, minority) >= 1 - tol)
 
     return _first_ratio(parallel, 1.0, hi)

@@ -47,7 +47,7 @@ def gnc_code(cfg: SimConfig) -> SphericalCode:
     spherical code — max-min angle for HUG's maxgap measure, minimal Riesz energy (HUG's exponent s,
     else the Thomson s = 1) otherwise."""
     kind = "maxmin" if cfg.loss == "hug" and cfg.hug_measure == "maxgap" else "energy"
-    return spherical_code(cfg.K, cfg.d, kind=kind, s=gnc_exponent(cfg))
+    return spherical_code(cfg.K, cfg.feature_dim, kind=kind, s=gnc_exponent(cfg))
 
 
 def gnc_exponent(cfg: SimConfig) -> float:

@@ -52,7 +52,9 @@ def format_table(summary: dict) -> str:
         step = lambda v: f"step {v}" if v is not None else "never"  # noqa: E731
         lines.append(f"interpolates (training loss → 0): {step(m['interpolation_step'])}; NC1 <= 1e-3: "
                      f"{step(m['nc1_reached_step'])}")
-    K, d = summary["config"]["K"], summary["config"]["d"]
+    cfg = summary["config"]
+    K = cfg["K"]
+    d = cfg["width"] if cfg.get("depth", 1) > 1 else cfg["d"]  # the classifier's input dimension
     if K > d + 1:
         lines.append(f"note: no simplex ETF exists for K = {K} > d + 1 = {d + 1}: NC2 and NC3 are not reported "
                      "(see the GNC line)")

@@ -15,8 +15,10 @@ CONVERGED_GRAD_NORM = {"float32": 1e-5, "float64": 1e-9}
 
 
 def curvature(cfg: SimConfig) -> float:
-    """The weight decay of the trained blocks: min(λ_W, λ_H), or λ_H alone when W is fixed."""
-    return cfg.wd_H if cfg.fixed_classifier else min(cfg.wd_W, cfg.wd_H)
+    """The weight decay of the trained blocks: min(λ_W, λ_H) (and λ_M when deeper), or λ_H alone when W
+    is fixed."""
+    lam = cfg.wd_H if cfg.fixed_classifier else min(cfg.wd_W, cfg.wd_H)
+    return min(lam, cfg.wd_M) if cfg.depth > 1 else lam
 
 
 def suboptimality_estimate(grad_norm: float, loss: float, cfg: SimConfig) -> float:
@@ -30,7 +32,7 @@ def is_converged(final: dict, cfg: SimConfig) -> tuple[bool, str]:
         return final["grad_norm"] <= cfg.tol, f"grad_norm <= {cfg.tol:g} (--tol)"
     if curvature(cfg) > 0:
         rtol = CONVERGED_RTOL[cfg.dtype]
-        lam = "wd_H" if cfg.fixed_classifier else "min(wd_W, wd_H)"
+        lam = "wd_H" if cfg.fixed_classifier else "min(wd_W, wd_H, wd_M)" if cfg.depth > 1 else "min(wd_W, wd_H)"
         return final["suboptimality_estimate"] <= rtol, f"grad_norm^2/(2 {lam} |loss|) <= {rtol:g}"
     threshold = CONVERGED_GRAD_NORM[cfg.dtype]
     return final["grad_norm"] <= threshold, f"grad_norm <= {threshold:g}"

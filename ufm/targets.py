@@ -70,10 +70,12 @@ def hug_target(cfg: SimConfig) -> Target:
                  "min_angle_W": deg, "min_angle_means": deg, "nc4": 0.0, "accuracy": 1.0}
     if code.exact:
         predicted.update(nc2=0.0, nc3=0.0)
-        return Target("simplex_etf", True, f"K = {cfg.K} <= d + 1 = {cfg.d + 1}: the proxies form a simplex ETF",
+        return Target("simplex_etf", True,
+                      f"K = {cfg.K} <= d + 1 = {cfg.feature_dim + 1}: the proxies form a simplex ETF",
                       predicted)
-    reason = {"energy": f"the minimal Riesz s = {code.s:g} energy code of {cfg.K} points in R^{cfg.d}",
-              "maxmin": f"the max-min-angle code of {cfg.K} points in R^{cfg.d}"}[code.kind]
+    dim = cfg.feature_dim
+    reason = {"energy": f"the minimal Riesz s = {code.s:g} energy code of {cfg.K} points in R^{dim}",
+              "maxmin": f"the max-min-angle code of {cfg.K} points in R^{dim}"}[code.kind]
     if cfg.hug_measure == "gram":
         reason += " (a reference: the Gram-determinant measure's own optimum can differ from it)"
     return Target("spherical_code", True, reason + " (best of the numerical restarts)", predicted)

@@ -54,6 +54,15 @@ BAD = {
     "HUG with a bias": ["--loss", "hug", "--bias"],
     "unknown HUG measure": ["--loss", "hug", "--hug-measure", "volume"],
     "zero HUG sharpness": ["--loss", "hug", "--hug-sharpness", "0"],
+    "imbalance without minority": ["--imbalance", "10"],
+    "minority without imbalance": ["--minority", "3"],
+    "imbalance with counts": ["--imbalance", "10", "--minority", "1", "--counts", "5,5,5"],
+    "imbalance below 1": ["--imbalance", "0.5", "--minority", "3"],
+    "minority = K": ["--K", "4", "--imbalance", "5", "--minority", "4"],
+    "depth 0": ["--depth", "0"],
+    "unknown activation": ["--depth", "2", "--act", "tanh"],
+    "deep HAFrame": ["--depth", "2", "--loss", "haframe", "--hierarchy", "balanced:2,5"],
+    "negative wd-M": ["--depth", "2", "--wd-M", "-1"],
 }
 
 
@@ -140,7 +149,8 @@ def test_help_lists_every_flag():
                  "--no-bias", "--steps", "--lr", "--optimizer", "--device", "--dtype", "--seed", "--out",
                  "--quiet", "--init-scale", "--smoothing", "--target-scale", "--tol", "--batch-size",
                  "--hierarchy", "--alpha", "--beta", "--gamma", "--s-min", "--hxe-weighting", "--hug-measure",
-                 "--hug-s", "--hug-sigma", "--hug-sharpness", "--hug-inter", "--hug-intra", "--hug-proxies"):
+                 "--hug-s", "--hug-sigma", "--hug-sharpness", "--hug-inter", "--hug-intra", "--hug-proxies",
+                 "--depth", "--act", "--width", "--wd-M", "--imbalance", "--minority"):
         assert flag in r.stdout, flag
 
 
