@@ -107,13 +107,13 @@ def cross_entropy(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, feat
 
 
 def label_smoothing(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, features=None,
-                  classifier=None) -> torch.Tensor:
+                    classifier=None) -> torch.Tensor:
     """ℓ = −Σ_k q_k log softmax(z)_k with q = (1 − α)e_y + α/K (Szegedy et al. 2016)."""
     return F.cross_entropy(logits, y, label_smoothing=opts.smoothing)
 
 
 def mse(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, features=None,
-                  classifier=None) -> torch.Tensor:
+        classifier=None) -> torch.Tensor:
     """ℓ = ½‖z − s·e_y‖² (s = target scale). Note: K/2 times PyTorch's MSELoss with mean reduction."""
     s = opts.target_scale
     z_true = logits.gather(1, y[:, None]).squeeze(1)
@@ -151,7 +151,7 @@ def hierarchical_cross_entropy(logits: torch.Tensor, y: torch.Tensor, opts: Loss
 
 
 def soft_labels(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, features=None,
-                  classifier=None) -> torch.Tensor:
+                classifier=None) -> torch.Tensor:
     """Soft labels (Bertinetto et al. 2020): ℓ = −Σ_A q_A log softmax(z)_A, q = softmax(−β·d(A, y)),
     d = LCA height / tree height. As β → ∞, q → e_y and the loss → CE."""
     tree = _tree(opts, "soft")
@@ -160,7 +160,7 @@ def soft_labels(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, featur
 
 
 def haframe_loss(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, features=None,
-                  classifier=None) -> torch.Tensor:
+                 classifier=None) -> torch.Tensor:
     """HAFrame (Liang & Davis 2023): (1 − α)·CE(Wh) + α·Σ_k (cos(w_k, h) − S_{k,y})², W the fixed frame
     with unit rows, so cos(w_k, h) = z_k/‖h‖ (no bias: the logits are the plain Wh)."""
     tree = _tree(opts, "haframe")

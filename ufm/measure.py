@@ -14,7 +14,7 @@ from analysis.metrics import class_means, gnc_metrics, nc_metrics
 from analysis.theory import etf_exists
 from ufm.config import SimConfig
 from ufm.hierarchical import class_tree, frame_gram, gnc_exponent
-from ufm.model import hidden_names, layer_inputs, objective_and_grad
+from ufm.model import classify, final_state, hidden_names, layer_inputs, objective_and_grad
 
 
 def measure(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig) -> dict[str, float]:
@@ -29,7 +29,7 @@ def measure(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig) ->
     with torch.no_grad():
         inputs = layer_inputs(params, cfg.act)
         X, W, b = inputs[-1], params["W"], params.get("b")  # X: the classifier's input (H when L = 1)
-        Z = X @ W.T + (b if b is not None else 0)
+        Z = classify(params, X)
         z_true = Z.gather(1, y[:, None]).squeeze(1)
         z_other = (Z.sum(1) - z_true) / (cfg.K - 1)
         row = {
@@ -74,8 +74,8 @@ def gram_errors(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig
     (uncentered) class means against the predicted ones ("W", "means", "means_cos"):
     {key: {"measured", "predicted", "rel_error"}}, rel_error = ‖G − G*‖_F/‖G*‖_F."""
     with torch.no_grad():
-        W = params["W"].detach().double()
-        X = layer_inputs({k: p.detach().double() for k, p in params.items()}, cfg.act)[-1]
+        p, X = final_state(params, cfg.act)
+        W = p["W"]
         means = class_means(X, y, cfg.K)
         M = means - X.mean(0)
         unit = means / means.norm(dim=1, keepdim=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from ufm.config import SimConfig
-from ufm.model import layer_inputs
+from ufm.model import final_state
 
 
 def minority_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig, convex=None,
@@ -28,9 +28,8 @@ def minority_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimC
     K_A = cfg.K - K_B
     minority = range(K_A, cfg.K)
     with torch.no_grad():
-        p = {k: v.detach().double() for k, v in params.items()}
+        p, X = final_state(params, cfg.act)
         W = p["W"]
-        X = layer_inputs(p, cfg.act)[-1]
         G = (W @ W.T).cpu().numpy()
         norms = torch.linalg.norm(W, dim=1)
         class_sq = torch.zeros(cfg.K, dtype=torch.float64, device=X.device).index_add_(0, y, (X * X).sum(1))

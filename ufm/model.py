@@ -72,10 +72,21 @@ def layer_inputs(params: dict[str, torch.Tensor], act: str = "linear",
     return inputs
 
 
+def classify(params: dict[str, torch.Tensor], X: torch.Tensor) -> torch.Tensor:
+    """Z = X Wᵀ + b for the classifier's input X."""
+    Z = X @ params["W"].T
+    return Z + params["b"] if "b" in params else Z
+
+
 def logits(params: dict[str, torch.Tensor], rows: torch.Tensor | None = None, act: str = "linear") -> torch.Tensor:
     """Z = X Wᵀ + b with X = H (one layer) or the last hidden layer's output (for the samples `rows`)."""
-    Z = layer_inputs(params, act, rows)[-1] @ params["W"].T
-    return Z + params["b"] if "b" in params else Z
+    return classify(params, layer_inputs(params, act, rows)[-1])
+
+
+def final_state(params: dict[str, torch.Tensor], act: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Detached float64 copies of the parameters and the classifier's input X, for end-of-run reports."""
+    p = {k: v.detach().double() for k, v in params.items()}
+    return p, layer_inputs(p, act)[-1]
 
 
 def weight_decay(name: str, cfg: SimConfig) -> float:
@@ -93,9 +104,8 @@ def data_loss(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig,
               rows: torch.Tensor | None = None) -> torch.Tensor:
     """mean_i ℓ(z_i, y_i) over all samples, or over the mini-batch `rows`."""
     X = layer_inputs(params, cfg.act, rows)[-1]
-    Z = X @ params["W"].T
-    Z = Z + params["b"] if "b" in params else Z
-    return LOSSES[cfg.loss](Z, y if rows is None else y[rows], loss_options(cfg), features=X, classifier=params["W"])
+    return LOSSES[cfg.loss](classify(params, X), y if rows is None else y[rows], loss_options(cfg), features=X,
+                            classifier=params["W"])
 
 
 def objective_and_grad(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig,

@@ -19,7 +19,7 @@ import torch
 from analysis.metrics import class_means
 from analysis.theory import sqi_classifier, sqi_classifier_norm_sq, stationary_norm_identity
 from ufm.config import SimConfig
-from ufm.model import layer_inputs
+from ufm.model import classify, final_state
 
 # outputs count as symmetric quasi-interpolating when the off-class outputs match ε/(K−1) this closely
 # (relative to ε/(K−1), in mean and in spread) and ε is positive
@@ -35,10 +35,9 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 def sqi_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig) -> dict:
     """The `sqi` block of summary.json for a square-loss run (balanced classes; targets s·e_y)."""
     with torch.no_grad():
-        p = {k: v.detach().double() for k, v in params.items()}
-        X = layer_inputs(p, cfg.act)[-1]
+        p, X = final_state(params, cfg.act)
         W, b = p["W"], p.get("b")
-        F = X @ W.T + (b if b is not None else 0)
+        F = classify(p, X)
         K, s = cfg.K, cfg.target_scale
         Y = s * torch.nn.functional.one_hot(y, K).double()
         true = F.gather(1, y[:, None]).squeeze(1)

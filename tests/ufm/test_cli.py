@@ -66,6 +66,16 @@ BAD = {
 }
 
 
+def bad_input_error(argv, capsys, tmp_path) -> str:
+    """Run the CLI on bad input: it must exit with status 2 and one line on stderr (returned)."""
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(tmp_path / "never"), "--steps", "1", *argv])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    return err
+
+
 @pytest.mark.parametrize("tree, message", [
     ('{"parents": [1, 2, 0]}', "cycle"),
     ('{"edges": [["r", "a"], ["r", "b"], ["a", "c"], ["b", "c"]]}', "two parents"),
@@ -88,20 +98,12 @@ def test_malformed_tree_files_one_line_exit_2(tree, message, capsys, tmp_path):
     """Every malformed tree file is one line and exit status 2, never a traceback."""
     path = tmp_path / "tree.json"
     path.write_text(tree)
-    with pytest.raises(SystemExit) as e:
-        main(["--out", str(tmp_path / "never"), "--steps", "1", "--hierarchy", str(path)])
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert message in bad_input_error(["--hierarchy", str(path)], capsys, tmp_path)
 
 
 @pytest.mark.parametrize("argv", BAD.values(), ids=BAD.keys())
 def test_bad_input_one_line_exit_2(argv, capsys, tmp_path):
-    with pytest.raises(SystemExit) as e:
-        main(["--out", str(tmp_path / "never"), "--steps", "1", *argv])
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1, err
+    err = bad_input_error(argv, capsys, tmp_path)
     assert "error:" in err and "Traceback" not in err
     assert not (tmp_path / "never" / "summary.json").exists()
 
@@ -157,9 +159,7 @@ def test_help_lists_every_flag():
 def test_non_utf8_tree_file_one_line_exit_2(capsys, tmp_path):
     path = tmp_path / "tree.json"
     path.write_bytes(b"\xff\xfe{")
-    with pytest.raises(SystemExit) as e:
-        main(["--out", str(tmp_path / "never"), "--steps", "1", "--hierarchy", str(path)])
-    assert e.value.code == 2 and "not UTF-8" in capsys.readouterr().err
+    assert "not UTF-8" in bad_input_error(["--hierarchy", str(path)], capsys, tmp_path)
 
 
 def test_hug_run_prints_the_gnc_comparison(tmp_path, capsys):
