@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,25 +29,14 @@ DEFAULT_KS = (1, 5, 20)
 
 def mistake_severity(logits: Any, y: Any, lca: Any) -> float:
     """Mean LCA height between the truth and the top-1 prediction over the mistakes (NaN: no mistakes)."""
-    Z, y = as_features(logits), as_labels(y, device=as_features(logits).device)
-    D = as_tensor(lca, device=Z.device).double()
-    pred = Z.argmax(1)
-    wrong = pred != y
-    if not bool(wrong.any()):
-        return math.nan
-    return float(D[y[wrong], pred[wrong]].mean())
+    return prediction_metrics(prediction_sums(logits, y, lca, ks=(1,)), ks=(1,))["mistake_severity"]
 
 
 def hier_dist_at_k(logits: Any, y: Any, lca: Any, ks: Sequence[int] = DEFAULT_KS) -> dict[int, float]:
     """{k: mean over samples of the mean LCA height from the truth to the k most likely classes}
     (k above K is clipped to K)."""
-    Z = as_features(logits)
-    y = as_labels(y, device=Z.device)
-    D = as_tensor(lca, device=Z.device).double()
-    K = Z.shape[1]
-    top = Z.topk(min(max(ks), K), dim=1).indices
-    dist = D[y[:, None], top]  # (N, k_max)
-    return {k: float(dist[:, : min(k, K)].mean()) for k in ks}
+    m = prediction_metrics(prediction_sums(logits, y, lca, ks), ks)
+    return {k: m[f"hier_dist@{k}"] for k in ks}
 
 
 def _cosines(X: torch.Tensor) -> torch.Tensor:
@@ -73,6 +63,58 @@ def centered_gram_distance(G: Any, S: Any) -> float:
     return float(torch.linalg.norm(A / torch.linalg.norm(A) - B / torch.linalg.norm(B)))
 
 
+@dataclass
+class PredictionSums:
+    """Additive statistics of predictions over batches (or the shards of a data-parallel run): samples,
+    correct top-1, the LCA heights summed over the mistakes, and per k the summed mean LCA height of
+    the top-k classes."""
+
+    samples: torch.Tensor  # () int64
+    correct: torch.Tensor  # () int64
+    severity: torch.Tensor  # () float64: Σ_{mistakes} d(y_i, ŷ_i)
+    hier_dist: torch.Tensor  # (len(ks),) float64: Σ_i (1/k) Σ_{top k} d(y_i, j)
+
+    def __add__(self, other: PredictionSums) -> PredictionSums:
+        return PredictionSums(*(a + b for a, b in zip(vars(self).values(), vars(other).values(), strict=True)))
+
+
+def prediction_sums(logits: Any, y: Any, lca: Any, ks: Sequence[int] = DEFAULT_KS) -> PredictionSums:
+    """The `PredictionSums` of one batch of logits (N, K) with labels y."""
+    Z = as_features(logits)
+    y = as_labels(y, device=Z.device)
+    D = as_tensor(lca, device=Z.device).double()
+    K = Z.shape[1]
+    top = Z.topk(min(max(ks), K), dim=1).indices
+    dist = D[y[:, None], top]  # (N, k_max)
+    predicted = Z.argmax(1)  # the top-1 decision (argmax breaks ties like the accuracy of analysis.metrics)
+    return PredictionSums(
+        samples=torch.tensor(len(y), dtype=torch.int64, device=Z.device), correct=(predicted == y).sum(),
+        severity=D[y, predicted].sum(),  # correct predictions add d(y, y) = 0
+        hier_dist=torch.stack([dist[:, : min(k, K)].mean(1).sum() for k in ks]),
+    )
+
+
+def prediction_metrics(sums: PredictionSums, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """accuracy, mistake_severity (NaN without mistakes) and hier_dist@k from summed statistics."""
+    n, correct = int(sums.samples), int(sums.correct)
+    out = {"accuracy": correct / n if n else math.nan,
+           "mistake_severity": float(sums.severity) / (n - correct) if n > correct else math.nan}
+    out.update({f"hier_dist@{k}": float(v) / n if n else math.nan for k, v in zip(ks, sums.hier_dist, strict=True)})
+    return out
+
+
+def mean_geometry_metrics(means: Any, S: Any, W: Any = None) -> dict[str, float]:
+    """Angular collapse of the class means (K×d) to S, of W's rows when given, and the hierarchy-aware
+    NC2 of the means: keys angular_mean, angular_std, angular_mean_W, angular_std_W, hier_nc2."""
+    means = as_features(means).double()
+    out: dict[str, float] = {}
+    out["angular_mean"], out["angular_std"] = angular_collapse(means, S)
+    if W is not None:
+        out["angular_mean_W"], out["angular_std_W"] = angular_collapse(W, S)
+    out["hier_nc2"] = centered_gram_distance(means @ means.T, S)
+    return out
+
+
 def hierarchical_metrics(H: Any, y: Any, lca: Any, W: Any = None, b: Any = None, S: Any = None, K: int | None = None,
                          ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
     """All of the above for features H (N×d), labels y, LCA heights (K×K), classifier W and bias b
@@ -83,16 +125,11 @@ def hierarchical_metrics(H: Any, y: Any, lca: Any, W: Any = None, b: Any = None,
     y = as_labels(y, device=H.device)
     K = K if K is not None else len(as_tensor(lca))
     out: dict[str, float] = {}
+    Wt = None
     if W is not None:
         Wt = as_features(W, device=H.device).double()
         Z = H @ Wt.T + (0 if b is None else as_tensor(b, device=H.device).double())
-        out["accuracy"] = float((Z.argmax(1) == y).double().mean())
-        out["mistake_severity"] = mistake_severity(Z, y, lca)
-        out.update({f"hier_dist@{k}": v for k, v in hier_dist_at_k(Z, y, lca, ks).items()})
+        out.update(prediction_metrics(prediction_sums(Z, y, lca, ks), ks))
     if S is not None:
-        means = class_means(H, y, K)
-        out["angular_mean"], out["angular_std"] = angular_collapse(means, S)
-        if W is not None:
-            out["angular_mean_W"], out["angular_std_W"] = angular_collapse(Wt, S)
-        out["hier_nc2"] = centered_gram_distance(means @ means.T, S)
+        out.update(mean_geometry_metrics(class_means(H, y, K), S, Wt))
     return out

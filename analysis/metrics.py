@@ -322,12 +322,17 @@ def nc_metrics_streaming(
     *,
     global_mean: str = "samples",
     rtol: float = DEFAULT_RTOL,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """`nc_metrics` for features that arrive in batches (H_batch, y_batch), e.g. from a DataLoader.
 
     Two passes: class sums, then deviations from the means. `batches` must be iterable twice (a
     list, a DataLoader without shuffling-dependent content) or be a function returning a fresh
     iterable. Memory: O(K·d + K²) besides one batch.
+
+    `reduce` sums a statistic over the shards of a data-parallel run (e.g. an all-reduce): every
+    statistic of both passes is additive, so each process passes its own shard and all of them get
+    the metrics of the union, exactly.
     """
     if K < 2:
         raise ValueError(f"K must be at least 2, got {K}")
@@ -344,6 +349,8 @@ def nc_metrics_streaming(
         sums = s if sums is None else sums + s
     if sums is None:
         raise ValueError("no batches")
+    if reduce is not None:
+        sums = ClassSums(*(reduce(t) for t in vars(sums).values()))
     geom = _geometry(sums, W, b, global_mean, dtype)
     dev: DeviationStats | None = None
     for Hb, yb in fresh():
@@ -351,6 +358,8 @@ def nc_metrics_streaming(
         s = deviation_stats(Hb, yb, geom)
         dev = s if dev is None else dev + s
     assert dev is not None
+    if reduce is not None:
+        dev = DeviationStats(*(reduce(t) for t in vars(dev).values()))
     return _finalize(sums, geom, dev, rtol)
 
 

@@ -4,42 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
+from ufm.cli import EXIT_DIVERGED, EXIT_INTERRUPTED, OneLineParser, check_out_dir, number
 from ufm.config import DEFAULT_LR, DEFAULT_STEPS, DEVICES, DTYPES, OPTIMIZERS, ConfigError, SimConfig
 from ufm.devices import DeviceUnavailable
 from ufm.losses import LOSSES
 
 PROG = "python -m ufm.simulate"
-EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (exit 2), not usage + message."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _number(kind: Callable[[str], float], lo: float | None = None, hi: float | None = None,
-            lo_open: bool = False) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            expected = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if value != value or value in (float("inf"), float("-inf")):
-            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-        if lo is not None and (value < lo or (lo_open and value == lo)):
-            raise argparse.ArgumentTypeError(f"must be {'>' if lo_open else '>='} {lo:g}, got {text}")
-        if hi is not None and value >= hi:
-            raise argparse.ArgumentTypeError(f"must be < {hi:g}, got {text}")
-        return value
-    return parse
-
-
 def _counts(text: str) -> tuple[int, ...]:
     parts = [p.strip() for p in text.split(",")]
     try:
@@ -63,91 +35,91 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("problem")
-    g.add_argument("--K", type=_number(int, 2), default=None, help="number of classes (default 10)")
-    g.add_argument("--n", type=_number(int, 1), default=100, help="samples per class (balanced)")
+    g.add_argument("--K", type=number(int, 2), default=None, help="number of classes (default 10)")
+    g.add_argument("--n", type=number(int, 1), default=100, help="samples per class (balanced)")
     g.add_argument("--counts", type=_counts, default=None,
                    help="per-class sample counts, e.g. 50,50,10 (sets K, overrides --n)")
-    g.add_argument("--d", type=_number(int, 1), default=512, help="feature dimension")
-    g.add_argument("--imbalance", type=_number(float, 1), default=None,
+    g.add_argument("--d", type=number(int, 1), default=512, help="feature dimension")
+    g.add_argument("--imbalance", type=number(float, 1), default=None,
                    help="step imbalance R: the last --minority classes get max(1, round(n/R)) samples, the others n")
-    g.add_argument("--minority", type=_number(int, 1), default=None, help="K_B, the number of minority classes")
+    g.add_argument("--minority", type=number(int, 1), default=None, help="K_B, the number of minority classes")
     g = p.add_argument_group("deep UFM (free features H, then depth − 1 hidden layers, then W)")
-    g.add_argument("--depth", type=_number(int, 1), default=1,
+    g.add_argument("--depth", type=number(int, 1), default=1,
                    help="L: number of layers after H, the classifier included (1: the plain UFM)")
     g.add_argument("--act", choices=("linear", "relu"), default="linear", help="activation after each hidden layer")
-    g.add_argument("--width", type=_number(int, 1), default=None, help="hidden-layer width (default: --d)")
-    g.add_argument("--wd-M", type=_number(float, 0), default=None,
+    g.add_argument("--width", type=number(int, 1), default=None, help="hidden-layer width (default: --d)")
+    g.add_argument("--wd-M", type=number(float, 0), default=None,
                    help="weight decay of the hidden layers (default: --wd)")
     g.add_argument("--loss", choices=sorted(LOSSES), default="mse",
                    help="mse: ½||z − s·e_y||²; ce: cross-entropy; ls: label-smoothed cross-entropy; hxe: "
                         "hierarchical cross-entropy; soft: soft labels from the tree; haframe: fixed "
                         "hierarchy-aware frame + cosine loss (these three need --hierarchy); hug: "
                         "hyperspherical uniformity gap")
-    g.add_argument("--smoothing", type=_number(float, 0, 1), default=0.1, help="label smoothing α (--loss ls)")
-    g.add_argument("--target-scale", type=_number(float, 0, lo_open=True), default=1.0,
+    g.add_argument("--smoothing", type=number(float, 0, 1), default=0.1, help="label smoothing α (--loss ls)")
+    g.add_argument("--target-scale", type=number(float, 0, lo_open=True), default=1.0,
                    help="MSE target scale s (targets s·e_y)")
     g = p.add_argument_group("class hierarchy (losses hxe, soft, haframe; hierarchical metrics for any loss)")
     g.add_argument("--hierarchy", default=None,
                    help="class tree: cifar100, fgvc_aircraft, inaturalist19, tiered_imagenet_h, balanced:b1,b2,… "
                         "(branching factors, e.g. balanced:2,5,10 has 100 classes), flat:K, or a JSON file "
                         "(nested {name, children}, {parents: …} or {edges: […]}); sets K when --K is not given")
-    g.add_argument("--alpha", type=_number(float, 0), default=None,
+    g.add_argument("--alpha", type=number(float, 0), default=None,
                    help="hxe: edge weights exp(−α·height) (default 0.1); haframe: weight of the cosine loss, "
                         "(1 − α)·CE + α·L_cos (default 0.4)")
     g.add_argument("--hxe-weighting", choices=("height", "depth"), default="height",
                    help="hxe: weight edges by the child's height (the paper) or its depth from the root (the "
                         "authors' code)")
-    g.add_argument("--beta", type=_number(float, 0, lo_open=True), default=10.0,
+    g.add_argument("--beta", type=number(float, 0, lo_open=True), default=10.0,
                    help="soft: targets softmax(−β·LCA height/tree height)")
-    g.add_argument("--gamma", type=_number(float, 0, lo_open=True), default=2.0,
+    g.add_argument("--gamma", type=number(float, 0, lo_open=True), default=2.0,
                    help="haframe: S_ij = (1 − s_min)·exp(−γ·d_ij/d_max) + s_min")
-    g.add_argument("--s-min", type=_number(float, None, 1), default=None,
+    g.add_argument("--s-min", type=number(float, None, 1), default=None,
                    help="haframe: the offset s_min of S (default: the smallest value keeping S positive "
                         "semidefinite, −1/(1ᵀE⁻¹1 − 1) with E = exp(−γ·D/d_max))")
     g = p.add_argument_group("HUG, hyperspherical uniformity gap (--loss hug; Liu et al. 2023)")
     g.add_argument("--hug-measure", choices=("energy", "gram", "maxgap"), default="energy",
                    help="uniformity of the proxies: energy (Riesz s-energy), gram (−log det of the Gaussian "
                         "kernel), maxgap (smooth minimum pairwise distance)")
-    g.add_argument("--hug-s", type=_number(float, 0), default=1.0, help="Riesz exponent s (0: log energy)")
-    g.add_argument("--hug-sigma", type=_number(float, 0, lo_open=True), default=2 ** -0.5,
+    g.add_argument("--hug-s", type=number(float, 0), default=1.0, help="Riesz exponent s (0: log energy)")
+    g.add_argument("--hug-sigma", type=number(float, 0, lo_open=True), default=2 ** -0.5,
                    help="gram: kernel exp(−r²/(2σ²)) width σ (default 1/√2: the kernel exp(−r²) of the authors' "
                         "earlier Gram-determinant code)")
-    g.add_argument("--hug-sharpness", type=_number(float, 0, lo_open=True), default=64.0,
+    g.add_argument("--hug-sharpness", type=number(float, 0, lo_open=True), default=64.0,
                    help="maxgap: t in (1/t)·log Σ exp(−t·r_ij)")
-    g.add_argument("--hug-inter", type=_number(float, 0), default=1.0, help="weight of the inter-class term")
-    g.add_argument("--hug-intra", type=_number(float, 0), default=1.0,
+    g.add_argument("--hug-inter", type=number(float, 0), default=1.0, help="weight of the inter-class term")
+    g.add_argument("--hug-intra", type=number(float, 0), default=1.0,
                    help="weight of the intra-class term mean ||ĥ_i − p̂_y||²")
     g.add_argument("--hug-proxies", choices=("learned", "fixed"), default="learned",
                    help="learned: the classifier rows are trained; fixed: set to the spherical code (or ETF)")
     g = p.add_argument_group("regularization (λ/2·||·||², per block)")
-    g.add_argument("--wd", type=_number(float, 0), default=None,
+    g.add_argument("--wd", type=number(float, 0), default=None,
                    help="weight decay of W, H and b (default 5e-4; 0 under --loss hug, which is scale-invariant)")
-    g.add_argument("--wd-W", type=_number(float, 0), default=None, help="weight decay of W (default: --wd)")
-    g.add_argument("--wd-H", type=_number(float, 0), default=None, help="weight decay of H (default: --wd)")
-    g.add_argument("--wd-b", type=_number(float, 0), default=None,
+    g.add_argument("--wd-W", type=number(float, 0), default=None, help="weight decay of W (default: --wd)")
+    g.add_argument("--wd-H", type=number(float, 0), default=None, help="weight decay of H (default: --wd)")
+    g.add_argument("--wd-b", type=number(float, 0), default=None,
                    help="weight decay of b (default: --wd; 0 gives a free bias)")
     g.add_argument("--bias", action=argparse.BooleanOptionalAction, default=False, help="learn a bias b")
     g = p.add_argument_group("optimization")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="gd",
                    help="gd: full-batch gradient descent; sgd: heavy-ball momentum; adam; lbfgs: L-BFGS "
                         "with line search (float64: reaches the optimum to ~1e-14)")
-    g.add_argument("--steps", type=_number(int, 0), default=None,
+    g.add_argument("--steps", type=number(int, 0), default=None,
                    help=f"optimizer steps (default by optimizer: {DEFAULT_STEPS})")
-    g.add_argument("--lr", type=_number(float, 0, lo_open=True), default=None,
+    g.add_argument("--lr", type=number(float, 0, lo_open=True), default=None,
                    help=f"learning rate (default by optimizer: {DEFAULT_LR}; plain GD needs lr < 2 "
                         "with a bias under MSE, whose curvature is 1)")
-    g.add_argument("--momentum", type=_number(float, 0, 1), default=0.9, help="momentum (--optimizer sgd)")
-    g.add_argument("--batch-size", type=_number(int, 1), default=None,
+    g.add_argument("--momentum", type=number(float, 0, 1), default=0.9, help="momentum (--optimizer sgd)")
+    g.add_argument("--batch-size", type=number(int, 1), default=None,
                    help="mini-batch of samples per step (sgd/adam; default: all N)")
-    g.add_argument("--init-scale", type=_number(float, 0, lo_open=True), default=None,
+    g.add_argument("--init-scale", type=number(float, 0, lo_open=True), default=None,
                    help="rows of H and W start as N(0, s²/d·I), i.e. with norm ≈ s (default 0.1; 1 under hug)")
-    g.add_argument("--tol", type=_number(float, 0), default=0.0,
+    g.add_argument("--tol", type=number(float, 0), default=0.0,
                    help="stop once the gradient norm is <= tol (checked at each evaluation; 0: never)")
-    g.add_argument("--seed", type=_number(int, 0), default=0, help="random seed of the initialization")
+    g.add_argument("--seed", type=number(int, 0), default=0, help="random seed of the initialization")
     g = p.add_argument_group("runtime and output")
     g.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda, then mps, then cpu")
     g.add_argument("--dtype", choices=DTYPES, default="float32", help="floating-point precision")
-    g.add_argument("--evals-per-decade", type=_number(int, 1), default=10,
+    g.add_argument("--evals-per-decade", type=number(int, 1), default=10,
                    help="metric evaluations per factor of 10 in steps (log-spaced schedule)")
     g.add_argument("--certificate", action=argparse.BooleanOptionalAction, default=True,
                    help="solve the convex nuclear-norm program (cvxpy) and print the run's gap to the "
@@ -198,16 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config_from_args(args)
     except ConfigError as e:
         parser.error(str(e))
-    if args.out is not None:
-        if not args.out.strip():
-            parser.error("--out must name a directory, got an empty string")
-        try:
-            Path(args.out).mkdir(parents=True, exist_ok=True)
-            probe = Path(args.out) / ".write-test"
-            probe.touch()
-            probe.unlink()
-        except OSError as e:
-            parser.error(f"--out {args.out}: cannot write there ({e.strerror or e})")
+    check_out_dir(parser, args.out)
     from ufm.report import format_table  # imported late: --help and bad input stay fast
     from ufm.simulation import simulate
 

@@ -45,14 +45,14 @@ INTERPOLATION_LOSS = 1e-5
 NC1_REACHED = 1e-3
 
 
-def milestones(history: list[dict]) -> dict:
-    """The first evaluation step at which the run interpolates (data loss <= INTERPOLATION_LOSS with
-    accuracy 1) and at which NC1 <= NC1_REACHED; None where never reached."""
+def milestones(history: list[dict], unit: str = "step") -> dict:
+    """The first evaluation `unit` (step, or epoch for a backbone) at which the run interpolates (data
+    loss <= INTERPOLATION_LOSS with accuracy 1) and at which NC1 <= NC1_REACHED; None where never reached."""
     finite = [r for r in history if math.isfinite(r.get("data_loss", math.nan))]
-    interp = next((r["step"] for r in finite if r["data_loss"] <= INTERPOLATION_LOSS
+    interp = next((r[unit] for r in finite if r["data_loss"] <= INTERPOLATION_LOSS
                    and r.get("accuracy", 0) == 1), None)
-    nc = next((r["step"] for r in finite if r.get("nc1", math.inf) <= NC1_REACHED), None)
-    return {"interpolation_step": interp, "nc1_reached_step": nc,
+    nc = next((r[unit] for r in finite if r.get("nc1", math.inf) <= NC1_REACHED), None)
+    return {f"interpolation_{unit}": interp, f"nc1_reached_{unit}": nc,
             "criteria": f"data_loss <= {INTERPOLATION_LOSS:g} with accuracy 1; nc1 <= {NC1_REACHED:g}"}
 
 

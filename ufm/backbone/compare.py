@@ -1,0 +1,99 @@
+"""--compare-ufm: run the UFM twin of a finished backbone run (same K, class counts, feature dimension,
+loss and λ), put both into summary.json, and draw the comparison plot (backbone curves against epochs,
+UFM curves against steps, closed-form targets as horizontal lines)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+from ufm.backbone.config import TrainConfig
+from ufm.backbone.twin import twin_config
+from ufm.config import SimConfig
+from ufm.records import write_json
+from ufm.summary import gaps
+
+COMPARED = ("nc1", "nc2", "nc3", "nc4", "accuracy", "ncc_accuracy", "angular_mean", "hier_nc2", "mistake_severity")
+PANELS = (("nc1", "NC1 = tr(Σ_W Σ_B†)/K"), ("nc2", "NC2: class means vs simplex ETF"),
+          ("nc3", "NC3: classifier vs class means"), ("nc4", "NC4: mismatch with nearest class mean"))
+
+
+def compare_with_ufm(summary: dict, *, progress: bool = True) -> dict:
+    """Run the twin into RUN/ufm, add summary["ufm"], the twin's theory target and the backbone's gap to
+    it (NC and accuracy: a backbone's features are not free, so its norms and objective are not the
+    UFM's), rewrite summary.json and draw RUN/comparison.png."""
+    from ufm.simulation import simulate
+
+    run_dir = Path(summary["run_dir"])
+    sim: SimConfig = twin_config(TrainConfig.from_dict(summary["config"]), summary["config"]["counts"])
+    twin = simulate(sim, run_dir / "ufm", progress=progress)
+    predicted = twin["theory"].get("predicted", {}) if twin["theory"].get("applies") else {}
+    compared = {k: v for k, v in predicted.items() if k in COMPARED}
+    gap, rel_gap = gaps(summary["final"], compared)
+    summary = {**summary, "theory": twin["theory"], "gap": gap, "rel_gap": rel_gap}
+    summary["ufm"] = {"run_dir": str(run_dir / "ufm"), "config": twin["config"], "final": twin["final"],
+                      "steps": twin["steps"], "converged": twin["converged"], "status": twin["status"],
+                      "certificate": twin.get("certificate")}
+    summary["comparison"] = {k: {"backbone_train": summary["final"].get(k), "backbone_test": summary["test"].get(k),
+                                 "ufm": twin["final"].get(k), "theory": predicted.get(k)}
+                             for k in COMPARED if k in summary["final"]}
+    summary["plot"] = str(plot_comparison(run_dir, summary))
+    write_json(run_dir / "summary.json", {k: v for k, v in summary.items() if k != "rank"})
+    return summary
+
+
+def _read_history(path: Path) -> list[dict[str, float]]:
+    with path.open() as f:
+        return [{k: float(v) if v not in ("", None) else math.nan for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def plot_comparison(run_dir: Path, summary: dict) -> Path:
+    """comparison.png: per NC metric, the backbone's training (solid) and test (dotted) curves against
+    epochs, the UFM twin's against its steps (top axis), and the theory value (dashed) where it is
+    positive; a prediction of 0 is written in the legend (a log axis has no 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    backbone, ufm = _read_history(run_dir / "history.csv"), _read_history(run_dir / "ufm" / "history.csv")
+    predicted = summary["theory"].get("predicted", {}) if summary["theory"].get("applies") else {}
+    cfg = TrainConfig.from_dict(summary["config"])
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.6), constrained_layout=True)
+    for ax, (key, title) in zip(axes, PANELS, strict=True):
+        e = [r["epoch"] for r in backbone if math.isfinite(r.get(key, math.nan)) and r[key] > 0]
+        ax.plot([max(x, 0.5) for x in e], [r[key] for r in backbone if r["epoch"] in e], "C0-o", ms=3,
+                label=f"{cfg.arch}, training set")
+        te = [r for r in backbone if math.isfinite(r.get(f"test_{key}", math.nan)) and r[f"test_{key}"] > 0]
+        ax.plot([max(r["epoch"], 0.5) for r in te], [r[f"test_{key}"] for r in te], "C0:",
+                label=f"{cfg.arch}, test set")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("backbone epoch (log; epoch 0 drawn at 0.5)")
+        top = ax.twiny()
+        us = [r for r in ufm if math.isfinite(r.get(key, math.nan)) and r[key] > 0]
+        top.plot([max(r["step"], 0.5) for r in us], [r[key] for r in us], "C1-", label="UFM twin")
+        top.set_xscale("log")
+        top.set_xlabel("UFM step (log)", color="C1")
+        p = predicted.get(key)
+        handles = ax.get_legend_handles_labels()[0] + top.get_legend_handles_labels()[0]
+        if p is not None and math.isfinite(p) and p > 0:
+            handles.append(ax.axhline(p, color="k", ls="--", lw=1, label=f"theory {p:.3g}"))
+        elif p is not None:
+            handles.append(ax.plot([], [], " ", label=f"theory: {p:g} (off the log axis)")[0])
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(f"{key} (log)")
+        ax.grid(True, which="major", alpha=0.3)
+        if key == PANELS[0][0]:
+            ax.legend(handles=handles, fontsize=7, loc="lower left")
+        elif p is not None:
+            ax.legend(handles=handles[-1:], fontsize=7, loc="lower left")
+    fig.suptitle(f"{cfg.arch} on {cfg.dataset}, loss {cfg.loss}, λ = {cfg.wd:g} vs the UFM with the same K, counts, "
+                 f"d and λ (theory: {summary['theory']['name']})", fontsize=10)
+    path = run_dir / "comparison.png"
+    tmp = path.with_name(".comparison.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

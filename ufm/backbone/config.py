@@ -1,0 +1,138 @@
+"""The configuration of one backbone training run: a typed dataclass; `python -m ufm.train` only builds it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from ufm.config import DEVICES, HUG_MEASURES, MAX_SEED, ConfigError
+from ufm.losses import HXE_WEIGHTINGS, LOSSES
+
+ARCHS = ("mlp", "resnet18", "wrn28")
+DATASETS = ("digits", "mnist1d", "synthetic", "synthetic-hier", "mnist", "fashionmnist", "cifar10", "cifar100")
+TORCHVISION_DATASETS = ("mnist", "fashionmnist", "cifar10", "cifar100")
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "step", "constant")
+AMP_MODES = ("auto", "on", "off")
+
+# learning rates measured to train each loss stably with SGD + momentum 0.9 (MSE's gradient is the
+# residual summed over K outputs, so it takes a smaller step than CE)
+DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
+DEFAULT_SYNTHETIC_TREE = "balanced:2,2,3"  # synthetic-hier without --hierarchy: 12 classes, height 3
+
+
+@dataclass
+class TrainConfig:
+    """One backbone run. Objective: (1/N) Σ_i ℓ(W h_θ(x_i) + b, y_i) + λ/2 ‖θ, W, b‖², minimized by
+    mini-batch SGD (or Adam) whose weight_decay = λ is the gradient of that penalty."""
+
+    arch: str = "mlp"
+    mlp_width: int = 512  # hidden width of the MLP (= its feature dimension)
+    mlp_depth: int = 3  # hidden layers of the MLP
+    batch_norm: bool = True  # MLP: BatchNorm after each hidden linear layer
+    resnet_width: int = 64  # ResNet18: channels of the first stage (features: 8×)
+    wrn_depth: int = 28  # WRN: 6n + 4
+    wrn_widen: int = 10  # WRN: widening factor k (features: 64k)
+    bias: bool = True  # the classifier's bias b
+    dataset: str = "digits"
+    data_root: str | None = None  # torchvision datasets live here
+    download: bool = False
+    data_seed: int = 0  # the train/test split of digits and the draws of the synthetic data
+    train_per_class: int | None = None  # keep the first n training samples of each class
+    classes: int = 10  # synthetic: K
+    per_class: int = 100  # synthetic: training samples per class
+    test_per_class: int = 100  # synthetic: test samples per class
+    input_shape: tuple[int, ...] = (32,)  # synthetic: a vector (p,) or an image (C, H, W)
+    separation: float = 3.0  # synthetic: ‖class mean‖ (synthetic-hier: of the coarsest level's offset)
+    noise: float = 1.0  # synthetic: ‖within-class noise‖ (expected)
+    level_decay: float = 0.5  # synthetic-hier: each level's offsets are this much smaller than its parent's
+    loss: str = "ce"
+    smoothing: float = 0.1
+    target_scale: float = 1.0
+    hierarchy: str | None = None  # class tree (cifar100 and synthetic-hier bring their own)
+    alpha: float | None = None
+    beta: float = 10.0
+    hxe_weighting: str = "height"
+    gamma: float = 2.0
+    s_min: float | None = None
+    hug_measure: str = "energy"
+    hug_s: float = 1.0
+    hug_inter: float = 1.0
+    hug_intra: float = 1.0
+    wd: float = 5e-4
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float | None = None  # None: DEFAULT_LR[optimizer]
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    schedule: str = "cosine"  # cosine to 0, step (÷10 at 1/3 and 2/3 of the epochs), constant
+    evals_per_decade: int = 10  # NC measured on a log-spaced set of epochs
+    device: str = "auto"
+    amp: str = "auto"  # mixed precision (bfloat16 autocast) on CUDA; auto = on for CUDA
+    seed: int = 0
+    compare_ufm: bool = False  # also run the UFM twin and compare
+    ufm_steps: int | None = None  # the twin's steps (None: the UFM default)
+
+    def __post_init__(self) -> None:
+        self.input_shape = tuple(int(s) for s in self.input_shape)
+        if self.lr is None and self.optimizer in DEFAULT_LR:
+            self.lr = DEFAULT_LR[self.optimizer]
+        if self.hierarchy is None:
+            self.hierarchy = {"cifar100": "cifar100", "synthetic-hier": DEFAULT_SYNTHETIC_TREE}.get(self.dataset)
+        self.validate()
+
+    def validate(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(message)
+
+        need(self.arch in ARCHS, f"--arch must be one of {ARCHS}, got {self.arch!r}")
+        need(self.dataset in DATASETS, f"--dataset must be one of {DATASETS}, got {self.dataset!r}")
+        need(self.loss in LOSSES, f"--loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
+        for flag, v, lo in (("--mlp-width", self.mlp_width, 1), ("--mlp-depth", self.mlp_depth, 1),
+                            ("--resnet-width", self.resnet_width, 1), ("--wrn-widen", self.wrn_widen, 1),
+                            ("--epochs", self.epochs, 0), ("--batch-size", self.batch_size, 1),
+                            ("--classes", self.classes, 2), ("--per-class", self.per_class, 1),
+                            ("--test-per-class", self.test_per_class, 1),
+                            ("--evals-per-decade", self.evals_per_decade, 1)):
+            need(v >= lo, f"{flag} must be at least {lo}, got {v}")
+        need(self.wrn_depth >= 10 and (self.wrn_depth - 4) % 6 == 0,
+             f"--wrn-depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, …), got {self.wrn_depth}")
+        need(self.train_per_class is None or self.train_per_class >= 1,
+             f"--train-per-class must be >= 1, got {self.train_per_class}")
+        need(1 <= len(self.input_shape) <= 3 and all(s >= 1 for s in self.input_shape),
+             f"--input-shape must be P or CxHxW with positive sizes, got {'x'.join(map(str, self.input_shape))}")
+        for flag, v in (("--separation", self.separation), ("--noise", self.noise),
+                        ("--level-decay", self.level_decay)):
+            need(math.isfinite(v) and v >= 0, f"{flag} must be a finite number >= 0, got {v}")
+        need(math.isfinite(self.wd) and self.wd >= 0, f"--wd must be a finite number >= 0, got {self.wd}")
+        need(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        need(self.lr is not None and math.isfinite(self.lr) and self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        need(0 <= self.momentum < 1, f"--momentum must lie in [0, 1), got {self.momentum}")
+        need(self.schedule in SCHEDULES, f"--schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        need(self.device in DEVICES, f"--device must be one of {DEVICES}, got {self.device!r}")
+        need(self.amp in AMP_MODES, f"--amp must be one of {AMP_MODES}, got {self.amp!r}")
+        need(0 <= self.seed <= MAX_SEED and 0 <= self.data_seed <= MAX_SEED, f"--seed and --data-seed must lie in "
+                                                                             f"0..{MAX_SEED}")
+        need(self.hxe_weighting in HXE_WEIGHTINGS, f"--hxe-weighting must be one of {HXE_WEIGHTINGS}")
+        need(self.hug_measure in HUG_MEASURES, f"--hug-measure must be one of {HUG_MEASURES}, got {self.hug_measure!r}")
+        need(self.ufm_steps is None or self.ufm_steps >= 0, f"--ufm-steps must be >= 0, got {self.ufm_steps}")
+        if self.loss in ("haframe", "hug"):
+            need(not self.bias, f"--loss {self.loss} classifies without a bias: add --no-bias")
+        if self.dataset == "synthetic-hier":
+            need(self.hierarchy is not None, "--dataset synthetic-hier needs a class tree (--hierarchy)")
+
+    @property
+    def image_input(self) -> bool:
+        return self.arch != "mlp"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """Rebuild from `to_dict()` output or a run's config.json (keys that are not fields are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

@@ -1,0 +1,80 @@
+"""NC of a network: penultimate features of a whole split (training or test set), in evaluation mode and
+full precision, measured with the streaming metrics (batches; in a DDP run each process passes its shard
+and the additive statistics are summed over processes, so every process gets the metrics of the union)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from analysis.hierarchical_metrics import mean_geometry_metrics, prediction_metrics, prediction_sums
+from analysis.metrics import class_sums, nc_metrics_streaming
+from analysis.theory import etf_exists
+from ufm.backbone.networks import Network
+from ufm.losses import LossOptions
+
+Reduce = Callable[[torch.Tensor], torch.Tensor] | None
+TEST_KEYS = ("loss", "accuracy", "nc1", "nc2", "nc3", "nc4", "ncc_accuracy", "mistake_severity", "hier_dist@1",
+             "hier_dist@5", "angular_mean", "hier_nc2")
+
+
+@torch.no_grad()
+def features_of(net: Network, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """[(h, logits, y)] over `x` in batches, on `device`, float32, evaluation mode (BatchNorm's running
+    statistics). The features are kept (N·d floats) so the metrics' two passes need one forward pass."""
+    was_training = net.training
+    net.eval()
+    out = []
+    for start in range(0, len(x), batch_size):
+        xb = x[start:start + batch_size].to(device, non_blocking=True)
+        h, z = net(xb)
+        out.append((h.float(), z.float(), y[start:start + batch_size].to(device)))
+    net.train(was_training)
+    return out
+
+
+def _summed(values: list[float], device: torch.device, reduce: Reduce) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    return (reduce(t) if reduce is not None else t).tolist()
+
+
+def measure_split(net: Network, x: torch.Tensor, y: torch.Tensor, K: int, loss_fn: Callable, opts: LossOptions, *,
+                  batch_size: int, device: torch.device, reduce: Reduce = None, normalized: bool = False,
+                  lca: torch.Tensor | None = None, frame_gram: torch.Tensor | None = None) -> dict[str, float]:
+    """loss (mean data loss), accuracy, NC1–NC4 and companions (analysis.metrics), H_norm_sq = Σ‖h_i‖²,
+    and with a class tree mistake severity, HierDist@k, angular collapse and hierarchy-aware NC2.
+    `normalized`: measure ĥ and Ŵ (HUG, whose loss sees only directions)."""
+    batches = features_of(net, x, y, batch_size, device)
+    W = net.W.detach().float()
+    b = None if net.b is None else net.b.detach().float()
+    loss_sum, h_sq = 0.0, 0.0
+    for h, z, yb in batches:
+        loss_sum += float(loss_fn(z, yb, opts, features=h, classifier=W)) * len(yb)
+        h_sq += float(h.double().square().sum())
+    n, loss_sum, h_sq = _summed([sum(len(yb) for *_, yb in batches), loss_sum, h_sq], device, reduce)
+    if normalized:
+        batches = [(h / h.norm(dim=1, keepdim=True), z, yb) for h, z, yb in batches]
+        W = W / W.norm(dim=1, keepdim=True)
+    row = {"loss": loss_sum / n, "H_norm_sq": h_sq}
+    row.update(nc_metrics_streaming([(h, yb) for h, _, yb in batches], K, W, b, reduce=reduce))
+    if not etf_exists(K, W.shape[1]):
+        row.update(nc2=math.nan, nc3=math.nan, nc2_W=math.nan)  # no simplex ETF in R^d to compare with
+    if lca is not None:
+        sums = None
+        for _, z, yb in batches:
+            s = prediction_sums(z, yb, lca)
+            sums = s if sums is None else sums + s
+        if reduce is not None:
+            sums = type(sums)(*(reduce(t) for t in vars(sums).values()))
+        row.update(prediction_metrics(sums))
+        if frame_gram is not None:
+            cs = None
+            for h, _, yb in batches:
+                c = class_sums(h, yb, K)
+                cs = c if cs is None else cs + c
+            counts, totals = (cs.counts, cs.sums) if reduce is None else (reduce(cs.counts), reduce(cs.sums))
+            row.update(mean_geometry_metrics(totals / counts[:, None], frame_gram, W))
+    return row

@@ -1,0 +1,264 @@
+"""The backbone training loop: mini-batch SGD/Adam with weight decay, NC measured on a log-spaced set of
+epochs, a checkpoint every epoch (resumable, bit for bit on the same device), DDP under torchrun, bfloat16
+autocast on CUDA, and a stop with a clear report at the first non-finite loss."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ufm.backbone import distributed
+from ufm.backbone.checkpoint import CHECKPOINT, check_config, load_checkpoint, load_model_state, save_checkpoint
+from ufm.backbone.config import TrainConfig
+from ufm.backbone.data import Dataset, load_dataset
+from ufm.backbone.measure import TEST_KEYS, measure_split
+from ufm.backbone.networks import Network, build_network
+from ufm.backbone.twin import twin_config
+from ufm.config import SimConfig
+from ufm.hierarchical import class_tree, frame_gram, frame_of, loss_options
+from ufm.losses import LOSSES
+from ufm.records import environment, new_run_dir, write_csv, write_json
+from ufm.schedule import log_schedule
+from ufm.summary import milestones
+
+MEASURE_BATCH = 1024
+
+
+def lr_at(cfg: TrainConfig, epoch: int) -> float:
+    """The learning rate of epoch `epoch` (0-based): cosine from lr to 0, step (÷10 at 1/3 and 2/3 of
+    the epochs, as Papyan et al. 2020), or constant. A function of the epoch alone, so a resumed run
+    needs no scheduler state."""
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / max(cfg.epochs, 1)))
+    if cfg.schedule == "step":
+        return cfg.lr * 0.1 ** sum(epoch >= math.ceil(cfg.epochs * f) for f in (1 / 3, 2 / 3))
+    return cfg.lr
+
+
+def epoch_permutation(cfg: TrainConfig, epoch: int, n: int) -> torch.Tensor:
+    """The sample order of an epoch, seeded by (seed, epoch): a resumed run shuffles as an uninterrupted one."""
+    seed = int(np.random.SeedSequence([cfg.seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+
+@dataclass
+class Run:
+    """What the loop works with: the network (and its DDP wrapper), optimizer, data, loss."""
+
+    cfg: TrainConfig
+    sim: SimConfig
+    ctx: distributed.Context
+    data: Dataset
+    net: Network
+    model: torch.nn.Module  # net, or DDP(net)
+    opt: torch.optim.Optimizer
+    amp: torch.dtype | None
+    scaler: torch.amp.GradScaler | None
+
+    def loss(self, h: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return LOSSES[self.cfg.loss](z, y, loss_options(self.sim), features=h, classifier=self.net.W)
+
+
+def train_epoch(run: Run, epoch: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One pass over the training set in shuffled global batches of --batch-size (each process takes
+    every world-th sample of a batch; an incomplete last batch is dropped unless it is the only one).
+    Returns the per-batch losses (on the device: no synchronization per step)."""
+    cfg, ctx = run.cfg, run.ctx
+    for group in run.opt.param_groups:
+        group["lr"] = lr_at(cfg, epoch)
+    order = epoch_permutation(cfg, epoch, len(x))
+    n_batches = max(1, len(x) // cfg.batch_size)
+    run.model.train()
+    losses = []
+    for i in range(n_batches):
+        rows = order[i * cfg.batch_size:(i + 1) * cfg.batch_size][ctx.rank::ctx.world].to(x.device)
+        autocast = torch.autocast("cuda", dtype=run.amp) if run.amp is not None else nullcontext()
+        with autocast:
+            h, z = run.model(x[rows])
+            loss = run.loss(h.float(), z.float(), y[rows])
+        run.opt.zero_grad(set_to_none=True)
+        if run.scaler is not None:
+            run.scaler.scale(loss).backward()
+            run.scaler.step(run.opt)
+            run.scaler.update()
+        else:
+            loss.backward()
+            run.opt.step()
+        losses.append(loss.detach())
+    return torch.stack(losses)
+
+
+def evaluate(run: Run, epoch: int) -> dict[str, float]:
+    """One history row: NC of the training set (and, prefixed test_, of the test set), norms, objective."""
+    cfg, sim, ctx, data = run.cfg, run.sim, run.ctx, run.data
+    lca = S = None
+    if sim.hierarchy is not None:
+        lca = torch.tensor(class_tree(sim.hierarchy, sim.K).lca_heights)  # copies: the cached arrays are read-only
+        S = torch.tensor(frame_gram(sim)[0])
+    common = dict(batch_size=MEASURE_BATCH, device=ctx.device, reduce=ctx.reduce(), normalized=cfg.loss == "hug",
+                  lca=lca, frame_gram=S)
+    opts, loss_fn = loss_options(sim), LOSSES[cfg.loss]
+    distributed.sync_buffers(ctx, run.net)
+    tr, te = ctx.shard(len(data.y_train)), ctx.shard(len(data.y_test))
+    train = measure_split(run.net, data.x_train[tr], data.y_train[tr], data.K, loss_fn, opts, **common)
+    test = measure_split(run.net, data.x_test[te], data.y_test[te], data.K, loss_fn, opts, **common)
+    params = [p for p in run.net.parameters() if p.requires_grad]
+    param_sq = sum(float(p.detach().double().square().sum()) for p in params)
+    row = {"epoch": epoch, "lr": lr_at(cfg, min(epoch, cfg.epochs - 1)) if cfg.epochs else cfg.lr,
+           "loss": train["loss"] + 0.5 * cfg.wd * param_sq, "data_loss": train.pop("loss"),
+           "W_norm_sq": float(run.net.W.detach().double().square().sum()), "param_norm_sq": param_sq}
+    if run.net.b is not None:
+        row["b_norm_sq"] = float(run.net.b.detach().double().square().sum())
+    row.update(train)
+    row.update({f"test_{k}": test[k] for k in TEST_KEYS if k in test})
+    return row
+
+
+def setup_run(cfg: TrainConfig, ctx: distributed.Context) -> Run:
+    data = load_dataset(cfg)
+    sim = twin_config(cfg, data.counts)
+    fixed = torch.as_tensor(frame_of(sim).W) if cfg.loss == "haframe" else None
+    torch.manual_seed(cfg.seed)  # the same initial network in every process (DDP also broadcasts it)
+    net = build_network(cfg, data.shape, data.K, fixed).to(ctx.device)
+    params = [p for p in net.parameters() if p.requires_grad]
+    # weight_decay = λ adds λθ to the gradient: the gradient of λ/2‖θ‖² (the UFM's convention)
+    if cfg.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.wd)
+    else:
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.wd)
+    amp = None
+    if ctx.device.type == "cuda" and cfg.amp != "off":
+        amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None  # bfloat16 needs no loss scaling
+    model: torch.nn.Module = net
+    if ctx.world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    return Run(cfg, sim, ctx, data, net, model, opt, amp, scaler)
+
+
+def _divergence(losses: torch.Tensor, epoch: int, history: list[dict]) -> dict:
+    values = losses.double().cpu().tolist()
+    bad = next(i for i, v in enumerate(values) if not math.isfinite(v))
+    earlier = [v for v in values[:bad] if math.isfinite(v)]
+    last = earlier[-1] if earlier else next((r["data_loss"] for r in reversed(history)), None)
+    return {"epoch": epoch + 1, "batch": bad, "loss": values[bad], "last_finite_loss": last}
+
+
+def train(cfg: TrainConfig, out: Path | str | None = None, *, progress: bool = True, resume: bool = False) -> dict:
+    """Train the backbone of `cfg`; write config.json, history.csv, checkpoint.pt (every epoch) and
+    summary.json under `out` (a fresh directory under runs/ when None); return the summary. With
+    `resume`, continue from out/checkpoint.pt when there is one (CheckpointError if it does not match)."""
+    ctx = distributed.setup(cfg.device)
+    out = _run_dir(cfg, out, ctx)
+    run = setup_run(cfg, ctx)
+    history: list[dict] = []
+    start_epoch, train_seconds = 0, 0.0
+    ckpt = out / CHECKPOINT
+    if resume and ckpt.exists():
+        state = load_checkpoint(ckpt)
+        check_config(state["config"], cfg.to_dict(), ckpt)
+        load_model_state(run.net, state["model"], ckpt)
+        run.opt.load_state_dict(state["optimizer"])
+        if run.scaler is not None and state.get("scaler"):
+            run.scaler.load_state_dict(state["scaler"])
+        start_epoch, history, train_seconds = state["epoch"], list(state["history"]), state["train_seconds"]
+    if ctx.main:
+        write_json(out / "config.json", {**cfg.to_dict(), "K": run.data.K, "counts": list(run.data.counts),
+                                         "feature_dim": run.net.feature_dim, "world_size": ctx.world,
+                                         "device_used": str(ctx.device), "environment": environment()})
+    # every process holds the training set and takes its share of each global batch
+    x_all, y_all = run.data.x_train.to(ctx.device), run.data.y_train.to(ctx.device)
+    measure_at = set(log_schedule(cfg.epochs, cfg.evals_per_decade))
+    status, divergence, done = "ok", None, start_epoch
+    bar = tqdm(total=cfg.epochs, initial=start_epoch, disable=not (progress and ctx.main), file=sys.stderr,
+               desc=f"train {cfg.arch}", unit="epoch", dynamic_ncols=True, mininterval=0.5)
+    try:
+        if start_epoch == 0 and not history:
+            history.append(_timed_row(run, 0, train_seconds))
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            losses = train_epoch(run, epoch, x_all, y_all)
+            if not bool(torch.isfinite(losses).all()):
+                status, divergence = "diverged", _divergence(losses, epoch, history)
+                break
+            train_seconds += time.perf_counter() - t0
+            if epoch + 1 in measure_at:
+                history.append(_timed_row(run, epoch + 1, train_seconds))
+                bar.set_postfix(loss=f"{history[-1]['data_loss']:.4g}", nc1=f"{history[-1]['nc1']:.2e}", refresh=False)
+            if ctx.main:
+                save_checkpoint(ckpt, {"config": cfg.to_dict(), "epoch": epoch + 1, "model": run.net.state_dict(),
+                                       "optimizer": run.opt.state_dict(), "history": history,
+                                       "scaler": run.scaler.state_dict() if run.scaler else {},
+                                       "train_seconds": train_seconds})
+                write_csv(out / "history.csv", history)
+            done = epoch + 1
+            bar.update()
+    except KeyboardInterrupt:
+        status = "interrupted"
+    finally:
+        bar.close()
+    summary = build_summary(run, history, status, divergence, done, train_seconds, out)
+    if ctx.main:
+        write_csv(out / "history.csv", history)
+        write_json(out / "summary.json", summary)
+    distributed.barrier(ctx)
+    distributed.teardown(ctx)
+    summary["rank"] = ctx.rank
+    return summary
+
+
+def _timed_row(run: Run, epoch: int, train_seconds: float) -> dict:
+    t0 = time.perf_counter()
+    row = evaluate(run, epoch)
+    row["train_seconds"], row["measure_seconds"] = train_seconds, time.perf_counter() - t0
+    return row
+
+
+def _run_dir(cfg: TrainConfig, out: Path | str | None, ctx: distributed.Context) -> Path:
+    """`out`, or a fresh directory under runs/ (created by the main process and shared with the others)."""
+    if out is None:
+        name = [str(new_run_dir("runs", f"{cfg.arch}-{cfg.dataset}-{cfg.loss}"))] if ctx.main else [None]
+        if ctx.world > 1:
+            torch.distributed.broadcast_object_list(name, src=0)
+        out = name[0]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def build_summary(run: Run, history: list[dict], status: str, divergence: dict | None, epochs_done: int,
+                  train_seconds: float, out: Path) -> dict:
+    """summary.json: the final training-set measurements (`final`), the test set's (`test`), timing and
+    milestones; `theory`/`gap` are filled by the UFM comparison (--compare-ufm)."""
+    last = dict(history[-1]) if history else {}
+    final = {k: v for k, v in last.items() if not k.startswith("test_")}
+    test = {k[len("test_"):]: v for k, v in last.items() if k.startswith("test_")}
+    measure_times = [r["measure_seconds"] for r in history]
+    return {
+        "status": status, "mode": "backbone",
+        "config": {**run.cfg.to_dict(), "K": run.data.K, "counts": list(run.data.counts),
+                   "d": run.net.feature_dim, "loss": run.cfg.loss, "wd_W": run.cfg.wd, "wd_H": None,
+                   "wd_b": run.cfg.wd if run.cfg.bias else None,
+                   "wd_note": "λ = --wd on every trained parameter (network, W, b); features are not free (no λ_H)"},
+        "final": final, "test": test, "final_epoch": last.get("epoch"),
+        "theory": {"name": "none", "applies": False, "note": "run with --compare-ufm for the UFM twin and its "
+                                                             "theory target"},
+        "gap": {}, "steps": epochs_done, "epochs": epochs_done, "seconds": train_seconds + sum(measure_times),
+        "converged": None, "converged_criterion": "a backbone has no optimality certificate",
+        "divergence": divergence, "device": str(run.ctx.device), "world_size": run.ctx.world,
+        "amp": str(run.amp).replace("torch.", "") if run.amp else "off",
+        "timing": {"train_seconds": train_seconds, "epochs_per_second": epochs_done / train_seconds
+                   if train_seconds > 0 else None, "measurements": len(measure_times),
+                   "mean_measure_seconds": sum(measure_times) / len(measure_times) if measure_times else None},
+        "milestones": milestones(history, unit="epoch"),
+        "run_dir": str(out),
+    }
