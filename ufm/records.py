@@ -75,7 +75,7 @@ def new_run_dir(root: Path | str = "runs", stem: str = "run") -> Path:
 def environment() -> dict[str, str]:
     """Versions of what produced a run, for config.json."""
     versions = {"python": platform.python_version(), "platform": platform.platform()}
-    for package in ("ufm", "torch", "numpy", "scipy", "sympy", "cvxpy"):
+    for package in ("ufm", "torch", "numpy", "scipy", "sympy", "cvxpy", "scikit-learn", "mnist1d", "torchvision"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

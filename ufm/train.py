@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mlp; resnet18 or wrn28 (CIFAR-style 3×3 stems, for images; vectors become 1×1×P images)")
     g.add_argument("--mlp-width", type=number(int, 1), default=512, help="MLP hidden width (= feature dimension)")
     g.add_argument("--mlp-depth", type=number(int, 1), default=3, help="MLP hidden layers")
-    g.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True,
+    g.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=False,
                    help="MLP: BatchNorm after each hidden linear layer")
     g.add_argument("--resnet-width", type=number(int, 1), default=64,
                    help="ResNet18: channels of the first stage (features: 8×)")
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-root", default=None, help="where torchvision datasets lie (default ./data)")
     g.add_argument("--download", action="store_true", help="download torchvision datasets into --data-root")
     g.add_argument("--data-seed", type=number(int, 0), default=0,
-                   help="seed of the digits split and of the synthetic draws (mnist1d: 0 = the published data)")
+                   help="seed of the digits split, the synthetic draws and mnist1d's generator (0: its default, 42)")
     g.add_argument("--train-per-class", type=number(int, 1), default=None,
                    help="keep only the first n training samples of each class")
     g.add_argument("--classes", type=number(int, 2), default=10, help="synthetic: number of classes")

@@ -29,7 +29,7 @@ class TrainConfig:
     arch: str = "mlp"
     mlp_width: int = 512  # hidden width of the MLP (= its feature dimension)
     mlp_depth: int = 3  # hidden layers of the MLP
-    batch_norm: bool = True  # MLP: BatchNorm after each hidden linear layer
+    batch_norm: bool = False  # MLP: BatchNorm after each hidden linear layer (off: MSE trains with the default lr)
     resnet_width: int = 64  # ResNet18: channels of the first stage (features: 8×)
     wrn_depth: int = 28  # WRN: 6n + 4
     wrn_widen: int = 10  # WRN: widening factor k (features: 64k)

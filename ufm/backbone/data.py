@@ -76,7 +76,7 @@ def digits(cfg: TrainConfig) -> Dataset:
 def mnist1d(cfg: TrainConfig) -> Dataset:
     """MNIST-1D (Greydanus 2020) generated locally by the `mnist1d` package with its default arguments
     (4 000 training and 1 000 test signals of length 40, 10 classes); its generator seed is --data-seed
-    when that is not 0, else the package's own (42), which reproduces the published data."""
+    when that is not 0, else the package's own default (42)."""
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()

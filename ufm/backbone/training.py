@@ -83,7 +83,7 @@ def train_epoch(run: Run, epoch: int, x: torch.Tensor, y: torch.Tensor) -> torch
         autocast = torch.autocast("cuda", dtype=run.amp) if run.amp is not None else nullcontext()
         with autocast:
             h, z = run.model(x[rows])
-            loss = run.loss(h.float(), z.float(), y[rows])
+        loss = run.loss(h.float(), z.float(), y[rows])  # the loss itself in float32
         run.opt.zero_grad(set_to_none=True)
         if run.scaler is not None:
             run.scaler.scale(loss).backward()
@@ -112,7 +112,7 @@ def evaluate(run: Run, epoch: int) -> dict[str, float]:
     test = measure_split(run.net, data.x_test[te], data.y_test[te], data.K, loss_fn, opts, **common)
     params = [p for p in run.net.parameters() if p.requires_grad]
     param_sq = sum(float(p.detach().double().square().sum()) for p in params)
-    row = {"epoch": epoch, "lr": lr_at(cfg, min(epoch, cfg.epochs - 1)) if cfg.epochs else cfg.lr,
+    row = {"epoch": epoch, "lr": lr_at(cfg, max(epoch - 1, 0)),  # the rate of the epoch just trained
            "loss": train["loss"] + 0.5 * cfg.wd * param_sq, "data_loss": train.pop("loss"),
            "W_norm_sq": float(run.net.W.detach().double().square().sum()), "param_norm_sq": param_sq}
     if run.net.b is not None:
@@ -135,6 +135,8 @@ def setup_run(cfg: TrainConfig, ctx: distributed.Context) -> Run:
     else:
         opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.wd)
     amp = None
+    if ctx.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     if ctx.device.type == "cuda" and cfg.amp != "off":
         amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None  # bfloat16 needs no loss scaling
