@@ -4,6 +4,8 @@ codes, and the check that --out is a writable directory."""
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,8 +45,8 @@ def check_out_dir(parser: argparse.ArgumentParser, out: str | None) -> None:
         parser.error("--out must name a directory, got an empty string")
     try:
         Path(out).mkdir(parents=True, exist_ok=True)
-        probe = Path(out) / ".write-test"
-        probe.touch()
-        probe.unlink()
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-test-")  # unique: torchrun's processes all check
+        os.close(fd)
+        os.unlink(probe)
     except OSError as e:
         parser.error(f"--out {out}: cannot write there ({e.strerror or e})")

@@ -28,9 +28,9 @@ def _shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(p) for p in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected P or CxHxW (e.g. 32 or 3x32x32), got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected P, HxW or CxHxW (e.g. 32 or 3x32x32), got {text!r}") from None
     if not 1 <= len(shape) <= 3 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"expected P or CxHxW with positive sizes, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected P, HxW or CxHxW with positive sizes, got {text!r}")
     return shape
 
 
@@ -67,10 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of the digits split, the synthetic draws and mnist1d's generator (0: its default, 42)")
     g.add_argument("--train-per-class", type=number(int, 1), default=None,
                    help="keep only the first n training samples of each class")
-    g.add_argument("--classes", type=number(int, 2), default=10, help="synthetic: number of classes")
+    g.add_argument("--classes", type=number(int, 2), default=10,
+                   help="synthetic: number of classes (synthetic-hier takes K from its tree)")
     g.add_argument("--per-class", type=number(int, 1), default=100, help="synthetic: training samples per class")
     g.add_argument("--test-per-class", type=number(int, 1), default=100, help="synthetic: test samples per class")
-    g.add_argument("--input-shape", type=_shape, default=(32,), help="synthetic: P (vectors) or CxHxW (images)")
+    g.add_argument("--input-shape", type=_shape, default=(32,),
+                   help="synthetic: P (vectors), HxW (one channel) or CxHxW (images)")
     g.add_argument("--separation", type=number(float, 0), default=3.0,
                    help="synthetic: norm of the class means (synthetic-hier: of the top level's offsets)")
     g.add_argument("--noise", type=number(float, 0), default=1.0, help="synthetic: norm of the within-class noise")

@@ -42,6 +42,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"cannot read the checkpoint {path}: {str(e).splitlines()[0]}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a ufm.train checkpoint (format {FORMAT})")
+    missing = [k for k in ("config", "epoch", "model", "optimizer", "history", "train_seconds") if k not in state]
+    if missing:
+        raise CheckpointError(f"the checkpoint {path} lacks {', '.join(missing)}: not a complete ufm.train checkpoint")
     return state
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 from pathlib import Path
 
 from ufm.backbone.config import TrainConfig
@@ -38,7 +39,12 @@ def compare_with_ufm(summary: dict, *, progress: bool = True) -> dict:
     summary["comparison"] = {k: {"backbone_train": summary["final"].get(k), "backbone_test": summary["test"].get(k),
                                  "ufm": twin["final"].get(k), "theory": predicted.get(k)}
                              for k in COMPARED if k in summary["final"]}
-    summary["plot"] = str(plot_comparison(run_dir, summary))
+    try:
+        summary["plot"] = str(plot_comparison(run_dir, summary))
+    except (ValueError, RuntimeError, OSError) as e:  # a figure that cannot be drawn loses no numbers
+        summary["plot"] = None
+        summary["plot_error"] = str(e).splitlines()[0]
+        print(f"warning: comparison.png not drawn: {summary['plot_error']}", file=sys.stderr)
     write_json(run_dir / "summary.json", {k: v for k, v in summary.items() if k != "rank"})
     return summary
 
@@ -68,13 +74,21 @@ def plot_comparison(run_dir: Path, summary: dict) -> Path:
         te = [r for r in backbone if math.isfinite(r.get(f"test_{key}", math.nan)) and r[f"test_{key}"] > 0]
         ax.plot([max(r["epoch"], 0.5) for r in te], [r[f"test_{key}"] for r in te], "C0:",
                 label=f"{cfg.arch}, test set")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("backbone epoch (log; epoch 0 drawn at 0.5)")
         top = ax.twiny()
         us = [r for r in ufm if math.isfinite(r.get(key, math.nan)) and r[key] > 0]
         top.plot([max(r["step"], 0.5) for r in us], [r[key] for r in us], "C1-", label="UFM twin")
-        top.set_xscale("log")
+        # log axes only where there is something positive to draw (none for NC2/NC3 when K > d + 1)
+        if e or te:
+            ax.set_xscale("log")
+        if us:
+            top.set_xscale("log")
+        if e or te or us:
+            ax.set_yscale("log")
+        else:
+            ax.text(0.5, 0.5, f"{key}: not measured\n(NaN or 0 throughout)", ha="center", va="center",
+                    transform=ax.transAxes)
+            ax.set_xticks([]), ax.set_yticks([]), top.set_xticks([])
+        ax.set_xlabel("backbone epoch (log; epoch 0 drawn at 0.5)")
         top.set_xlabel("UFM step (log)", color="C1")
         p = predicted.get(key)
         handles = ax.get_legend_handles_labels()[0] + top.get_legend_handles_labels()[0]

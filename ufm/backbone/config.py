@@ -15,8 +15,8 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "step", "constant")
 AMP_MODES = ("auto", "on", "off")
 
-# learning rates measured to train each loss stably with SGD + momentum 0.9 (MSE's gradient is the
-# residual summed over K outputs, so it takes a smaller step than CE)
+# learning rates by optimizer (measured: SGD + momentum 0.9 at 0.05 trains the MLP on digits under CE and
+# MSE; with BatchNorm, MSE needs 0.01)
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
 DEFAULT_SYNTHETIC_TREE = "balanced:2,2,3"  # synthetic-hier without --hierarchy: 12 classes, height 3
 

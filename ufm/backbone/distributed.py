@@ -24,10 +24,11 @@ class Context:
         """The process that writes the run directory and checkpoints."""
         return self.rank == 0
 
-    def shard(self, n: int) -> torch.Tensor:
-        """This process's indices of 0..n−1: every world-th one from its rank (a partition, no padding,
-        so the reduced statistics count each sample exactly once)."""
-        return torch.arange(self.rank, n, self.world)
+    @property
+    def shard(self) -> slice:
+        """This process's rows: every world-th one from its rank (a partition, no padding, so the reduced
+        statistics count each sample exactly once; a slice, so a single process indexes without a copy)."""
+        return slice(self.rank, None, self.world)
 
     def reduce(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """Sum over processes (None in a single process)."""

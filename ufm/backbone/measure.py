@@ -31,13 +31,15 @@ def features_of(net: Network, x: torch.Tensor, y: torch.Tensor, batch_size: int,
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size].to(device, non_blocking=True)
         h, z = net(xb)
-        out.append((h.float(), z.float(), y[start:start + batch_size].to(device)))
+        # the metrics sum in float64, which MPS lacks: there they run on the CPU
+        where = torch.device("cpu") if device.type == "mps" else device
+        out.append((h.float().to(where), z.float().to(where), y[start:start + batch_size].to(where)))
     net.train(was_training)
     return out
 
 
 def _summed(values: list[float], device: torch.device, reduce: Reduce) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64, device=device)
+    t = torch.tensor(values, dtype=torch.float64, device=device if device.type != "mps" else "cpu")
     return (reduce(t) if reduce is not None else t).tolist()
 
 
@@ -55,9 +57,12 @@ def measure_split(net: Network, x: torch.Tensor, y: torch.Tensor, K: int, loss_f
         loss_sum += float(loss_fn(z, yb, opts, features=h, classifier=W)) * len(yb)
         h_sq += float(h.double().square().sum())
     n, loss_sum, h_sq = _summed([sum(len(yb) for *_, yb in batches), loss_sum, h_sq], device, reduce)
-    if normalized:
-        batches = [(h / h.norm(dim=1, keepdim=True), z, yb) for h, z, yb in batches]
+    if device.type == "mps":
+        W, b = W.cpu(), None if b is None else b.cpu()
+    if normalized:  # HUG decides by the nearest proxy in angle: features, proxies and logits ĥŴᵀ
         W = W / W.norm(dim=1, keepdim=True)
+        batches = [(h / h.norm(dim=1, keepdim=True), z, yb) for h, z, yb in batches]
+        batches = [(h, h @ W.T, yb) for h, _, yb in batches]
     row = {"loss": loss_sum / n, "H_norm_sq": h_sq}
     row.update(nc_metrics_streaming([(h, yb) for h, _, yb in batches], K, W, b, reduce=reduce))
     if not etf_exists(K, W.shape[1]):

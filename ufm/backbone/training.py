@@ -1,5 +1,5 @@
 """The backbone training loop: mini-batch SGD/Adam with weight decay, NC measured on a log-spaced set of
-epochs, a checkpoint every epoch (resumable, bit for bit on the same device), DDP under torchrun, bfloat16
+epochs, a checkpoint every epoch (resumable, bit for bit on CPU), DDP under torchrun, bfloat16
 autocast on CUDA, and a stop with a clear report at the first non-finite loss."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ufm.backbone.data import Dataset, load_dataset
 from ufm.backbone.measure import TEST_KEYS, measure_split
 from ufm.backbone.networks import Network, build_network
 from ufm.backbone.twin import twin_config
-from ufm.config import SimConfig
+from ufm.config import ConfigError, SimConfig
 from ufm.hierarchical import class_tree, frame_gram, frame_of, loss_options
 from ufm.losses import LOSSES
 from ufm.records import environment, new_run_dir, write_csv, write_json
@@ -107,13 +107,14 @@ def evaluate(run: Run, epoch: int) -> dict[str, float]:
                   lca=lca, frame_gram=S)
     opts, loss_fn = loss_options(sim), LOSSES[cfg.loss]
     distributed.sync_buffers(ctx, run.net)
-    tr, te = ctx.shard(len(data.y_train)), ctx.shard(len(data.y_test))
-    train = measure_split(run.net, data.x_train[tr], data.y_train[tr], data.K, loss_fn, opts, **common)
-    test = measure_split(run.net, data.x_test[te], data.y_test[te], data.K, loss_fn, opts, **common)
-    params = [p for p in run.net.parameters() if p.requires_grad]
-    param_sq = sum(float(p.detach().double().square().sum()) for p in params)
+    part = ctx.shard
+    train = measure_split(run.net, data.x_train[part], data.y_train[part], data.K, loss_fn, opts, **common)
+    test = measure_split(run.net, data.x_test[part], data.y_test[part], data.K, loss_fn, opts, **common)
+    penalty = sum(0.5 * g["weight_decay"] * float(p.detach().double().square().sum())
+                  for g in run.opt.param_groups for p in g["params"])
+    param_sq = sum(float(p.detach().double().square().sum()) for p in run.net.parameters() if p.requires_grad)
     row = {"epoch": epoch, "lr": lr_at(cfg, max(epoch - 1, 0)),  # the rate of the epoch just trained
-           "loss": train["loss"] + 0.5 * cfg.wd * param_sq, "data_loss": train.pop("loss"),
+           "loss": train["loss"] + penalty, "data_loss": train.pop("loss"),
            "W_norm_sq": float(run.net.W.detach().double().square().sum()), "param_norm_sq": param_sq}
     if run.net.b is not None:
         row["b_norm_sq"] = float(run.net.b.detach().double().square().sum())
@@ -122,18 +123,49 @@ def evaluate(run: Run, epoch: int) -> dict[str, float]:
     return row
 
 
-def setup_run(cfg: TrainConfig, ctx: distributed.Context) -> Run:
+def _load_data(cfg: TrainConfig, ctx: distributed.Context) -> Dataset:
+    """The dataset; with --download under torchrun, rank 0 fetches it before the others read it."""
+    if cfg.download and ctx.world > 1 and not ctx.main:
+        distributed.barrier(ctx)
     data = load_dataset(cfg)
+    if cfg.download and ctx.world > 1 and ctx.main:
+        distributed.barrier(ctx)
+    return data
+
+
+def _check_batches(cfg: TrainConfig, ctx: distributed.Context, data: Dataset, net: Network) -> None:
+    """Batches every process can train on: equal shares of each global batch (so the average of the
+    processes' means is the batch mean), at least 2 samples per process where BatchNorm normalizes over
+    the batch, and at least one sample of each split per process."""
+    per_process = min(cfg.batch_size, len(data.y_train)) / ctx.world
+    if cfg.batch_size % ctx.world:
+        raise ConfigError(f"--batch-size {cfg.batch_size} must be a multiple of the {ctx.world} processes")
+    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules()) and per_process < 2:
+        raise ConfigError(f"--batch-size {cfg.batch_size}: BatchNorm needs at least 2 samples per batch and "
+                          f"process (this network has BatchNorm layers; {ctx.world} process(es))")
+    if min(len(data.y_train), len(data.y_test)) < ctx.world:
+        raise ConfigError(f"--dataset {cfg.dataset}: a split has fewer samples than the {ctx.world} processes")
+
+
+def setup_run(cfg: TrainConfig, ctx: distributed.Context) -> Run:
+    if cfg.amp == "on" and ctx.device.type != "cuda":
+        raise ConfigError(f"--amp on needs CUDA; this run is on {ctx.device.type}")
+    data = _load_data(cfg, ctx)
     sim = twin_config(cfg, data.counts)
     fixed = torch.as_tensor(frame_of(sim).W) if cfg.loss == "haframe" else None
     torch.manual_seed(cfg.seed)  # the same initial network in every process (DDP also broadcasts it)
     net = build_network(cfg, data.shape, data.K, fixed).to(ctx.device)
-    params = [p for p in net.parameters() if p.requires_grad]
-    # weight_decay = λ adds λθ to the gradient: the gradient of λ/2‖θ‖² (the UFM's convention)
+    _check_batches(cfg, ctx, data, net)
+    # weight_decay = λ adds λθ to the gradient: the gradient of λ/2‖θ‖² (the UFM's convention). HUG's
+    # loss does not see the proxies' scale, so decay would only shrink them: W gets none (as in the UFM)
+    decay_W = cfg.wd if cfg.loss != "hug" else 0.0
+    groups = [{"params": [p for p in net.parameters() if p.requires_grad and p is not net.W], "weight_decay": cfg.wd}]
+    if net.W.requires_grad:
+        groups.append({"params": [net.W], "weight_decay": decay_W})
     if cfg.optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.wd)
+        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     else:
-        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.wd)
+        opt = torch.optim.Adam(groups, lr=cfg.lr)
     amp = None
     if ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
@@ -147,12 +179,34 @@ def setup_run(cfg: TrainConfig, ctx: distributed.Context) -> Run:
     return Run(cfg, sim, ctx, data, net, model, opt, amp, scaler)
 
 
-def _divergence(losses: torch.Tensor, epoch: int, history: list[dict]) -> dict:
+def _divergence(run: Run, losses: torch.Tensor, epoch: int, history: list[dict]) -> dict | None:
+    """None if the epoch's batch losses and the updated parameters are all finite (in every process: the
+    processes must stop together); else where it diverged and the last finite loss."""
+    params_ok = all(bool(torch.isfinite(p).all()) for p in run.net.parameters())
+    flag = torch.tensor([float(bool(torch.isfinite(losses).all()) and params_ok)], device=run.ctx.device)
+    reduce = run.ctx.reduce()
+    if float((reduce(flag) if reduce else flag)[0]) == run.ctx.world:
+        return None
     values = losses.double().cpu().tolist()
-    bad = next(i for i, v in enumerate(values) if not math.isfinite(v))
+    bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
     earlier = [v for v in values[:bad] if math.isfinite(v)]
-    last = earlier[-1] if earlier else next((r["data_loss"] for r in reversed(history)), None)
-    return {"epoch": epoch + 1, "batch": bad, "loss": values[bad], "last_finite_loss": last}
+    measured = [r["data_loss"] for r in history if math.isfinite(r["data_loss"])]
+    last = earlier[-1] if earlier else (measured[-1] if measured else None)
+    return {"epoch": epoch + 1, "batch": bad if bad is not None else "after the last update",
+            "loss": values[bad] if bad is not None else "finite, but the update left non-finite parameters",
+            "last_finite_loss": last}
+
+
+def _resume(run: Run, ckpt: Path) -> tuple[int, list[dict], float]:
+    """Load model, optimizer and loss-scaler state from the checkpoint (CheckpointError on a mismatch);
+    return (epochs done, history, training seconds so far)."""
+    state = load_checkpoint(ckpt)
+    check_config(state["config"], run.cfg.to_dict(), ckpt)
+    load_model_state(run.net, state["model"], ckpt)
+    run.opt.load_state_dict(state["optimizer"])
+    if run.scaler is not None and state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
+    return state["epoch"], list(state["history"]), state["train_seconds"]
 
 
 def train(cfg: TrainConfig, out: Path | str | None = None, *, progress: bool = True, resume: bool = False) -> dict:
@@ -162,17 +216,8 @@ def train(cfg: TrainConfig, out: Path | str | None = None, *, progress: bool = T
     ctx = distributed.setup(cfg.device)
     out = _run_dir(cfg, out, ctx)
     run = setup_run(cfg, ctx)
-    history: list[dict] = []
-    start_epoch, train_seconds = 0, 0.0
     ckpt = out / CHECKPOINT
-    if resume and ckpt.exists():
-        state = load_checkpoint(ckpt)
-        check_config(state["config"], cfg.to_dict(), ckpt)
-        load_model_state(run.net, state["model"], ckpt)
-        run.opt.load_state_dict(state["optimizer"])
-        if run.scaler is not None and state.get("scaler"):
-            run.scaler.load_state_dict(state["scaler"])
-        start_epoch, history, train_seconds = state["epoch"], list(state["history"]), state["train_seconds"]
+    start_epoch, history, train_seconds = _resume(run, ckpt) if resume and ckpt.exists() else (0, [], 0.0)
     if ctx.main:
         write_json(out / "config.json", {**cfg.to_dict(), "K": run.data.K, "counts": list(run.data.counts),
                                          "feature_dim": run.net.feature_dim, "world_size": ctx.world,
@@ -188,9 +233,9 @@ def train(cfg: TrainConfig, out: Path | str | None = None, *, progress: bool = T
             history.append(_timed_row(run, 0, train_seconds))
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
-            losses = train_epoch(run, epoch, x_all, y_all)
-            if not bool(torch.isfinite(losses).all()):
-                status, divergence = "diverged", _divergence(losses, epoch, history)
+            divergence = _divergence(run, train_epoch(run, epoch, x_all, y_all), epoch, history)
+            if divergence is not None:  # nothing of this epoch is measured or saved
+                status = "diverged"
                 break
             train_seconds += time.perf_counter() - t0
             if epoch + 1 in measure_at:
@@ -248,9 +293,11 @@ def build_summary(run: Run, history: list[dict], status: str, divergence: dict |
     return {
         "status": status, "mode": "backbone",
         "config": {**run.cfg.to_dict(), "K": run.data.K, "counts": list(run.data.counts),
-                   "d": run.net.feature_dim, "loss": run.cfg.loss, "wd_W": run.cfg.wd, "wd_H": None,
+                   "d": run.net.feature_dim, "loss": run.cfg.loss,
+                   "wd_W": run.opt.param_groups[-1]["weight_decay"] if run.net.W.requires_grad else 0.0, "wd_H": None,
                    "wd_b": run.cfg.wd if run.cfg.bias else None,
-                   "wd_note": "λ = --wd on every trained parameter (network, W, b); features are not free (no λ_H)"},
+                   "wd_note": "λ = --wd on every trained parameter (network, W, b; HUG: not on W, whose scale its "
+                              "loss does not see); the features are not free (no λ_H)"},
         "final": final, "test": test, "final_epoch": last.get("epoch"),
         "theory": {"name": "none", "applies": False, "note": "run with --compare-ufm for the UFM twin and its "
                                                              "theory target"},

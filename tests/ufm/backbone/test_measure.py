@@ -56,6 +56,26 @@ def test_measure_split_matches_nc_metrics_of_all_features():
     assert row["H_norm_sq"] == pytest.approx(float(H.double().square().sum()), rel=1e-6)
 
 
+def test_hug_is_measured_on_directions():
+    """HUG decides by the nearest proxy in angle: NC metrics of ĥ and Ŵ, accuracy from ĥŴᵀ (not Wh)."""
+    torch.manual_seed(1)
+    cfg = TrainConfig(dataset="synthetic", mlp_width=8, mlp_depth=1, loss="hug", bias=False)
+    net = build_network(cfg, (1, 1, 6), K=6).eval()
+    with torch.no_grad():
+        net.W.mul_(torch.linspace(0.2, 5, 6)[:, None])  # unequal proxy norms: Wh and ĥŴᵀ disagree
+    x, y = torch.randn(300, 1, 1, 6), torch.arange(300) % 6
+    lca = torch.tensor(load("balanced:2,3").lca_heights)
+    row = measure_split(net, x, y, 6, LOSSES["hug"], LossOptions(), batch_size=64, device=torch.device("cpu"),
+                        normalized=True, lca=lca)
+    with torch.no_grad():
+        H, Z = net(x)
+    Hn, Wn = H / H.norm(dim=1, keepdim=True), net.W / net.W.norm(dim=1, keepdim=True)
+    cosine_accuracy = float(((Hn @ Wn.T).argmax(1) == y).double().mean())
+    assert float((Z.argmax(1) == y).double().mean()) != cosine_accuracy
+    assert row["accuracy"] == pytest.approx(cosine_accuracy)
+    assert row["nc1"] == pytest.approx(nc_metrics(Hn, y, Wn, K=6)["nc1"], rel=1e-5)
+
+
 def test_prediction_sums_are_additive_over_batches():
     H, y, W, b = _mixture()
     lca = torch.tensor(load("balanced:2,3").lca_heights)

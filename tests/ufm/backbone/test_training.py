@@ -115,12 +115,19 @@ def test_resume_with_another_configuration_is_refused(tmp_path):
     assert r.returncode == 2 and "mlp_width" in r.stderr
 
 
-def test_corrupt_checkpoint_is_one_line(tmp_path):
+@pytest.mark.parametrize("content, message", [(b"not a checkpoint", "cannot read the checkpoint"),
+                                              ({"format": 1, "epoch": 3}, "lacks config"),
+                                              ({"weights": torch.zeros(3)}, "not a ufm.train checkpoint")])
+def test_corrupt_or_foreign_checkpoint_is_one_line(content, message, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
-    (out / CHECKPOINT).write_bytes(b"not a checkpoint")
-    r = run_cli(*SMALL, "--epochs", "2", "--out", str(out), "--resume")
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "cannot read the checkpoint" in r.stderr
+    if isinstance(content, bytes):
+        (out / CHECKPOINT).write_bytes(content)
+    else:
+        torch.save(content, out / CHECKPOINT)
+    assert main([*SMALL, "--epochs", "2", "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
 
 
 def test_divergence_stops_with_a_clear_message_and_keeps_what_was_written(tmp_path):
@@ -147,6 +154,9 @@ BAD = {
     "resume without out": ["--resume"],
     "amp on CPU": ["--amp", "on", "--device", "cpu"],
     "missing cifar": ["--dataset", "cifar10", "--data-root", "/nonexistent/ufm-data"],
+    "BatchNorm on one sample": ["--batch-norm", "--batch-size", "1"],
+    "HAFrame head (BatchNorm) on one sample": ["--loss", "haframe", "--no-bias", "--hierarchy", "balanced:2,5",
+                                               "--batch-size", "1"],
 }
 
 
