@@ -12,24 +12,30 @@ import secrets
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file in the same directory, then rename: a reader never sees a torn file."""
+def atomic_write(path: Path, write: Callable[[IO], None], binary: bool = False) -> None:
+    """Call write(f) on a temporary file in the same directory, fsync, then rename over `path`: a reader
+    (or a resumed run) never sees a torn file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text))
 
 
 def _json_safe(x: Any) -> Any:

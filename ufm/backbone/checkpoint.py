@@ -3,12 +3,12 @@ plain containers only, never arbitrary pickled objects), and checked against the
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ufm.records import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 1
@@ -22,17 +22,7 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """torch.save to a temporary file in the same directory, fsync, then rename over `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f), binary=True)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -41,6 +41,17 @@ def read_history(run: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def measure_checkpoint(run: Path) -> dict:
+    """NC of the whole training set, in one process, for the (CE) network saved in the run's checkpoint."""
+    state = torch.load(run / CHECKPOINT, weights_only=True)
+    cfg = TrainConfig.from_dict(state["config"])
+    data = load_dataset(cfg)
+    net = build_network(cfg, data.shape, data.K)
+    net.load_state_dict(state["model"])
+    return measure_split(net, data.x_train, data.y_train, data.K, LOSSES["ce"], LossOptions(), batch_size=1000,
+                         device=torch.device("cpu"))
+
+
 def test_learning_rate_schedules():
     cos = TrainConfig(lr=0.1, epochs=10, schedule="cosine")
     assert lr_at(cos, 0) == pytest.approx(0.1) and lr_at(cos, 5) == pytest.approx(0.05)
@@ -65,12 +76,7 @@ def test_run_directory_checkpoint_and_final_metrics(tmp_path):
     assert summary["config"]["K"] == 4 and summary["config"]["counts"] == [40] * 4 and summary["epochs"] == 12
     state = torch.load(out / CHECKPOINT, weights_only=True)
     assert state["epoch"] == 12 and len(state["history"]) == len(rows)
-    cfg = TrainConfig.from_dict(state["config"])
-    data = load_dataset(cfg)
-    net = build_network(cfg, data.shape, data.K)
-    net.load_state_dict(state["model"])
-    again = measure_split(net, data.x_train, data.y_train, data.K, LOSSES["ce"], LossOptions(), batch_size=1000,
-                          device=torch.device("cpu"))
+    again = measure_checkpoint(out)
     assert again["nc1"] == pytest.approx(summary["final"]["nc1"], rel=1e-5)
     assert again["accuracy"] == summary["final"]["accuracy"]
 
@@ -195,13 +201,7 @@ def test_torchrun_two_cpu_processes_measure_the_whole_training_set(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2
-    state = torch.load(out / CHECKPOINT, weights_only=True)
-    cfg = TrainConfig.from_dict(state["config"])
-    data = load_dataset(cfg)
-    net = build_network(cfg, data.shape, data.K)
-    net.load_state_dict(state["model"])
-    whole = measure_split(net, data.x_train, data.y_train, data.K, LOSSES["ce"], LossOptions(), batch_size=1000,
-                          device=torch.device("cpu"))
+    whole = measure_checkpoint(out)
     for key in ("nc1", "nc2", "nc3", "nc4", "accuracy", "data_loss"):
         expected = whole["loss"] if key == "data_loss" else whole[key]
         assert summary["final"][key] == pytest.approx(expected, rel=1e-5, abs=1e-9), key
