@@ -18,7 +18,7 @@ from ufm.measure import gram_errors, measure
 from ufm.minority import minority_summary
 from ufm.model import init_params, labels, objective_and_grad
 from ufm.optim import make_optimizer
-from ufm.records import environment, new_run_dir, write_csv, write_json
+from ufm.records import atomic_write, environment, new_run_dir, write_csv, write_json
 from ufm.schedule import log_schedule
 from ufm.sqi import sqi_summary
 from ufm.summary import build_summary, milestones
@@ -134,6 +134,9 @@ def simulate(cfg: SimConfig, out: Path | str | None = None, *, progress: bool = 
         summary["minority"] = minority_summary(params, y, cfg, convex)
     if status != "diverged" and target.applies and target.grams:
         summary["grams"] = gram_errors(params, y, cfg, target.grams)
+    # the final iterate, for figures and notebooks (tensors only: torch.load(..., weights_only=True))
+    atomic_write(out / "params.pt", lambda f: torch.save({k: v.detach().cpu() for k, v in params.items()}, f),
+                 binary=True)
     write_json(out / "summary.json", summary)
     summary["run_dir"] = str(out)
     return summary

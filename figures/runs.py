@@ -1,0 +1,51 @@
+"""Running and reading the runs a figure draws: UFM simulations and backbone trainings into a runs
+directory, then their summary.json, history.csv and params.pt (figures never re-implement a metric)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from ufm.backbone.config import TrainConfig
+from ufm.config import SimConfig
+
+
+def simulate(runs: Path, name: str, cfg: SimConfig) -> Path:
+    """Run the UFM of `cfg` into runs/name (quietly); return the run directory."""
+    from ufm.simulation import simulate as run
+
+    out = runs / name
+    run(cfg, out, progress=False)
+    return out
+
+
+def train(runs: Path, name: str, cfg: TrainConfig) -> Path:
+    """Train the backbone of `cfg` into runs/name (quietly); return the run directory."""
+    from ufm.backbone.training import train as run
+
+    out = runs / name
+    run(cfg, out, progress=False)
+    return out
+
+
+def summary(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+def history(run: Path) -> list[dict[str, float]]:
+    with (run / "history.csv").open() as f:
+        return [{k: float(v) if v not in ("", None) else math.nan for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def params(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "params.pt", weights_only=True)
+
+
+def positive(xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]:
+    """The points a log axis can show (finite, > 0)."""
+    keep = [(x, y) for x, y in zip(xs, ys, strict=True) if math.isfinite(y) and y > 0]
+    return [x for x, _ in keep], [y for _, y in keep]
