@@ -34,11 +34,8 @@ def build(out: Path, smoke: bool) -> plt.Figure:
         for ax, (key, label) in zip(row, QUANTITIES, strict=True):
             ax.plot(dense, [t[key] for t in theory], label="closed form", **THEORY)
             ax.plot(grids[loss], [f[key] for f in finals], "o", label="simulated UFM")
-            ax.set(xscale="log", yscale="symlog" if key != "loss" else "linear", xlabel="λ = λ_W = λ_H (log)",
-                   ylabel=f"{label} ({'symlog' if key != 'loss' else 'linear'})",
+            ax.set(xscale="log", xlabel="λ = λ_W = λ_H (log)", ylabel=f"{label} (linear, dimensionless)",
                    title=f"{'cross-entropy' if loss == 'ce' else 'MSE (no bias)'}: {label}")
-            if key != "loss":
-                ax.set_yscale("symlog", linthresh=1e-2)
         row[0].legend()
     fig.suptitle("Closed-form optima of the UFM against simulation")
     return fig

@@ -11,7 +11,8 @@ from ufm.config import SimConfig
 
 CAPTION = ("NC1 with weight decay λ = 5e-4 and without (λ = 0), MSE loss. Left: the deep linear UFM (3 layers "
            "after H, d = 64, unit-scale start); right: a 3-layer ReLU MLP on scikit-learn's digits (SGD, batch 32). "
-           "Without weight decay both interpolate and NC1 stalls; with it NC1 keeps falling")
+           "Without weight decay the UFM interpolates (training loss 1e-12) and the MLP's training loss falls to "
+           "5e-5, 17× below the decayed run's, while NC1 stalls; with weight decay NC1 keeps falling")
 
 
 def build(out: Path, smoke: bool) -> plt.Figure:
@@ -27,8 +28,8 @@ def build(out: Path, smoke: bool) -> plt.Figure:
         hist = runs.history(runs.train(out, f"mlp-wd{wd:g}", mlp))
         right.plot(*runs.positive([max(r["epoch"], 0.5) for r in hist], [r["nc1"] for r in hist]), "o-", ms=3,
                    label=label)
-    left.set(title="deep linear UFM (depth 3), NC1 of the classifier's input", xlabel="GD step (log; 0 at 0.5)")
-    right.set(title="MLP on digits, NC1 of the penultimate features (training set)",
+    left.set(title="deep linear UFM (depth 3), NC1 at the classifier", xlabel="GD step (log; 0 at 0.5)")
+    right.set(title="MLP on digits, NC1 of the penultimate features",
               xlabel="epoch (log; 0 at 0.5)")
     for ax in (left, right):
         ax.set(xscale="log", yscale="log", ylabel="NC1 (log, dimensionless)")
