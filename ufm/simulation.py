@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -13,6 +14,7 @@ from tqdm import tqdm
 from analysis.theory import etf_exists
 from ufm.config import SimConfig
 from ufm.devices import resolve_device, resolve_dtype
+from ufm.gradients import MANUAL_LOSSES, LossSpec, gd_step
 from ufm.hierarchical import hierarchy_summary
 from ufm.measure import gram_errors, measure
 from ufm.minority import minority_summary
@@ -71,6 +73,38 @@ def mini_batch(cfg: SimConfig, gen: torch.Generator, device: torch.device) -> to
     return torch.randperm(cfg.N, generator=gen)[: cfg.batch_size].to(device)
 
 
+def fused_gd(cfg: SimConfig) -> bool:
+    """Full-batch GD on the one-layer UFM under CE, label smoothing or MSE: the closed-form step of
+    ufm.gradients (three matrix products, H updated inside the last) replaces autograd + optimizer."""
+    return (cfg.optimizer == "gd" and cfg.depth == 1 and cfg.loss in MANUAL_LOSSES
+            and (cfg.batch_size is None or cfg.batch_size >= cfg.N))
+
+
+def batch_view(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
+    """H, W, b as batches of one configuration (views: the step updates `params` in place)."""
+    return {k: params[k].unsqueeze(0) if k in params else None for k in ("H", "W", "b")}
+
+
+def make_stepper(cfg: SimConfig, params: dict[str, torch.Tensor], y: torch.Tensor, device: torch.device
+                 ) -> tuple[Callable[[], torch.Tensor], Callable[[], bool]]:
+    """(advance, stalled): advance does one optimizer step and returns the loss it saw — the fused GD
+    step's mean data loss where `fused_gd`, else the optimizer's step on the objective F (autograd);
+    stalled says the optimizer has stopped (L-BFGS's polish)."""
+    if fused_gd(cfg):
+        view, spec = batch_view(params), LossSpec(cfg.loss, cfg.smoothing, cfg.target_scale)
+        dtype = params["H"].dtype
+        hyper = [torch.tensor([v], dtype=dtype, device=device) for v in (cfg.lr, cfg.wd_W, cfg.wd_H, cfg.wd_b)]
+        return (lambda: gd_step(view["H"], view["W"], view["b"], y, spec, *hyper)[0]), (lambda: False)
+    opt = make_optimizer(cfg, params)
+    batch_gen = torch.Generator().manual_seed(cfg.seed + 1)
+
+    def advance() -> torch.Tensor:
+        rows = mini_batch(cfg, batch_gen, device)
+        return opt.step(lambda: objective_and_grad(params, y, cfg, rows)[0])
+
+    return advance, lambda: getattr(opt, "stalled", False)
+
+
 def simulate(cfg: SimConfig, out: Path | str | None = None, *, progress: bool = True) -> dict:
     """Run one UFM simulation; write config.json, history.csv and summary.json under `out` (a fresh
     directory under runs/ when None); return the summary. A diverging run stops at the first
@@ -82,15 +116,14 @@ def simulate(cfg: SimConfig, out: Path | str | None = None, *, progress: bool = 
                                      "environment": environment()})
     y = labels(cfg.class_counts, device)
     params = init_params(cfg, device, dtype)
-    opt = make_optimizer(cfg, params)
-    batch_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    advance, stalled = make_stepper(cfg, params, y, device)
     evaluate_at, history, watch = set(log_schedule(cfg.steps, cfg.evals_per_decade)), [], DivergenceWatch()
     start, status, step = time.perf_counter(), "ok", 0
     bar = tqdm(total=cfg.steps, disable=not progress, file=sys.stderr, desc="ufm", unit="step",
                dynamic_ncols=True, mininterval=0.5)
     try:
         for step in range(cfg.steps + 1):
-            stop = step == cfg.steps or getattr(opt, "stalled", False)
+            stop = step == cfg.steps or stalled()
             if step in evaluate_at or stop:
                 if watch.check():
                     break
@@ -103,12 +136,7 @@ def simulate(cfg: SimConfig, out: Path | str | None = None, *, progress: bool = 
                 bar.set_postfix(loss=f"{row['loss']:.6g}", nc1=f"{row['nc1']:.2e}", refresh=False)
                 if stop or (cfg.tol > 0 and row["grad_norm"] <= cfg.tol):
                     break
-            rows = mini_batch(cfg, batch_gen, device)
-
-            def closure() -> torch.Tensor:
-                return objective_and_grad(params, y, cfg, rows)[0]
-
-            if watch.push(opt.step(closure)):
+            if watch.push(advance()):
                 break
             bar.update()
     except KeyboardInterrupt:
@@ -117,11 +145,19 @@ def simulate(cfg: SimConfig, out: Path | str | None = None, *, progress: bool = 
         bar.close()
     if watch.check():
         status = "diverged"
-    seconds = time.perf_counter() - start
+    return finish_run(cfg, params, y, history, status=status, steps=step, seconds=time.perf_counter() - start,
+                      device=device, divergence=watch.report(), out=out)
+
+
+def finish_run(cfg: SimConfig, params: dict[str, torch.Tensor], y: torch.Tensor, history: list[dict], *,
+               status: str, steps: int, seconds: float, device: torch.device, divergence: dict | None,
+               out: Path) -> dict:
+    """The end of a run, single or batched: theory target and certificate, the end-of-run reports
+    (hierarchy, GNC, SQI, milestones, minority, Grams), params.pt and summary.json."""
     convex, skipped = convex_optimum(cfg) if cfg.certificate else (None, "--no-certificate")
     target = theory_target(cfg, convex)
-    summary = build_summary(cfg, history, target, status=status, steps=step,
-                            seconds=seconds, device=str(device), divergence=watch.report())
+    summary = build_summary(cfg, history, target, status=status, steps=steps,
+                            seconds=seconds, device=str(device), divergence=divergence)
     summary["certificate"] = certificate(cfg, convex, skipped, summary["final"].get("loss"))
     if cfg.hierarchy is not None:
         summary["hierarchy"] = hierarchy_summary(cfg, summary["final"])

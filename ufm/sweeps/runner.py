@@ -1,0 +1,164 @@
+"""Running a sweep: configurations grouped into batches (one batch_key, at most --batch-size each), each
+batch a task on a concurrent.futures executor (a local process pool, or Dask), every run written to
+OUT/runs/ID, and one tidy table OUT/results.csv rebuilt from the finished runs. A run counts as finished
+once its summary.json exists, so a killed sweep restarted with the same grid skips it; a configuration
+that fails is recorded with its error (OUT/runs/ID/error.txt and the table) and does not stop the others."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from ufm.config import SimConfig
+from ufm.records import atomic_write_text, write_csv
+from ufm.sweeps.grid import config_id
+
+FINAL_COLUMNS = ("loss", "data_loss", "accuracy", "nc1", "nc2", "nc3", "nc4", "W_norm_sq", "H_norm_sq", "grad_norm")
+RENAMED = {"loss": "objective"}  # the table's "loss" column is the loss function's name
+CONFIG_COLUMNS = ("K", "n", "d", "loss", "wd_W", "wd_H", "wd_b", "bias", "lr", "steps", "optimizer", "seed",
+                  "dtype", "init_scale", "depth", "imbalance", "minority", "hierarchy")
+
+
+def _limit_threads(threads: int) -> None:
+    """Each worker process computes with `threads` threads (workers × threads = the cores)."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
+def run_task(configs: list[dict], outs: list[str]) -> list[dict]:
+    """One task: its configurations as a batch when there are several (falling back to one by one if the
+    batch fails), each alone otherwise. Returns one {"id", "status", "error"} per configuration; never
+    raises for a configuration's failure."""
+    from ufm.batched import simulate_batch
+    from ufm.simulation import simulate
+
+    cfgs = [SimConfig.from_dict(c) for c in configs]
+    if len(cfgs) > 1:
+        try:
+            summaries = simulate_batch(cfgs, [Path(o) for o in outs])
+            return [{"status": s["status"], "error": ""} for s in summaries]
+        except Exception:  # noqa: BLE001 - one bad configuration must not cost the batch: run them alone
+            pass
+    results = []
+    for cfg, out in zip(cfgs, outs, strict=True):
+        try:
+            results.append({"status": simulate(cfg, Path(out), progress=False)["status"], "error": ""})
+        except Exception as e:  # noqa: BLE001 - recorded with its error, the others go on
+            Path(out).mkdir(parents=True, exist_ok=True)
+            atomic_write_text(Path(out) / "error.txt", traceback.format_exc())
+            results.append({"status": "failed", "error": f"{type(e).__name__}: {e}"})
+    return results
+
+
+def plan(cfgs: Sequence[SimConfig], batch_size: int) -> list[list[int]]:
+    """Indices of `cfgs` grouped into tasks: same batch_key, at most batch_size per task (in grid order)."""
+    from ufm.batched import batch_key
+
+    groups: dict[Any, list[int]] = {}
+    singles: list[list[int]] = []
+    for i, cfg in enumerate(cfgs):
+        key = batch_key(cfg)
+        if key is None:
+            singles.append([i])
+        else:
+            groups.setdefault(key, []).append(i)
+    tasks = [members[j:j + batch_size] for members in groups.values() for j in range(0, len(members), batch_size)]
+    return sorted(tasks + singles)
+
+
+def row_of(cfg: SimConfig, run: Path, status: str | None = None, error: str = "") -> dict[str, Any]:
+    """One line of the results table: id, status, error, the configuration's settings, the final metrics
+    and the theory target with its gaps (no timings: the table of a sweep does not depend on where it ran)."""
+    settings = cfg.to_dict()
+    row: dict[str, Any] = {"id": config_id(cfg), "status": status or "pending", "error": error}
+    row.update({k: settings.get(k) for k in CONFIG_COLUMNS})
+    summary_path = run / "summary.json"
+    if summary_path.exists():
+        s = json.loads(summary_path.read_text())
+        row["status"] = s["status"]
+        row.update({RENAMED.get(k, k): s["final"].get(k) for k in FINAL_COLUMNS})
+        row["theory"] = s["theory"]["name"] if s["theory"]["applies"] else ""
+        row.update({f"rel_gap_{RENAMED.get(k, k)}": v for k, v in s.get("rel_gap", {}).items() if k in FINAL_COLUMNS})
+        row["converged"] = s["converged"]
+    elif (run / "error.txt").exists() and not error:
+        row["status"] = "failed"
+        lines = [x for x in (run / "error.txt").read_text().strip().splitlines() if x.strip()]
+        row["error"] = lines[-1] if lines else "failed"
+    return {k: ("" if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+
+
+def write_table(out: Path, cfgs: Sequence[SimConfig]) -> list[dict]:
+    rows = [row_of(cfg, out / "runs" / config_id(cfg)) for cfg in cfgs]
+    write_csv(out / "results.csv", rows)
+    return rows
+
+
+def make_executor(workers: int, dask: str | None) -> tuple[Executor, Callable[[], None]]:
+    """(executor, close): a local process pool of `workers` processes, or Dask — `dask="local"` starts a
+    local cluster of `workers` single-threaded worker processes, any other value is a scheduler address."""
+    if dask is None:
+        import multiprocessing
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_limit_threads, initargs=(threads,))
+        return pool, lambda: pool.shutdown(wait=True, cancel_futures=True)
+    from distributed import Client, LocalCluster
+
+    if dask == "local":
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+
+        def close() -> None:
+            client.close()
+            cluster.close()
+    else:
+        client = Client(dask)
+        close = client.close
+    client.run(_limit_threads, 1)
+    return client.get_executor(), close
+
+
+def run_sweep(cfgs: Sequence[SimConfig], out: Path, *, workers: int = 2, batch_size: int = 64,
+              dask: str | None = None, progress: bool = True) -> list[dict]:
+    """Run every configuration of `cfgs` not finished yet under out/runs; return the results table."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    ids = [config_id(c) for c in cfgs]
+    done = [(out / "runs" / i / "summary.json").exists() for i in ids]
+    todo = [i for i, d in enumerate(done) if not d]
+    tasks = [[todo[j] for j in t] for t in plan([cfgs[i] for i in todo], batch_size)]
+    write_table(out, cfgs)
+    bar = tqdm(total=len(cfgs), initial=sum(done), disable=not progress, desc="sweep", unit="config",
+               dynamic_ncols=True)
+    if tasks:
+        executor, close = make_executor(min(workers, len(tasks)), dask)
+        try:
+            futures: dict[Future, list[int]] = {
+                executor.submit(run_task, [cfgs[i].to_dict() for i in t], [str(out / "runs" / ids[i]) for i in t]): t
+                for t in tasks}
+            for future in as_completed(futures):
+                members = futures[future]
+                try:
+                    results = future.result()
+                except Exception as e:  # noqa: BLE001 - a worker lost: its configurations are recorded as failed
+                    results = [{"status": "failed", "error": f"{type(e).__name__}: {e}"}] * len(members)
+                for i, r in zip(members, results, strict=True):
+                    if r["status"] == "failed" and not (out / "runs" / ids[i] / "error.txt").exists():
+                        (out / "runs" / ids[i]).mkdir(parents=True, exist_ok=True)
+                        atomic_write_text(out / "runs" / ids[i] / "error.txt", r["error"] + "\n")
+                bar.update(len(members))
+                write_table(out, cfgs)
+        finally:
+            close()
+            bar.close()
+    return write_table(out, cfgs)
