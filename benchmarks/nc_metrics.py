@@ -12,12 +12,11 @@ N×d×K product that no method avoids.
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
 import torch
 
 from analysis.metrics import nc_metrics
+from benchmarks.timing import best_time
 
 
 def naive_nc(H: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, K: int) -> dict[str, float]:
@@ -42,16 +41,6 @@ def floor(H: torch.Tensor, y: torch.Tensor, W: torch.Tensor | None, K: int) -> t
     sums = H.new_zeros(K, H.shape[1]).index_add_(0, y, H)
     V = sums - sums.mean(0)
     return H @ (V if W is None else torch.cat([V, W])).T
-
-
-def best_time(f: Callable[[], object], repeats: int) -> float:
-    f()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from ufm.config import SimConfig
 from ufm.devices import resolve_device, resolve_dtype
-from ufm.gradients import LossSpec, gd_step
+from ufm.gradients import GDStep, LossSpec
 from ufm.measure import measure
 from ufm.model import init_params, labels
 from ufm.records import environment, write_csv, write_json
@@ -90,7 +90,7 @@ def simulate_batch(cfgs: Sequence[SimConfig], outs: Sequence[Path | str], *, pro
     H, W, b = stacked["H"], stacked["W"], stacked.get("b")
     hyper = [torch.tensor([getattr(c, k) for c in cfgs], dtype=dtype, device=device)
              for k in ("lr", "wd_W", "wd_H", "wd_b")]
-    spec = LossSpec(first.loss, first.smoothing, first.target_scale)
+    stepper = GDStep(y, LossSpec(first.loss, first.smoothing, first.target_scale), *hyper)
     evaluate_at = set(log_schedule(first.steps, first.evals_per_decade))
     histories: list[list[dict]] = [[] for _ in cfgs]
     watch = BatchDivergence(len(cfgs))
@@ -117,7 +117,7 @@ def simulate_batch(cfgs: Sequence[SimConfig], outs: Sequence[Path | str], *, pro
                                         "last_finite_loss": None}
             if step == first.steps:
                 break
-            watch.push(gd_step(H, W, b, y, spec, *hyper))
+            watch.push(stepper.step(H, W, b))
             bar.update()
     except KeyboardInterrupt:
         status = "interrupted"

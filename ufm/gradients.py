@@ -6,6 +6,9 @@ and label smoothing, q = e_y or (1 − α)e_y + α/K; z − s·e_y for MSE ½‖
 ∇W = Gᵀ H + λ_W W, ∇H = G W + λ_H H, ∇b = Σ_i G_i + λ_b b. A step is three matrix products — Z = H Wᵀ, Gᵀ H
 and G W — and the update of H is fused into the last one, H ← (1 − ηλ_H) H − η G W, so H is read three
 times and written once per step instead of the ~9 passes of an autograd step plus an optimizer.
+
+The logits are kept transposed, Zᵀ (B, K, N): the softmax then reduces over K across contiguous rows of
+length N (measured 4× faster than over a last dimension of size K), and Gᵀ H is a plain product.
 """
 
 from __future__ import annotations
@@ -26,27 +29,39 @@ class LossSpec:
     target_scale: float = 1.0  # mse
 
 
-def loss_gradient(Z: torch.Tensor, y: torch.Tensor, spec: LossSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    """(G = ∂(mean ℓ)/∂Z of logits Z (B, N, K) with labels y (N,), the mean data loss (B,))."""
-    B, N, K = Z.shape
-    rows = torch.arange(N, device=Z.device)
+def loss_gradient(Zt: torch.Tensor, y: torch.Tensor, spec: LossSpec,
+                  true_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Gᵀ = N·(∂ mean ℓ/∂Z)ᵀ, i.e. not yet divided by N, for transposed logits Zᵀ (B, K, N) and labels y (N,);
+    the mean data loss (B,)). `true_index`: the flat positions y_i·N + i of the true classes (precomputed by
+    GDStep)."""
+    B, K, N = Zt.shape
+    if true_index is None:
+        true_index = y * N + torch.arange(N, device=Zt.device)
     if spec.loss == "mse":
-        G = Z.clone()
-        G[:, rows, y] -= spec.target_scale  # residual z − s·e_y
-        data = 0.5 * G.square().sum(2).mean(1)
-    elif spec.loss in ("ce", "ls"):
-        a = spec.smoothing if spec.loss == "ls" else 0.0
-        log_p = Z - torch.logsumexp(Z, dim=2, keepdim=True)
-        data = -(1 - a) * log_p[:, rows, y].mean(1)
-        if a:
-            data = data - a * log_p.mean(2).mean(1)  # the uniform part of the target: −(α/K) Σ_k log p_k
-        G = log_p.exp_()
-        if a:
-            G -= a / K
-        G[:, rows, y] -= 1 - a
-    else:
+        G = Zt.clone()
+        G.view(B, -1)[:, true_index] -= spec.target_scale  # residual z − s·e_y
+        return G, 0.5 * G.square().sum(1).mean(1)
+    if spec.loss not in ("ce", "ls"):
         raise ValueError(f"no closed-form gradient for loss {spec.loss!r} (only {MANUAL_LOSSES})")
-    return G.div_(N), data
+    a = spec.smoothing if spec.loss == "ls" else 0.0
+    top = Zt.amax(1, keepdim=True)
+    G = (Zt - top).exp_()
+    total = G.sum(1, keepdim=True)
+    lse = (top + total.log()).view(B, N)
+    G /= total  # softmax
+    data = (lse - Zt.view(B, -1)[:, true_index]).mean(1)
+    if a:  # targets (1 − α)e_y + α/K: the uniform part adds −(α/K) Σ_k log p_k
+        data = (1 - a) * data + a * (lse - Zt.mean(1)).mean(1)
+        G -= a / K
+    G.view(B, -1)[:, true_index] -= 1 - a
+    return G, data
+
+
+def _logits_t(H: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    Zt = (W[0] @ H[0].T)[None] if H.shape[0] == 1 else torch.bmm(W, H.transpose(1, 2))
+    if b is not None:
+        Zt += b[:, :, None]
+    return Zt
 
 
 def objective_and_grads(H: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, y: torch.Tensor, spec: LossSpec,
@@ -54,36 +69,51 @@ def objective_and_grads(H: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None
                         ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """H (B, N, d), W (B, K, d), b (B, K) or None, weight decays (B,). Returns (F (B,), data loss (B,),
     gradients {"H", "W"(, "b")})."""
-    Z = torch.bmm(H, W.transpose(1, 2))
-    if b is not None:
-        Z = Z + b[:, None, :]
-    G, data = loss_gradient(Z, y, spec)
-    grads = {"W": torch.bmm(G.transpose(1, 2), H) + wd_W[:, None, None] * W,
-             "H": torch.bmm(G, W) + wd_H[:, None, None] * H}
+    Gt, data = loss_gradient(_logits_t(H, W, b), y, spec)
+    Gt /= H.shape[1]
+    grads = {"W": torch.bmm(Gt, H) + wd_W[:, None, None] * W,
+             "H": torch.bmm(Gt.transpose(1, 2), W) + wd_H[:, None, None] * H}
     reg = 0.5 * (wd_W * W.square().sum((1, 2)) + wd_H * H.square().sum((1, 2)))
     if b is not None:
-        grads["b"] = G.sum(1) + wd_b[:, None] * b
+        grads["b"] = Gt.sum(2) + wd_b[:, None] * b
         reg = reg + 0.5 * wd_b * b.square().sum(1)
     return data + reg, data, grads
 
 
-@torch.no_grad()
+class GDStep:
+    """Gradient descent on B configurations with learning rates and weight decays (B,) (tensors on the
+    device of the parameters): `step(H, W, b)` moves them in place and returns the mean data loss (B,) at
+    the iterate it started from. The per-run constants (decay factors, index of the true classes) are
+    computed once."""
+
+    def __init__(self, y: torch.Tensor, spec: LossSpec, lr: torch.Tensor, wd_W: torch.Tensor, wd_H: torch.Tensor,
+                 wd_b: torch.Tensor) -> None:
+        N = len(y)
+        self.y, self.spec = y, spec
+        self.true_index = y * N + torch.arange(N, device=y.device)
+        self.scale = (lr / N)[:, None, None]  # η/N: G = N·∂ℓ/∂Z leaves loss_gradient undivided
+        self.decay_W = (1 - lr * wd_W)[:, None, None]
+        self.decay_H = (1 - lr * wd_H)[:, None, None]
+        self.decay_b = (1 - lr * wd_b)[:, None]
+        self.beta_H = float(self.decay_H.flatten()[0]) if len(lr) == 1 else None
+
+    @torch.no_grad()
+    def step(self, H: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        single = self.beta_H is not None  # one configuration: plain products and one fused kernel for H
+        Gt, data = loss_gradient(_logits_t(H, W, b), self.y, self.spec, self.true_index)
+        Gt *= self.scale  # η Gᵀ: the step sizes ride on the small K×N matrix
+        step_W = (Gt[0] @ H[0])[None] if single else torch.bmm(Gt, H)  # η Gᵀ H, before H moves
+        if b is not None:
+            b.mul_(self.decay_b).sub_(Gt.sum(2))
+        if single:  # H ← (1 − ηλ_H) H − η G W in one kernel
+            H[0].addmm_(Gt[0].T, W[0], beta=self.beta_H, alpha=-1.0)
+        else:
+            H.mul_(self.decay_H).baddbmm_(Gt.transpose(1, 2), W, alpha=-1.0)
+        W.mul_(self.decay_W).sub_(step_W)
+        return data
+
+
 def gd_step(H: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, y: torch.Tensor, spec: LossSpec,
             lr: torch.Tensor, wd_W: torch.Tensor, wd_H: torch.Tensor, wd_b: torch.Tensor) -> torch.Tensor:
-    """One gradient-descent step of every configuration, in place (the gradient is taken at the current
-    iterate for all blocks, as plain GD does). lr and the weight decays are (B,) tensors. Returns the
-    mean data loss (B,) at the iterate the step started from."""
-    Z = torch.bmm(H, W.transpose(1, 2))
-    if b is not None:
-        Z += b[:, None, :]
-    G, data = loss_gradient(Z, y, spec)
-    G *= lr[:, None, None]  # η G: the step sizes ride on the small N×K matrix
-    step_W = torch.bmm(G.transpose(1, 2), H)  # η Gᵀ H, before H moves
-    if b is not None:
-        b.mul_(1 - lr[:, None] * wd_b[:, None]).sub_(G.sum(1))
-    if H.shape[0] == 1:  # one configuration: one fused kernel, H ← (1 − ηλ_H) H − η G W
-        H[0].addmm_(G[0], W[0], beta=float(1 - lr[0] * wd_H[0]), alpha=-1.0)
-    else:
-        H.mul_((1 - lr * wd_H)[:, None, None]).baddbmm_(G, W, alpha=-1.0)
-    W.mul_((1 - lr * wd_W)[:, None, None]).sub_(step_W)
-    return data
+    """One GDStep (for a single step; loops should build the GDStep once)."""
+    return GDStep(y, spec, lr, wd_W, wd_H, wd_b).step(H, W, b)

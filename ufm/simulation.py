@@ -14,7 +14,7 @@ from tqdm import tqdm
 from analysis.theory import etf_exists
 from ufm.config import SimConfig
 from ufm.devices import resolve_device, resolve_dtype
-from ufm.gradients import MANUAL_LOSSES, LossSpec, gd_step
+from ufm.gradients import MANUAL_LOSSES, GDStep, LossSpec
 from ufm.hierarchical import hierarchy_summary
 from ufm.measure import gram_errors, measure
 from ufm.minority import minority_summary
@@ -94,7 +94,8 @@ def make_stepper(cfg: SimConfig, params: dict[str, torch.Tensor], y: torch.Tenso
         view, spec = batch_view(params), LossSpec(cfg.loss, cfg.smoothing, cfg.target_scale)
         dtype = params["H"].dtype
         hyper = [torch.tensor([v], dtype=dtype, device=device) for v in (cfg.lr, cfg.wd_W, cfg.wd_H, cfg.wd_b)]
-        return (lambda: gd_step(view["H"], view["W"], view["b"], y, spec, *hyper)[0]), (lambda: False)
+        stepper = GDStep(y, spec, *hyper)
+        return (lambda: stepper.step(view["H"], view["W"], view["b"])[0]), (lambda: False)
     opt = make_optimizer(cfg, params)
     batch_gen = torch.Generator().manual_seed(cfg.seed + 1)
 
