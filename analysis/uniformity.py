@@ -74,3 +74,33 @@ def etf_riesz_energy(K: int, s: float = 1.0) -> float:
     r = math.sqrt(2 * K / (K - 1))
     pairs = K * (K - 1) / 2
     return pairs * (-math.log(r) if s == 0 else r ** (-s))
+
+
+def align_configuration(points: Any, reference: Any, restarts: int = 64, iterations: int = 30,
+                        seed: int = 0) -> tuple[torch.Tensor, float]:
+    """The rotation (or reflection) and relabelling of `reference` (K×d) closest to `points` (K×d), both
+    normalized to the sphere: iterated closest point — match the points (linear assignment), then the
+    orthogonal Procrustes solution — from `restarts` random orthogonal starts. Returns (the reference
+    moved onto `points`, row for row, and the RMS distance between them). For comparing a learned
+    configuration with a code, which is defined only up to an orthogonal map and a permutation."""
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    P = normalize_rows(points).double().cpu().numpy()
+    R = normalize_rows(reference).double().cpu().numpy()
+    rng = np.random.default_rng(seed)
+    best, best_rms = R, math.inf
+    d = P.shape[1]
+    for _ in range(restarts):
+        Q = np.linalg.qr(rng.standard_normal((d, d)))[0]
+        for _ in range(iterations):
+            moved = R @ Q
+            rows, cols = linear_sum_assignment(((P[:, None, :] - moved[None, :, :]) ** 2).sum(2))
+            U, _, Vt = np.linalg.svd(R[cols].T @ P)  # Procrustes: min ‖R_perm Q − P‖ over orthogonal Q
+            Q = U @ Vt
+        rows, cols = linear_sum_assignment(((P[:, None, :] - (R @ Q)[None, :, :]) ** 2).sum(2))
+        aligned = (R @ Q)[cols]
+        rms = float(np.sqrt(((aligned - P) ** 2).sum(1).mean()))
+        if rms < best_rms:
+            best, best_rms = aligned, rms
+    return torch.as_tensor(best), best_rms

@@ -1,1 +1,2 @@
-"""Figures: small scripts that read run directories (and analysis) and draw; they never train."""
+"""Figures: one small script per figure; each makes its runs through ufm (simulate, train), reads their
+run directories and draws. No metric is computed here: the numbers come from the runs and analysis."""

@@ -17,7 +17,7 @@ CAPTION = ("An MLP on a tree-structured Gaussian mixture (12 classes, tree balan
 
 PANELS = (("test", "accuracy", "top-1 accuracy (test set)", "fraction correct"),
           ("test", "mistake_severity", "mistake severity (test set)", "mean LCA height of mistakes (levels)"),
-          ("final", "nc1", "NC1 (training set)", "NC1 (log, dimensionless)"),
+          ("final", "nc1", "NC1 (training set)", "NC1 (linear, dimensionless)"),
           ("final", "hier_nc2", "hierarchy-aware NC2 (training set)", "distance to S (dimensionless)"))
 
 
@@ -37,8 +37,6 @@ def build(out: Path, smoke: bool) -> plt.Figure:
                    xlabel="α: edge weights exp(−α·height) (log)" if row == 0 else "β: targets softmax(−β·d) (log)")
             ax.set_xticks(values, [f"{v:g}" for v in values], minor=False)
             ax.xaxis.set_minor_formatter(plt.NullFormatter())
-            if key == "nc1":
-                ax.set_yscale("log")
         axes[row][0].legend(fontsize=7)
     fig.suptitle("Hierarchical losses on a real network: accuracy, mistake severity and collapse")
     return fig

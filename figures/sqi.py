@@ -20,7 +20,7 @@ def build(out: Path, smoke: bool) -> plt.Figure:
     Ks, wds = ((3, 5), (1e-3, 1e-2)) if smoke else ((3, 5, 10), (3e-4, 1e-3, 3e-3, 1e-2))
     fig, (ax, err) = plt.subplots(1, 2, figsize=(9.5, 4), constrained_layout=True)
     markers = dict(zip(wds, "osD^v", strict=False))
-    lo, hi = np.inf, 0.0
+    lo, hi, skipped = np.inf, 0.0, 0
     for i, K in enumerate(Ks):
         for wd in wds:
             cfg = SimConfig(K=K, n=10 if smoke else 20, d=16 if smoke else 32, loss="mse", bias=True, wd_W=wd,
@@ -28,7 +28,8 @@ def build(out: Path, smoke: bool) -> plt.Figure:
                             certificate=False)
             sqi = runs.summary(runs.simulate(out, f"K{K}-wd{wd:g}", cfg))["sqi"]
             if not sqi["is_sqi"] or max(sqi["W_row_norm_sq"]) < 1e-8:
-                continue  # not SQI, or W collapsed to 0 (λ past its critical value): nothing to compare
+                skipped += 1  # not SQI, or W collapsed to 0 (λ past its critical value): nothing to compare
+                continue
             measured, predicted = float(np.mean(sqi["W_row_norm_sq"])), sqi["sqi_W_row_norm_sq"]
             ax.scatter(predicted, measured, color=f"C{i}", marker=markers[wd], s=30,
                        label=f"K = {K}, λ = {wd:g}")
@@ -39,6 +40,8 @@ def build(out: Path, smoke: bool) -> plt.Figure:
     ax.set(xscale="log", yscale="log", xlabel="SQI closed form ‖w_c‖² at the run's ε (log)",
            ylabel="measured mean ‖w_c‖² (log)", title="classifier norms: measured against predicted")
     ax.legend(fontsize=6, ncol=2)
+    ax.text(0.98, 0.02, f"{skipped} run(s) not SQI or collapsed, not drawn", transform=ax.transAxes, ha="right",
+            fontsize=7)
     err.set(xscale="log", yscale="log", xlabel="weight decay λ_W = λ_H (log; λ_b = 0)",
             ylabel="relative error of ‖w_c‖² (log)", title="relative error (float64 L-BFGS)")
     fig.suptitle("SQI closed forms against measurement (UFM, MSE, free bias)")

@@ -11,8 +11,8 @@ from ufm.config import SimConfig
 
 CAPTION = ("NC1 with weight decay λ = 5e-4 and without (λ = 0), MSE loss. Left: the deep linear UFM (3 layers "
            "after H, d = 64, unit-scale start); right: a 3-layer ReLU MLP on scikit-learn's digits (SGD, batch 32). "
-           "Without weight decay the UFM interpolates (training loss 1e-12) and the MLP's training loss falls to "
-           "5e-5, 17× below the decayed run's, while NC1 stalls; with weight decay NC1 keeps falling")
+           "Without weight decay NC1 stalls (at 0.05 for the UFM after 400 steps, at 0.013 for the MLP after "
+           "about 30 epochs); with it NC1 goes on falling, to 3e-11 and 2e-3")
 
 
 def build(out: Path, smoke: bool) -> plt.Figure:

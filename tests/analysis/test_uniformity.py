@@ -83,3 +83,17 @@ def test_gnc_metrics_of_a_zero_class_mean_are_undefined():
 def test_no_code_on_the_sphere_of_the_line():
     with pytest.raises(ValueError, match="two points"):
         spherical_code(3, 1)
+
+
+def test_align_configuration_undoes_a_rotation_and_a_relabelling():
+    """ICP + orthogonal Procrustes recovers the icosahedron after a random orthogonal map and permutation."""
+    from analysis.frames import spherical_code
+    from analysis.uniformity import align_configuration
+
+    code = torch.as_tensor(spherical_code(12, 3).points, dtype=torch.float64)
+    g = torch.Generator().manual_seed(3)
+    Q = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))[0]
+    moved = (code @ Q)[torch.randperm(12, generator=g)]
+    aligned, rms = align_configuration(moved, code)
+    assert rms < 1e-10
+    torch.testing.assert_close(aligned, moved, atol=1e-9, rtol=0)
