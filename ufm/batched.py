@@ -113,8 +113,9 @@ def simulate_batch(cfgs: Sequence[SimConfig], outs: Sequence[Path | str], *, pro
                         histories[i].append(row)
                         write_csv(outs[i] / "history.csv", histories[i])
                     elif watch.bad[i] is None:
-                        watch.bad[i] = {"step": step, "loss": row["loss"], "last_finite_step": None,
-                                        "last_finite_loss": None}
+                        last = watch.last[i]
+                        watch.bad[i] = {"step": step, "loss": row["loss"], "last_finite_step": last and last[0],
+                                        "last_finite_loss": last and last[1]}
             if step == first.steps:
                 break
             watch.push(stepper.step(H, W, b))
@@ -125,6 +126,9 @@ def simulate_batch(cfgs: Sequence[SimConfig], outs: Sequence[Path | str], *, pro
         bar.close()
     watch.check()
     seconds = time.perf_counter() - start
+    # a diverged member kept stepping (with NaNs, touching no other member): its run ends, as a single run's
+    # would, at its first non-finite step
     return [finish_run(cfg, config_params(i), y, histories[i],
-                       status="diverged" if watch.bad[i] is not None else status, steps=step, seconds=seconds,
+                       status="diverged" if watch.bad[i] is not None else status,
+                       steps=watch.bad[i]["step"] if watch.bad[i] is not None else step, seconds=seconds,
                        device=device, divergence=watch.bad[i], out=outs[i]) for i, cfg in enumerate(cfgs)]

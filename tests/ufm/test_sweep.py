@@ -87,3 +87,40 @@ def test_local_pool_and_local_dask_cluster_give_the_same_table(tmp_path):
     run_sweep(cfgs, tmp_path / "dask", workers=2, batch_size=2, dask="local", progress=False)
     pool, dask = read_table(tmp_path / "pool" / "results.csv"), read_table(tmp_path / "dask" / "results.csv")
     assert pool == dask and len(pool) == 6 and all(r["status"] == "ok" for r in pool)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--grid", "K=4.5"], "K must be an integer"),
+    (["--grid", "bias=yes"], "bias must be a bool"),
+    (["--set", "counts=a,b", "--grid", "seed=0"], "counts must be an integer"),
+    (["--set", "hierarchy=5", "--grid", "seed=0"], "hierarchy must be a str"),
+    (["--grid", "seed=0", "--dask", "nowhere"], "scheduler address"),
+])
+def test_mistyped_settings_are_one_line_and_exit_2(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--out", str(tmp_path / "s")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_equal_settings_written_differently_are_one_configuration():
+    cfgs = expand({"steps": 10}, {"lr": [1, 1.0], "K": [4, 4.0], "wd": [1e-4, 1e-4]})
+    assert len(cfgs) == 1 and cfgs[0].lr == 1.0 and cfgs[0].K == 4
+    # --set keeps commas: a tree spec is one value
+    from ufm.sweeps.grid import parse_settings
+    assert parse_settings(["hierarchy=balanced:2,5"]) == {"hierarchy": "balanced:2,5"}
+
+
+def test_an_interrupted_run_is_not_finished(tmp_path):
+    import json
+
+    from ufm.sweeps.runner import finished
+
+    run = tmp_path / "r"
+    run.mkdir()
+    assert not finished(run)
+    (run / "summary.json").write_text(json.dumps({"status": "interrupted"}))
+    assert not finished(run)
+    (run / "summary.json").write_text(json.dumps({"status": "diverged"}))
+    assert finished(run)

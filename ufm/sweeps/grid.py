@@ -18,7 +18,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-FIELDS = {f.name for f in fields(SimConfig)}
+FIELD_TYPES = {f.name: str(f.type) for f in fields(SimConfig)}  # annotations are strings (postponed)
+FIELDS = set(FIELD_TYPES)
 ALIASES = {"wd": ("wd_W", "wd_H", "wd_b")}  # --wd sets all three blocks, as in ufm.simulate
 
 
@@ -52,6 +53,18 @@ def parse_assignments(items: list[str]) -> dict[str, list[Any]]:
     return out
 
 
+def parse_settings(items: list[str]) -> dict[str, Any]:
+    """["steps=2000", "hierarchy=balanced:2,5"] → {"steps": 2000, "hierarchy": "balanced:2,5"}: one value
+    each, not split at commas (a counts list "50,50,10" is split when it is typed)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise GridError(f"expected KEY=VALUE, got {item!r}")
+        out[key.strip()] = parse_value(value)
+    return out
+
+
 def read_spec(path: Path) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     """(fixed settings, grid) from a TOML file: top-level keys (or a [fixed] table) are fixed, the [grid]
     table maps keys to lists of values."""
@@ -62,45 +75,79 @@ def read_spec(path: Path) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     except tomllib.TOMLDecodeError as e:
         raise GridError(f"{path} is not valid TOML: {e}") from None
     grid = spec.pop("grid", {})
-    fixed = {**spec.pop("fixed", {}), **spec}
+    table = spec.pop("fixed", {})
+    if not isinstance(table, dict):
+        raise GridError(f"{path}: 'fixed' must be a table of settings")
+    fixed = {**table, **spec}
     if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
         raise GridError(f"{path}: [grid] must map each key to a non-empty list of values")
     return fixed, grid
 
 
+def coerce(name: str, value: Any) -> Any:
+    """`value` as the type SimConfig declares for `name` (int, float, bool, str, the counts tuple, or None
+    where allowed): 4.0 → 4 for an int, 1 → 1.0 for a float, so that equal settings get equal ids; anything
+    else is a GridError (a string "false" is not a bool, 2.5 is not an int)."""
+    declared = FIELD_TYPES[name]
+    if value is None:
+        if "None" not in declared:
+            raise GridError(f"{name} cannot be none")
+        return None
+    base = declared.split("|")[0].strip()
+    if base.startswith("tuple"):  # counts: a list of integers (or "50,50,10" from the command line)
+        items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else [value]
+        return tuple(coerce_int(name, parse_value(v) if isinstance(v, str) else v) for v in items)
+    if base == "int":
+        return coerce_int(name, value)
+    if base == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if base == "bool" and isinstance(value, bool):
+        return value
+    if base == "str" and isinstance(value, str):
+        return value
+    raise GridError(f"{name} must be {'a ' + base if base != 'int' else 'an int'}, got {value!r}")
+
+
+def coerce_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise GridError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
 def _settings(raw: dict[str, Any]) -> dict[str, Any]:
-    """SimConfig keyword arguments: aliases expanded, explicit blocks (wd_W …) winning over them."""
+    """SimConfig keyword arguments, typed: aliases expanded, explicit blocks (wd_W …) winning over them."""
     aliased, direct = {}, {}
     for key, value in raw.items():
         if key in ALIASES:
-            aliased.update(dict.fromkeys(ALIASES[key], value))
+            aliased.update({name: coerce(name, value) for name in ALIASES[key]})
         elif key in FIELDS:
-            direct[key] = value
+            direct[key] = coerce(key, value)
         else:
             raise GridError(f"unknown setting {key!r} (SimConfig fields and 'wd')")
     return {**aliased, **direct}
-
-
-def expand(fixed: dict[str, Any], grid: dict[str, list[Any]]) -> list[SimConfig]:
-    """The cartesian product of the grid over the fixed settings, in a stable order; every configuration is
-    validated (GridError naming the first invalid one)."""
-    keys = list(grid)
-    configs = []
-    for values in itertools.product(*(grid[k] for k in keys)):
-        point = dict(zip(keys, values, strict=True))
-        settings = _settings({**fixed, **point})
-        if "counts" in settings and settings["counts"] is not None:
-            settings["counts"] = tuple(settings["counts"])
-        try:
-            configs.append(SimConfig(**settings))
-        except (ConfigError, TypeError) as e:
-            raise GridError(f"configuration {point}: {e}") from None
-    if not configs:
-        raise GridError("the grid is empty")
-    return configs
 
 
 def config_id(cfg: SimConfig) -> str:
     """A stable id of a configuration (its run directory's name): a hash of all its settings."""
     text = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def expand(fixed: dict[str, Any], grid: dict[str, list[Any]]) -> list[SimConfig]:
+    """The cartesian product of the grid over the fixed settings, in a stable order, without duplicates
+    (equal configurations, e.g. lr = 1 and 1.0, run once); every configuration is typed and validated
+    (GridError naming the first invalid one)."""
+    keys = list(grid)
+    configs: dict[str, SimConfig] = {}
+    for values in itertools.product(*(grid[k] for k in keys)):
+        point = dict(zip(keys, values, strict=True))
+        try:
+            cfg = SimConfig(**_settings({**fixed, **point}))
+        except GridError as e:
+            raise GridError(f"configuration {point}: {e}") from None
+        except (ConfigError, TypeError, ValueError, AttributeError) as e:
+            raise GridError(f"configuration {point}: {e}") from None
+        configs.setdefault(config_id(cfg), cfg)
+    if not configs:
+        raise GridError("the grid is empty")
+    return list(configs.values())

@@ -26,10 +26,25 @@ CONFIG_COLUMNS = ("K", "n", "d", "loss", "wd_W", "wd_H", "wd_b", "bias", "lr", "
 
 
 def _limit_threads(threads: int) -> None:
-    """Each worker process computes with `threads` threads (workers × threads = the cores)."""
+    """Each worker process computes with `threads` threads (workers × threads = the cores) and leaves
+    Ctrl-C to the main process (a worker that caught it would write an "interrupted" run)."""
+    import signal
+
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(max(1, threads))
+
+
+def finished(run: Path) -> bool:
+    """A run is finished once its summary.json exists with a final status (not "interrupted")."""
+    path = Path(run) / "summary.json"
+    if not path.exists():
+        return False
+    try:
+        return json.loads(path.read_text())["status"] != "interrupted"
+    except (ValueError, KeyError):
+        return False
 
 
 def run_task(configs: list[dict], outs: list[str]) -> list[dict]:
@@ -40,6 +55,8 @@ def run_task(configs: list[dict], outs: list[str]) -> list[dict]:
     from ufm.simulation import simulate
 
     cfgs = [SimConfig.from_dict(c) for c in configs]
+    for out in outs:
+        (Path(out) / "error.txt").unlink(missing_ok=True)  # a new attempt: an old failure no longer applies
     if len(cfgs) > 1:
         try:
             summaries = simulate_batch(cfgs, [Path(o) for o in outs])
@@ -48,6 +65,9 @@ def run_task(configs: list[dict], outs: list[str]) -> list[dict]:
             pass
     results = []
     for cfg, out in zip(cfgs, outs, strict=True):
+        if finished(Path(out)):  # the batch got this far before it failed
+            results.append({"status": json.loads((Path(out) / "summary.json").read_text())["status"], "error": ""})
+            continue
         try:
             results.append({"status": simulate(cfg, Path(out), progress=False)["status"], "error": ""})
         except Exception as e:  # noqa: BLE001 - recorded with its error, the others go on
@@ -80,14 +100,14 @@ def row_of(cfg: SimConfig, run: Path, status: str | None = None, error: str = ""
     row: dict[str, Any] = {"id": config_id(cfg), "status": status or "pending", "error": error}
     row.update({k: settings.get(k) for k in CONFIG_COLUMNS})
     summary_path = run / "summary.json"
-    if summary_path.exists():
+    if finished(run) or summary_path.exists():
         s = json.loads(summary_path.read_text())
         row["status"] = s["status"]
         row.update({RENAMED.get(k, k): s["final"].get(k) for k in FINAL_COLUMNS})
         row["theory"] = s["theory"]["name"] if s["theory"]["applies"] else ""
         row.update({f"rel_gap_{RENAMED.get(k, k)}": v for k, v in s.get("rel_gap", {}).items() if k in FINAL_COLUMNS})
         row["converged"] = s["converged"]
-    elif (run / "error.txt").exists() and not error:
+    if row["status"] in ("pending", "interrupted") and (run / "error.txt").exists() and not error:
         row["status"] = "failed"
         lines = [x for x in (run / "error.txt").read_text().strip().splitlines() if x.strip()]
         row["error"] = lines[-1] if lines else "failed"
@@ -134,7 +154,7 @@ def run_sweep(cfgs: Sequence[SimConfig], out: Path, *, workers: int = 2, batch_s
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     ids = [config_id(c) for c in cfgs]
-    done = [(out / "runs" / i / "summary.json").exists() for i in ids]
+    done = [finished(out / "runs" / i) for i in ids]
     todo = [i for i, d in enumerate(done) if not d]
     tasks = [[todo[j] for j in t] for t in plan([cfgs[i] for i in todo], batch_size)]
     write_table(out, cfgs)
@@ -154,6 +174,7 @@ def run_sweep(cfgs: Sequence[SimConfig], out: Path, *, workers: int = 2, batch_s
                     results = [{"status": "failed", "error": f"{type(e).__name__}: {e}"}] * len(members)
                 for i, r in zip(members, results, strict=True):
                     if r["status"] == "failed" and not (out / "runs" / ids[i] / "error.txt").exists():
+                        # a lost worker wrote no traceback: record the executor's error
                         (out / "runs" / ids[i]).mkdir(parents=True, exist_ok=True)
                         atomic_write_text(out / "runs" / ids[i] / "error.txt", r["error"] + "\n")
                 bar.update(len(members))
