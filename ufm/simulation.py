@@ -86,16 +86,18 @@ def batch_view(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None
 
 
 def make_stepper(cfg: SimConfig, params: dict[str, torch.Tensor], y: torch.Tensor, device: torch.device
-                 ) -> tuple[Callable[[], torch.Tensor], Callable[[], bool]]:
-    """(advance, stalled): advance does one optimizer step and returns the loss it saw — the fused GD
-    step's mean data loss where `fused_gd`, else the optimizer's step on the objective F (autograd);
-    stalled says the optimizer has stopped (L-BFGS's polish)."""
+                 ) -> tuple[Callable[[], torch.Tensor], Callable[[], bool], Callable[[], None]]:
+    """(advance, stalled, sync): advance does one optimizer step and returns the loss it saw — the fused
+    GD step's mean data loss where `fused_gd`, else the optimizer's step on the objective F (autograd);
+    stalled says the optimizer has stopped (L-BFGS's polish); sync makes `params` current (the fused step
+    keeps H's decay in a scalar) and must run before they are read."""
     if fused_gd(cfg):
         view, spec = batch_view(params), LossSpec(cfg.loss, cfg.smoothing, cfg.target_scale)
         dtype = params["H"].dtype
         hyper = [torch.tensor([v], dtype=dtype, device=device) for v in (cfg.lr, cfg.wd_W, cfg.wd_H, cfg.wd_b)]
         stepper = GDStep(y, spec, *hyper)
-        return (lambda: stepper.step(view["H"], view["W"], view["b"])[0]), (lambda: False)
+        return ((lambda: stepper.step(view["H"], view["W"], view["b"])[0]), (lambda: False),
+                (lambda: stepper.sync(view["H"])))
     opt = make_optimizer(cfg, params)
     batch_gen = torch.Generator().manual_seed(cfg.seed + 1)
 
@@ -103,7 +105,7 @@ def make_stepper(cfg: SimConfig, params: dict[str, torch.Tensor], y: torch.Tenso
         rows = mini_batch(cfg, batch_gen, device)
         return opt.step(lambda: objective_and_grad(params, y, cfg, rows)[0])
 
-    return advance, lambda: getattr(opt, "stalled", False)
+    return advance, (lambda: getattr(opt, "stalled", False)), (lambda: None)
 
 
 def simulate(cfg: SimConfig, out: Path | str | None = None, *, progress: bool = True) -> dict:
@@ -117,7 +119,7 @@ def simulate(cfg: SimConfig, out: Path | str | None = None, *, progress: bool = 
                                      "environment": environment()})
     y = labels(cfg.class_counts, device)
     params = init_params(cfg, device, dtype)
-    advance, stalled = make_stepper(cfg, params, y, device)
+    advance, stalled, sync = make_stepper(cfg, params, y, device)
     evaluate_at, history, watch = set(log_schedule(cfg.steps, cfg.evals_per_decade)), [], DivergenceWatch()
     start, status, step = time.perf_counter(), "ok", 0
     bar = tqdm(total=cfg.steps, disable=not progress, file=sys.stderr, desc="ufm", unit="step",
@@ -128,6 +130,7 @@ def simulate(cfg: SimConfig, out: Path | str | None = None, *, progress: bool = 
             if step in evaluate_at or stop:
                 if watch.check():
                     break
+                sync()
                 row = {"step": step, "seconds": time.perf_counter() - start, **measure(params, y, cfg)}
                 if not math.isfinite(row["loss"]):  # the last step's update left non-finite parameters
                     watch.flag(step, row["loss"])
@@ -143,6 +146,7 @@ def simulate(cfg: SimConfig, out: Path | str | None = None, *, progress: bool = 
     except KeyboardInterrupt:
         status = "interrupted"
     finally:
+        sync()
         bar.close()
     if watch.check():
         status = "diverged"

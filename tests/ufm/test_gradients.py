@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ufm.config import SimConfig
-from ufm.gradients import LossSpec, gd_step, objective_and_grads
+from ufm.gradients import GDStep, LossSpec, objective_and_grads
 from ufm.losses import LOSSES, LossOptions
 from ufm.model import init_params, labels, objective_and_grad
 
@@ -35,16 +35,24 @@ def test_closed_form_gradients_equal_autograd(loss, bias):
             torch.testing.assert_close(grads[name][i], a[i], rtol=1e-12, atol=1e-14)
 
 
-def test_fused_gd_follows_the_autograd_gd_trajectory():
-    """300 fused steps (B = 1, the single-run path) against torch.optim.SGD on the autograd objective."""
-    cfg = SimConfig(K=3, n=4, d=5, loss="ce", bias=True, wd_b=1e-2, lr=0.9, steps=300, dtype="float64")
+@pytest.mark.parametrize("wd", [5e-4, 2e-2])
+def test_fused_gd_follows_the_autograd_gd_trajectory(wd):
+    """300 fused steps (B = 1, the single-run path, H's decay carried by a scalar; with λ = 2e-2 the scalar
+    leaves [1e-2, 1e2] and is written back mid-run) against torch.optim.SGD on the autograd objective."""
+    cfg = SimConfig(K=3, n=4, d=5, loss="ce", bias=True, wd_W=wd, wd_H=wd, wd_b=1e-2, lr=0.9, steps=300,
+                    dtype="float64")
     y = labels(cfg.class_counts, torch.device("cpu"))
     ref = init_params(cfg, torch.device("cpu"), torch.float64)
     fused = {k: v.detach().clone() for k, v in ref.items()}
     opt = torch.optim.SGD(list(ref.values()), lr=cfg.lr)
     hyper = [torch.tensor([v], dtype=torch.float64) for v in (cfg.lr, cfg.wd_W, cfg.wd_H, cfg.wd_b)]
+    stepper = GDStep(y, LossSpec("ce"), *hyper)
+    synced = 0
     for _ in range(cfg.steps):
         opt.step(lambda: objective_and_grad(ref, y, cfg)[0])
-        gd_step(fused["H"][None], fused["W"][None], fused["b"][None], y, LossSpec("ce"), *hyper)
+        stepper.step(fused["H"][None], fused["W"][None], fused["b"][None])
+        synced += stepper.s == 1.0
+    stepper.sync(fused["H"][None])
+    assert (synced > 0) == (wd > 1e-2)
     for k in ref:
         torch.testing.assert_close(fused[k], ref[k].detach(), rtol=1e-10, atol=1e-12)
