@@ -9,7 +9,6 @@ directory unless --out is given.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from figures import style
 from figures.style import plt
+from ufm.records import read_history
 
 PANELS = [
     ("loss", "objective F", "relative gap to theory |F − F*|/F*"),
@@ -29,8 +29,7 @@ PANELS = [
 
 
 def read_run(run_dir: Path) -> tuple[list[dict[str, float]], dict]:
-    with (run_dir / "history.csv").open() as f:
-        rows = [{k: float(v) if v not in ("", None) else math.nan for k, v in r.items()} for r in csv.DictReader(f)]
+    rows = read_history(run_dir)
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     return rows, summary

@@ -3,7 +3,6 @@ directory, then their summary.json, history.csv and params.pt (figures never re-
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 
 from ufm.backbone.config import TrainConfig
 from ufm.config import SimConfig
+from ufm.records import read_history
 
 
 def simulate(runs: Path, name: str, cfg: SimConfig) -> Path:
@@ -36,9 +36,7 @@ def summary(run: Path) -> dict:
     return json.loads((run / "summary.json").read_text())
 
 
-def history(run: Path) -> list[dict[str, float]]:
-    with (run / "history.csv").open() as f:
-        return [{k: float(v) if v not in ("", None) else math.nan for k, v in r.items()} for r in csv.DictReader(f)]
+history = read_history  # a run's history.csv, one dict of floats per row
 
 
 def params(run: Path) -> dict[str, torch.Tensor]:

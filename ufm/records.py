@@ -65,6 +65,12 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def read_history(run_dir: Path | str) -> list[dict[str, float]]:
+    """A run's history.csv as one dict of floats per row (empty cells — a column a row lacks — are NaN)."""
+    with (Path(run_dir) / "history.csv").open(encoding="utf-8") as f:
+        return [{k: float(v) if v not in ("", None) else math.nan for k, v in r.items()} for r in csv.DictReader(f)]
+
+
 def new_run_dir(root: Path | str = "runs", stem: str = "run") -> Path:
     """A fresh directory root/<date-time>-<stem>-<random>, created now."""
     root = Path(root)

@@ -4,7 +4,6 @@ UFM curves against steps, closed-form targets as horizontal lines)."""
 
 from __future__ import annotations
 
-import csv
 import math
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 from ufm.backbone.config import TrainConfig
 from ufm.backbone.twin import twin_config
 from ufm.config import SimConfig
-from ufm.records import write_json
+from ufm.records import read_history, write_json
 from ufm.summary import gaps
 
 COMPARED = ("nc1", "nc2", "nc3", "nc4", "accuracy", "ncc_accuracy", "angular_mean", "hier_nc2", "mistake_severity")
@@ -49,11 +48,6 @@ def compare_with_ufm(summary: dict, *, progress: bool = True) -> dict:
     return summary
 
 
-def _read_history(path: Path) -> list[dict[str, float]]:
-    with path.open() as f:
-        return [{k: float(v) if v not in ("", None) else math.nan for k, v in r.items()} for r in csv.DictReader(f)]
-
-
 def plot_comparison(run_dir: Path, summary: dict) -> Path:
     """comparison.png: per NC metric, the backbone's training (solid) and test (dotted) curves against
     epochs, the UFM twin's against its steps (top axis), and the theory value (dashed) where it is
@@ -63,7 +57,7 @@ def plot_comparison(run_dir: Path, summary: dict) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    backbone, ufm = _read_history(run_dir / "history.csv"), _read_history(run_dir / "ufm" / "history.csv")
+    backbone, ufm = read_history(run_dir), read_history(run_dir / "ufm")
     predicted = summary["theory"].get("predicted", {}) if summary["theory"].get("applies") else {}
     cfg = TrainConfig.from_dict(summary["config"])
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.6), constrained_layout=True)
