@@ -21,7 +21,7 @@ from ufm.measure import measure
 from ufm.model import init_params, labels
 from ufm.records import environment, write_csv, write_json
 from ufm.schedule import log_schedule
-from ufm.simulation import finish_run, fused_gd
+from ufm.simulation import DivergenceWatch, finish_run, fused_gd
 
 # what may differ between the configurations of one batch
 PER_CONFIG = ("wd_W", "wd_H", "wd_b", "wd_M", "lr", "seed", "init_scale", "certificate")
@@ -33,40 +33,6 @@ def batch_key(cfg: SimConfig) -> tuple | None:
     if not fused_gd(cfg) or cfg.tol > 0:  # an early stop on the gradient norm would split the batch
         return None
     return tuple(sorted((k, str(v)) for k, v in cfg.to_dict().items() if k not in PER_CONFIG))
-
-
-class BatchDivergence:
-    """The per-step data losses (B,) kept on the device and checked in blocks: for each configuration the
-    first non-finite step and the last finite loss before it."""
-
-    def __init__(self, B: int, block: int = 64) -> None:
-        self.block, self.pending, self.next_step = block, [], 0
-        self.bad: list[dict | None] = [None] * B
-        self.last: list[tuple[int, float] | None] = [None] * B
-
-    def push(self, losses: torch.Tensor) -> None:
-        self.pending.append(losses.detach())
-        if len(self.pending) >= self.block:
-            self.check()
-
-    def check(self) -> list[bool]:
-        """Whether each configuration has diverged so far."""
-        if self.pending:
-            values = torch.stack(self.pending).double().cpu()  # (steps, B)
-            for i in range(values.shape[1]):
-                if self.bad[i] is not None:
-                    continue
-                column = values[:, i].tolist()
-                for j, v in enumerate(column):
-                    if not math.isfinite(v):
-                        last = self.last[i]
-                        self.bad[i] = {"step": self.next_step + j, "loss": v, "last_finite_step": last and last[0],
-                                       "last_finite_loss": last and last[1]}
-                        break
-                    self.last[i] = (self.next_step + j, v)
-            self.next_step += values.shape[0]
-            self.pending = []
-        return [b is not None for b in self.bad]
 
 
 def simulate_batch(cfgs: Sequence[SimConfig], outs: Sequence[Path | str], *, progress: bool = False) -> list[dict]:
@@ -93,7 +59,7 @@ def simulate_batch(cfgs: Sequence[SimConfig], outs: Sequence[Path | str], *, pro
     stepper = GDStep(y, LossSpec(first.loss, first.smoothing, first.target_scale), *hyper)
     evaluate_at = set(log_schedule(first.steps, first.evals_per_decade))
     histories: list[list[dict]] = [[] for _ in cfgs]
-    watch = BatchDivergence(len(cfgs))
+    watch = DivergenceWatch(len(cfgs))
     start, status, step = time.perf_counter(), "ok", 0
 
     def config_params(i: int) -> dict[str, torch.Tensor]:
@@ -104,18 +70,16 @@ def simulate_batch(cfgs: Sequence[SimConfig], outs: Sequence[Path | str], *, pro
     try:
         for step in range(first.steps + 1):
             if step in evaluate_at or step == first.steps:
-                diverged = watch.check()
+                watch.check()
                 for i, cfg in enumerate(cfgs):
-                    if diverged[i]:
+                    if watch.diverged[i]:
                         continue
                     row = {"step": step, "seconds": time.perf_counter() - start, **measure(config_params(i), y, cfg)}
                     if math.isfinite(row["loss"]):
                         histories[i].append(row)
                         write_csv(outs[i] / "history.csv", histories[i])
-                    elif watch.bad[i] is None:
-                        last = watch.last[i]
-                        watch.bad[i] = {"step": step, "loss": row["loss"], "last_finite_step": last and last[0],
-                                        "last_finite_loss": last and last[1]}
+                    else:  # the last update left non-finite parameters
+                        watch.flag(step, row["loss"], i)
             if step == first.steps:
                 break
             watch.push(stepper.step(H, W, b))
@@ -128,7 +92,7 @@ def simulate_batch(cfgs: Sequence[SimConfig], outs: Sequence[Path | str], *, pro
     seconds = time.perf_counter() - start
     # a diverged member kept stepping (with NaNs, touching no other member): its run ends, as a single run's
     # would, at its first non-finite step
-    return [finish_run(cfg, config_params(i), y, histories[i],
-                       status="diverged" if watch.bad[i] is not None else status,
-                       steps=watch.bad[i]["step"] if watch.bad[i] is not None else step, seconds=seconds,
-                       device=device, divergence=watch.bad[i], out=outs[i]) for i, cfg in enumerate(cfgs)]
+    reports = [watch.report(i) for i in range(len(cfgs))]
+    return [finish_run(cfg, config_params(i), y, histories[i], status="diverged" if reports[i] else status,
+                       steps=reports[i]["step"] if reports[i] else step, seconds=seconds, device=device,
+                       divergence=reports[i], out=outs[i]) for i, cfg in enumerate(cfgs)]
