@@ -24,7 +24,7 @@ from ufm.backbone.networks import Network, build_network
 from ufm.backbone.twin import twin_config
 from ufm.config import ConfigError, SimConfig
 from ufm.hierarchical import class_tree, frame_gram, frame_of, loss_options
-from ufm.losses import LOSSES
+from ufm.losses import LOSSES, LossOptions
 from ufm.records import environment, new_run_dir, write_csv, write_json
 from ufm.schedule import log_schedule
 from ufm.summary import milestones
@@ -62,9 +62,10 @@ class Run:
     opt: torch.optim.Optimizer
     amp: torch.dtype | None
     scaler: torch.amp.GradScaler | None
+    opts: LossOptions  # the loss's options, built once (not per batch)
 
     def loss(self, h: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return LOSSES[self.cfg.loss](z, y, loss_options(self.sim), features=h, classifier=self.net.W)
+        return LOSSES[self.cfg.loss](z, y, self.opts, features=h, classifier=self.net.W)
 
 
 def train_epoch(run: Run, epoch: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -105,7 +106,7 @@ def evaluate(run: Run, epoch: int) -> dict[str, float]:
         S = torch.tensor(frame_gram(sim)[0])
     common = dict(batch_size=MEASURE_BATCH, device=ctx.device, reduce=ctx.reduce(), normalized=cfg.loss == "hug",
                   lca=lca, frame_gram=S)
-    opts, loss_fn = loss_options(sim), LOSSES[cfg.loss]
+    opts, loss_fn = run.opts, LOSSES[cfg.loss]
     distributed.sync_buffers(ctx, run.net)
     part = ctx.shard
     train = measure_split(run.net, data.x_train[part], data.y_train[part], data.K, loss_fn, opts, **common)
@@ -176,7 +177,7 @@ def setup_run(cfg: TrainConfig, ctx: distributed.Context) -> Run:
     if ctx.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    return Run(cfg, sim, ctx, data, net, model, opt, amp, scaler)
+    return Run(cfg, sim, ctx, data, net, model, opt, amp, scaler, loss_options(sim))
 
 
 def _divergence(run: Run, losses: torch.Tensor, epoch: int, history: list[dict]) -> dict | None:
