@@ -93,21 +93,21 @@ def plan(cfgs: Sequence[SimConfig], batch_size: int) -> list[list[int]]:
     return sorted(tasks + singles)
 
 
-def row_of(cfg: SimConfig, run: Path, status: str | None = None, error: str = "") -> dict[str, Any]:
+def row_of(cfg: SimConfig, run: Path) -> dict[str, Any]:
     """One line of the results table: id, status, error, the configuration's settings, the final metrics
     and the theory target with its gaps (no timings: the table of a sweep does not depend on where it ran)."""
     settings = cfg.to_dict()
-    row: dict[str, Any] = {"id": config_id(cfg), "status": status or "pending", "error": error}
+    row: dict[str, Any] = {"id": config_id(cfg), "status": "pending", "error": ""}
     row.update({k: settings.get(k) for k in CONFIG_COLUMNS})
     summary_path = run / "summary.json"
-    if finished(run) or summary_path.exists():
+    if summary_path.exists():  # finished or interrupted: its numbers so far
         s = json.loads(summary_path.read_text())
         row["status"] = s["status"]
         row.update({RENAMED.get(k, k): s["final"].get(k) for k in FINAL_COLUMNS})
         row["theory"] = s["theory"]["name"] if s["theory"]["applies"] else ""
         row.update({f"rel_gap_{RENAMED.get(k, k)}": v for k, v in s.get("rel_gap", {}).items() if k in FINAL_COLUMNS})
         row["converged"] = s["converged"]
-    if row["status"] in ("pending", "interrupted") and (run / "error.txt").exists() and not error:
+    if row["status"] in ("pending", "interrupted") and (run / "error.txt").exists():
         row["status"] = "failed"
         lines = [x for x in (run / "error.txt").read_text().strip().splitlines() if x.strip()]
         row["error"] = lines[-1] if lines else "failed"
