@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from analysis._arrays import as_features, as_labels, as_tensor
-from analysis.metrics import class_means
+from analysis.metrics import add_fields, class_means
 
 DEFAULT_KS = (1, 5, 20)
 
@@ -74,8 +74,7 @@ class PredictionSums:
     severity: torch.Tensor  # () float64: Σ_{mistakes} d(y_i, ŷ_i)
     hier_dist: torch.Tensor  # (len(ks),) float64: Σ_i (1/k) Σ_{top k} d(y_i, j)
 
-    def __add__(self, other: PredictionSums) -> PredictionSums:
-        return PredictionSums(*(a + b for a, b in zip(vars(self).values(), vars(other).values(), strict=True)))
+    __add__ = add_fields
 
 
 def prediction_sums(logits: Any, y: Any, lca: Any, ks: Sequence[int] = DEFAULT_KS) -> PredictionSums:

@@ -62,6 +62,17 @@ METRIC_KEYS = (
 )
 
 
+def add_fields(a: Any, b: Any) -> Any:
+    """Field-wise sum of two dataclasses of tensors of one type (additive statistics of two batches)."""
+    return type(a)(*(x + y for x, y in zip(vars(a).values(), vars(b).values(), strict=True)))
+
+
+def map_fields(f: Callable[[torch.Tensor], torch.Tensor], stats: Any) -> Any:
+    """A dataclass of tensors with f applied to every field (e.g. a sum over the processes of a data-parallel
+    run)."""
+    return type(stats)(*(f(t) for t in vars(stats).values()))
+
+
 @dataclass
 class ClassSums:
     """First-pass statistics: per-class sample counts and feature sums. Additive over batches."""
@@ -69,8 +80,7 @@ class ClassSums:
     counts: torch.Tensor  # (K,) int64
     sums: torch.Tensor  # (K, d) float64
 
-    def __add__(self, other: ClassSums) -> ClassSums:
-        return ClassSums(self.counts + other.counts, self.sums + other.sums)
+    __add__ = add_fields
 
 
 @dataclass
@@ -84,8 +94,7 @@ class DeviationStats:
     correct: torch.Tensor  # () int64: samples with classifier decision = label
     ncc_correct: torch.Tensor  # () int64: samples whose nearest class mean is their own
 
-    def __add__(self, other: DeviationStats) -> DeviationStats:
-        return DeviationStats(*(a + b for a, b in zip(vars(self).values(), vars(other).values(), strict=True)))
+    __add__ = add_fields
 
 
 def _chunk_rows(d: int) -> int:
@@ -350,7 +359,7 @@ def nc_metrics_streaming(
     if sums is None:
         raise ValueError("no batches")
     if reduce is not None:
-        sums = ClassSums(*(reduce(t) for t in vars(sums).values()))
+        sums = map_fields(reduce, sums)
     geom = _geometry(sums, W, b, global_mean, dtype)
     dev: DeviationStats | None = None
     for Hb, yb in fresh():
@@ -359,7 +368,7 @@ def nc_metrics_streaming(
         dev = s if dev is None else dev + s
     assert dev is not None
     if reduce is not None:
-        dev = DeviationStats(*(reduce(t) for t in vars(dev).values()))
+        dev = map_fields(reduce, dev)
     return _finalize(sums, geom, dev, rtol)
 
 

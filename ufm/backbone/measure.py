@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 
 from analysis.hierarchical_metrics import mean_geometry_metrics, prediction_metrics, prediction_sums
-from analysis.metrics import class_sums, nc_metrics_streaming
+from analysis.metrics import class_sums, map_fields, nc_metrics_streaming
 from analysis.theory import etf_exists
 from ufm.backbone.networks import Network
 from ufm.losses import LossOptions
@@ -73,13 +73,14 @@ def measure_split(net: Network, x: torch.Tensor, y: torch.Tensor, K: int, loss_f
             s = prediction_sums(z, yb, lca)
             sums = s if sums is None else sums + s
         if reduce is not None:
-            sums = type(sums)(*(reduce(t) for t in vars(sums).values()))
+            sums = map_fields(reduce, sums)
         row.update(prediction_metrics(sums))
         if frame_gram is not None:
             cs = None
             for h, _, yb in batches:
                 c = class_sums(h, yb, K)
                 cs = c if cs is None else cs + c
-            counts, totals = (cs.counts, cs.sums) if reduce is None else (reduce(cs.counts), reduce(cs.sums))
-            row.update(mean_geometry_metrics(totals / counts[:, None], frame_gram, W))
+            if reduce is not None:
+                cs = map_fields(reduce, cs)
+            row.update(mean_geometry_metrics(cs.sums / cs.counts[:, None], frame_gram, W))
     return row
