@@ -239,7 +239,8 @@ def train(cfg: TrainConfig, out: Path | str | None = None, *, progress: bool = T
                 status = "diverged"
                 break
             train_seconds += time.perf_counter() - t0
-            if epoch + 1 in measure_at:
+            measured = epoch + 1 in measure_at
+            if measured:
                 history.append(_timed_row(run, epoch + 1, train_seconds))
                 bar.set_postfix(loss=f"{history[-1]['data_loss']:.4g}", nc1=f"{history[-1]['nc1']:.2e}", refresh=False)
             if ctx.main:
@@ -247,7 +248,8 @@ def train(cfg: TrainConfig, out: Path | str | None = None, *, progress: bool = T
                                        "optimizer": run.opt.state_dict(), "history": history,
                                        "scaler": run.scaler.state_dict() if run.scaler else {},
                                        "train_seconds": train_seconds})
-                write_csv(out / "history.csv", history)
+                if measured:  # history.csv changes only with a new row
+                    write_csv(out / "history.csv", history)
             done = epoch + 1
             bar.update()
     except KeyboardInterrupt:
