@@ -4,7 +4,9 @@ and the additive statistics are summed over processes, so every process gets the
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 from collections.abc import Callable
 
 import torch
@@ -38,6 +40,12 @@ def features_of(net: Network, x: torch.Tensor, y: torch.Tensor, batch_size: int,
     return out
 
 
+def _total(parts: list, reduce: Reduce):
+    """The sum of additive statistics over the batches, and over the processes when `reduce` is given."""
+    total = functools.reduce(operator.add, parts)
+    return total if reduce is None else map_fields(reduce, total)
+
+
 def _summed(values: list[float], device: torch.device, reduce: Reduce) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device if device.type != "mps" else "cpu")
     return (reduce(t) if reduce is not None else t).tolist()
@@ -68,19 +76,8 @@ def measure_split(net: Network, x: torch.Tensor, y: torch.Tensor, K: int, loss_f
     if not etf_exists(K, W.shape[1]):
         row.update(nc2=math.nan, nc3=math.nan, nc2_W=math.nan)  # no simplex ETF in R^d to compare with
     if lca is not None:
-        sums = None
-        for _, z, yb in batches:
-            s = prediction_sums(z, yb, lca)
-            sums = s if sums is None else sums + s
-        if reduce is not None:
-            sums = map_fields(reduce, sums)
-        row.update(prediction_metrics(sums))
+        row.update(prediction_metrics(_total([prediction_sums(z, yb, lca) for _, z, yb in batches], reduce)))
         if frame_gram is not None:
-            cs = None
-            for h, _, yb in batches:
-                c = class_sums(h, yb, K)
-                cs = c if cs is None else cs + c
-            if reduce is not None:
-                cs = map_fields(reduce, cs)
+            cs = _total([class_sums(h, yb, K) for h, _, yb in batches], reduce)
             row.update(mean_geometry_metrics(cs.sums / cs.counts[:, None], frame_gram, W))
     return row
