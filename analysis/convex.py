@@ -1,165 +1,28 @@
-"""Certified global optima (cvxpy): the UFM's convex nuclear-norm program and the layer-peeled model.
+"""The layer-peeled model and minority collapse (Fang, He, Long & Su 2021), and the critical imbalance ratios.
 
-Nuclear-norm program (DESIGN §5.2). For any loss convex in the logits and d ≥ K, the UFM optimum is
-    min_{Z,b} (1/N) Σ_i ℓ(z_i + b, y_i) + √(λ_Wλ_H)‖Z‖_* + λ_b/2‖b‖²,
-because min_{HWᵀ=Z} λ_W/2‖W‖² + λ_H/2‖H‖² = √(λ_Wλ_H)‖Z‖_*. Its optimum has identical rows within a class
-(for fixed W and b each sample's feature solves the same strictly convex problem), so Z = E Ẑ with E
-the N×K class indicator and Ẑ K×K. Writing E = Q D^{1/2} (Q orthonormal columns, D = diag(n_k)),
-‖E Ẑ‖_* = ‖D^{1/2} Ẑ‖_*: the program is solved over X = D^{1/2} Ẑ, a K×K matrix, whatever N is.
-A balanced factorization X = U S Vᵀ gives W = V S^{1/2}(λ_H/λ_W)^{1/4} and the class-k feature
-h_k = (D^{-1/2} U S^{1/2})_k (λ_W/λ_H)^{1/4}. For d < rank(Z) the program is a relaxation: its value
-is then a lower bound on the UFM's.
+Layer-peeled model: min (1/N) Σ_k n_k CE(W h_k, k) subject to (1/K) Σ_k ‖w_k‖² <= E_W and
+(1/K) Σ_k ‖h_k‖² <= E_H (features equal within a class at the optimum). Its SDP relaxation over the 2K×2K
+Gram of (h_1..h_K, w_1..w_K) is exact for d >= 2K. Minority collapse: with imbalanced classes the
+minority classifiers become parallel beyond a critical ratio.
 
-Layer-peeled model (Fang, He, Long & Su 2021): min (1/N) Σ_k n_k CE(W h_k, k) subject to
-(1/K) Σ_k ‖w_k‖² <= E_W and (1/K) Σ_k ‖h_k‖² <= E_H (features equal within a class at the optimum).
-Its SDP relaxation over the 2K×2K Gram of (h_1..h_K, w_1..w_K) is exact for d >= 2K. Minority
-collapse: with imbalanced classes the minority classifiers become parallel beyond a critical ratio.
+The weight-decayed UFM's own global optimum (the nuclear-norm program, certified by a dual bound) lives
+in `analysis.certificate`; `nuclear_norm_certificate` and `ConvexOptimum` are re-exported here.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cvxpy as cp
 import numpy as np
 
-from analysis.metrics import etf_distance
+from analysis.certificate import ConvexOptimum, nuclear_norm_certificate  # noqa: F401 (re-exported)
 
-LOSSES = ("mse", "ce", "ls", "soft")
-# the open-source conic solver shipped with cvxpy; tight tolerances: the value is a certificate
+# the open-source conic solver shipped with cvxpy; tight tolerances
 SOLVER = "CLARABEL"
 SOLVER_OPTIONS = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10, "max_iter": 500}
-
-
-@dataclass
-class ConvexOptimum:
-    """The certified optimum of the UFM for a loss convex in the logits."""
-
-    value: float  # F*, the UFM's global minimum (a lower bound when d < rank)
-    class_logits: np.ndarray  # (K, K): row k = logits z + b of every class-k sample
-    b: np.ndarray  # (K,)
-    W: np.ndarray  # (K, r) balanced factor, r = numerical rank of Z
-    features: np.ndarray  # (K, r) the feature of every class-k sample
-    rank: int
-    status: str
-    seconds: float
-    predicted: dict[str, float] = field(default_factory=dict)
-    grams: dict[str, np.ndarray] = field(default_factory=dict)  # "W" and "means" (centered), K×K
-
-    @property
-    def Z(self) -> np.ndarray:
-        """(K, K): row k = H Wᵀ for a class-k sample (the logits without the bias); Z_N×K = Z[y]."""
-        return self.class_logits - self.b
-
-    def H(self, y: np.ndarray) -> np.ndarray:
-        """The N×r features of samples with labels y (rows of `features`)."""
-        return self.features[np.asarray(y)]
-
-
-def class_targets(K: int, loss: str, smoothing: float = 0.0, target_scale: float = 1.0,
-                  soft_targets: np.ndarray | None = None) -> np.ndarray:
-    """(K, K) row k = the target of class k: s·e_k (mse), e_k (ce), (1 − α)e_k + α/K (ls), given (soft)."""
-    if loss == "soft":
-        if soft_targets is None:
-            raise ValueError("loss 'soft' needs soft_targets, a (K, K) row-stochastic matrix")
-        return np.asarray(soft_targets, dtype=float)
-    eye = np.eye(K)
-    if loss == "mse":
-        return target_scale * eye
-    if loss == "ls":
-        return (1 - smoothing) * eye + smoothing / K
-    if loss == "ce":
-        return eye
-    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-
-
-def nuclear_norm_certificate(counts: Sequence[int], loss: str, wd_W: float, wd_H: float, wd_b: float = 0.0,
-                             bias: bool = False, *, smoothing: float = 0.0, target_scale: float = 1.0,
-                             soft_targets: np.ndarray | None = None) -> ConvexOptimum:
-    """Solve min_{Z,b} (1/N)Σ ℓ(z_i + b, y_i) + √(λ_Wλ_H)‖Z‖_* + λ_b/2‖b‖² (b = 0 without bias).
-
-    `loss`: "mse" (½‖z − s·e_y‖²), "ce", "ls" (label smoothing α), "soft" (CE against `soft_targets`).
-    Returns the optimum value, the per-class logits, a balanced factorization and the predicted
-    quantities (loss, W_norm_sq, H_norm_sq, b_mean, z_true, z_other, logit_gap, nc1..nc3, nc2_W).
-    """
-    counts = np.asarray(counts, dtype=float)
-    K, N = len(counts), float(counts.sum())
-    if wd_W <= 0 or wd_H <= 0:
-        raise ValueError("the nuclear-norm program needs wd_W > 0 and wd_H > 0")
-    T = class_targets(K, loss, smoothing, target_scale, soft_targets)
-    rho = math.sqrt(wd_W * wd_H)
-    weights = counts / N
-    X = cp.Variable((K, K))
-    b = cp.Variable(K) if bias else None
-    L = np.diag(1 / np.sqrt(counts)) @ X  # per-class logits without bias
-    if b is not None:
-        L = L + np.ones((K, 1)) @ cp.reshape(b, (1, K), order="C")
-    if loss == "mse":
-        data = 0.5 * cp.sum(weights @ cp.square(L - T))
-    else:  # CE against target distributions: lse(z) − q·z
-        data = weights @ (cp.log_sum_exp(L, axis=1) - cp.sum(cp.multiply(T, L), axis=1))
-    objective = data + rho * cp.normNuc(X)
-    if b is not None and wd_b > 0:
-        objective = objective + wd_b / 2 * cp.sum_squares(b)
-    problem = cp.Problem(cp.Minimize(objective))
-    start = time.perf_counter()
-    problem.solve(solver=SOLVER, **SOLVER_OPTIONS)
-    seconds = time.perf_counter() - start
-    if problem.status not in ("optimal", "optimal_inaccurate"):
-        raise RuntimeError(f"convex solver ended with status {problem.status}")
-    Xv = np.asarray(X.value)
-    bv = np.asarray(b.value) if b is not None else np.zeros(K)
-    if loss != "mse" and wd_b == 0:
-        # CE ignores a constant shift of the logits: an unregularized bias is determined up to a
-        # constant, which gradient descent from b = 0 keeps at mean 0 (the CE gradient sums to 0)
-        bv = bv - bv.mean()
-    return _factorize(Xv, bv, counts, T, loss, rho, wd_W, wd_H, wd_b, problem, seconds)
-
-
-def _factorize(X: np.ndarray, b: np.ndarray, counts: np.ndarray, T: np.ndarray, loss: str, rho: float,
-               wd_W: float, wd_H: float, wd_b: float, problem: cp.Problem, seconds: float) -> ConvexOptimum:
-    K, N = len(counts), counts.sum()
-    U, S, Vt = np.linalg.svd(X)
-    r = int((S > 1e-7 * max(S.max(), 1e-300)).sum())
-    U, S, Vt = U[:, :r], S[:r], Vt[:r]
-    W = Vt.T * np.sqrt(S) * (wd_H / wd_W) ** 0.25
-    feats = (U / np.sqrt(counts)[:, None]) * np.sqrt(S) * (wd_W / wd_H) ** 0.25
-    logits = feats @ W.T + b
-    # the objective evaluated at the factorization, in float64 (the solver's value agrees to its tolerance)
-    if loss == "mse":
-        data = 0.5 * (counts @ ((logits - T) ** 2).sum(1)) / N
-    else:
-        z_max = logits.max(1, keepdims=True)
-        lse = (z_max + np.log(np.exp(logits - z_max).sum(1, keepdims=True))).ravel()
-        data = counts @ (lse - (T * logits).sum(1)) / N
-    value = float(data + rho * S.sum() + wd_b / 2 * b @ b)
-    z_true = np.diag(logits)
-    z_other = (logits.sum(1) - z_true) / (K - 1)
-    scale = max(1.0, float(np.abs(logits).max()))
-
-    def snap(v: float) -> float:
-        """Solver round-off (~1e-7 of the logits) is not a prediction: report it as 0."""
-        return 0.0 if abs(v) <= 1e-6 * scale else v
-
-    p: dict[str, float] = {
-        "loss": value,
-        "W_norm_sq": float((W**2).sum()),
-        "H_norm_sq": float(counts @ (feats**2).sum(1)),
-        "z_true": snap(float(counts @ z_true / N)),
-        "z_other": snap(float(counts @ z_other / N)),
-        "logit_gap": snap(float(counts @ (z_true - z_other) / N)),
-    }
-    if b.any():
-        p["b_mean"] = snap(float(b.mean()))
-    M = feats - counts @ feats / N
-    if r > 0:
-        p.update(nc1=0.0, nc2=etf_distance(M @ M.T), nc3=etf_distance(W @ M.T), nc2_W=etf_distance(W @ W.T))
-        if (logits.argmax(1) == np.arange(K)).all():
-            p.update(nc4=0.0, accuracy=1.0)
-    return ConvexOptimum(value, logits, b, W, feats, r, problem.status, seconds, p, {"W": W @ W.T, "means": M @ M.T})
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from analysis._arrays import as_features, as_labels, as_tensor
-from analysis.metrics import add_fields, class_means
+from analysis.metrics import add_fields, class_means, gram_distance
 
 DEFAULT_KS = (1, 5, 20)
 
@@ -57,10 +57,8 @@ def centered_gram_distance(G: Any, S: Any) -> float:
     """‖PGP/‖PGP‖_F − PSP/‖PSP‖_F‖_F with P = I − 11ᵀ/K (the hierarchy-aware NC2 for G = class-mean Gram)."""
     G = as_tensor(G).double()
     S = as_tensor(S, device=G.device).double()
-    K = len(G)
-    P = torch.eye(K, dtype=torch.float64, device=G.device) - 1.0 / K
-    A, B = P @ G @ P, P @ S @ P
-    return float(torch.linalg.norm(A / torch.linalg.norm(A) - B / torch.linalg.norm(B)))
+    P = torch.eye(len(G), dtype=torch.float64, device=G.device) - 1.0 / len(G)
+    return gram_distance(P @ G @ P, P @ S @ P)
 
 
 @dataclass

@@ -234,15 +234,20 @@ def deviation_stats(H: Any, y: Any, geom: _Geometry) -> DeviationStats:
     return DeviationStats(gram, within_ss, deviation_sums.double(), mismatches, correct, ncc_correct)
 
 
-def etf_distance(G: Any) -> float:
-    """‖G/‖G‖_F − (I − 11ᵀ/K)/√(K−1)‖_F for a K×K matrix G (0 for any scaled simplex-ETF Gram)."""
+def gram_distance(G: Any, reference: Any) -> float:
+    """‖G/‖G‖_F − R/‖R‖_F‖_F: the distance between two K×K Grams up to scale (NaN if G is 0)."""
     G = as_tensor(G).double()
-    K = G.shape[0]
+    R = as_tensor(reference, device=G.device).double()
     norm = torch.linalg.matrix_norm(G)
     if norm == 0:
         return math.nan
-    E = (torch.eye(K, dtype=G.dtype, device=G.device) - 1.0 / K) / math.sqrt(K - 1)
-    return float(torch.linalg.matrix_norm(G / norm - E))
+    return float(torch.linalg.matrix_norm(G / norm - R / torch.linalg.matrix_norm(R)))
+
+
+def etf_distance(G: Any) -> float:
+    """‖G/‖G‖_F − (I − 11ᵀ/K)/√(K−1)‖_F for a K×K matrix G (0 for any scaled simplex-ETF Gram)."""
+    K = len(G)
+    return gram_distance(G, torch.eye(K, dtype=torch.float64) - 1.0 / K)
 
 
 def _norm_and_angle_stats(X: torch.Tensor) -> tuple[float, float, float]:

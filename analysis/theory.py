@@ -116,6 +116,142 @@ def mse_free_bias(K: int, n: int, d: int, wd_W: float, wd_H: float,
     return target
 
 
+@dataclass
+class Factorized:
+    """A UFM point built from per-class logits: the balanced factorization and what it predicts."""
+
+    W: np.ndarray  # (K, r)
+    features: np.ndarray  # (K, r) the feature of every class-k sample
+    class_logits: np.ndarray  # (K, K) row k = W h_k + b
+    rank: int
+    predicted: dict[str, float]
+    grams: dict[str, np.ndarray]  # "W" and "means" (centered at the sample mean), K×K
+
+
+def factorize_logits(X: np.ndarray, b: np.ndarray, counts: Sequence[float], wd_W: float, wd_H: float,
+                     loss: float, rank_rtol: float = 1e-8) -> Factorized:
+    """The UFM point of least weight decay with class logits D^{-1/2}X + b (X = D^{1/2}Ẑ, D = diag(n_k)).
+
+    A balanced factorization X = U S Vᵀ gives W = V S^{1/2}(λ_H/λ_W)^{1/4} and the class-k feature
+    h_k = (D^{-1/2}U S^{1/2})_k (λ_W/λ_H)^{1/4}, so that λ_W/2‖W‖² + λ_H/2‖H‖² = √(λ_Wλ_H)‖X‖_*.
+    Predicts `loss` (given), W_norm_sq, H_norm_sq, z_true, z_other, logit_gap, b_mean (with b ≠ 0),
+    nc1–nc3, nc2_W, and nc4 = 0 with accuracy 1 where every class's own logit is the largest.
+    """
+    counts = np.asarray(counts, dtype=float)
+    K, N = len(counts), counts.sum()
+    U, S, Vt = np.linalg.svd(np.asarray(X, dtype=float))
+    r = int((S > rank_rtol * max(S.max(), 1e-300)).sum())
+    U, S, Vt = U[:, :r], S[:r], Vt[:r]
+    W = Vt.T * np.sqrt(S) * (wd_H / wd_W) ** 0.25
+    feats = (U / np.sqrt(counts)[:, None]) * np.sqrt(S) * (wd_W / wd_H) ** 0.25
+    logits = feats @ W.T + b
+    z_true = np.diag(logits)
+    z_other = (logits.sum(1) - z_true) / (K - 1)
+    scale = max(1.0, float(np.abs(logits).max()))
+
+    def snap(v: float) -> float:
+        """Round-off (~1e-9 of the logits) is not a prediction: report it as 0."""
+        return 0.0 if abs(v) <= 1e-8 * scale else v
+
+    p: dict[str, float] = {
+        "loss": float(loss),
+        "W_norm_sq": float((W**2).sum()),
+        "H_norm_sq": float(counts @ (feats**2).sum(1)),
+        "z_true": snap(float(counts @ z_true / N)),
+        "z_other": snap(float(counts @ z_other / N)),
+        "logit_gap": snap(float(counts @ (z_true - z_other) / N)),
+    }
+    if np.any(b):
+        p["b_mean"] = snap(float(np.mean(b)))
+    M = feats - counts @ feats / N
+    if r > 0:
+        p.update(nc1=0.0, nc2=etf_distance(M @ M.T), nc3=etf_distance(W @ M.T), nc2_W=etf_distance(W @ W.T))
+        if (logits.argmax(1) == np.arange(K)).all():
+            p.update(nc4=0.0, accuracy=1.0)
+    return Factorized(W, feats, logits, r, p, {"W": W @ W.T, "means": M @ M.T})
+
+
+def mse_free_bias_counts(counts: Sequence[int], d: int, wd_W: float, wd_H: float,
+                         target_scale: float = 1.0) -> Target:
+    """MSE + weight decay with an unregularized bias, any class counts (derived here):
+
+    the optimal bias for fixed Z is s·w − z̄ (w = n/N), which leaves ½‖C(sY − Z)‖²/N (C the centering);
+    centering Z does not increase ‖Z‖_*, so Z* = SVT_{Nρ}(s·CY), a singular-value shrinkage of the
+    centered labels, and b* = s·n/N. In class form: X* = SVT_{Nρ}(s·D^{1/2}(I − 1wᵀ)), ρ = √(λ_Wλ_H),
+    whose singular values are s·√(eigenvalues of D − nnᵀ/N). Balanced: `mse_free_bias`.
+    """
+    name = "mse_free_bias"
+    if wd_W <= 0 or wd_H <= 0:
+        return not_applicable(name, "needs wd_W > 0 and wd_H > 0 (no minimizer without weight decay)")
+    counts = np.asarray(counts, dtype=float)
+    K, N = len(counts), counts.sum()
+    w = counts / N
+    root_lam = math.sqrt(wd_W * wd_H)
+    tau = N * root_lam
+    U, S, Vt = np.linalg.svd(target_scale * np.sqrt(counts)[:, None] * (np.eye(K) - w[None, :]))
+    shrunk = np.clip(S - tau, 0, None)
+    rank = int((shrunk > 0).sum())
+    if d < rank:
+        return not_applicable(name, f"needs d >= {rank} (d={d})")
+    X = (U * shrunk) @ Vt
+    fac = factorize_logits(X, target_scale * w, counts, wd_W, wd_H, _shrinkage_objective(S, tau, N, root_lam))
+    reason = ("imbalanced: Z = the singular-value shrinkage of the centered labels s(Y − 1wᵀ) by "
+              f"N·sqrt(wd_W·wd_H), b = s·n_k/N; {rank} of {K - 1} directions survive")
+    return Target(name, True, reason, fac.predicted, fac.grams if rank else {})
+
+
+def group_collapse_threshold(counts: Sequence[int], wd_W: float, wd_H: float, margin: float = 1.0) -> dict[int, bool]:
+    """Which count groups have identical classifiers (and class means) at the UFM optimum (derived here).
+
+    For CE, LS (margin 1 − α) and MSE (margin s), with or without a bias: at a block-symmetric point whose
+    group-g classes coincide, a class-g sample has equal logits on all classes of its group, so the
+    gradient's within-group singular value is exactly margin·w_g/√n_g = margin·√n_g/N; the nuclear norm
+    keeps the group collapsed iff that is <= ρ = √(λ_Wλ_H):  collapsed ⟺ margin·√n_g <= N·ρ.
+    Returns {count: collapsed} for every count shared by at least two classes.
+    Example: >>> group_collapse_threshold([1000] * 7 + [10] * 3, 5e-4, 5e-4)
+    {10: True, 1000: False}
+    """
+    counts = np.asarray(counts, dtype=float)
+    values, multiplicity = np.unique(counts, return_counts=True)
+    N, rho = counts.sum(), math.sqrt(wd_W * wd_H)
+    return {int(v) if float(v).is_integer() else float(v): bool(margin * math.sqrt(v) <= N * rho)
+            for v, m in zip(values, multiplicity, strict=True) if m >= 2}
+
+
+def minority_parallel_ratio(K_A: int, K_B: int, n_A: float, wd_W: float, wd_H: float, margin: float = 1.0) -> float:
+    """The imbalance ratio R = n_A/n_B from which the K_B >= 2 minority classifiers of the UFM optimum
+    coincide (two count groups, CE/LS/MSE, with or without a bias), in closed form (derived here).
+
+    `group_collapse_threshold` with N = K_A n_A + K_B n_B reads, for x = 1/√R and a = ρ√n_A/margin,
+    K_B a x² − x + K_A a >= 0, so the minority group collapses for x <= x₋ = (1 − √(1 − 4K_AK_B a²))/(2K_B a):
+        R* = 1/x₋² = (2 K_B a / (1 − √(1 − 4 K_A K_B a²)))².
+    Returns 1.0 when 4K_AK_Ba² >= 1 (collapsed at every ratio: the balanced problem is already at 0).
+    Example: K_A = 7, K_B = 3, n_A = 1000, λ = 5e-4 gives R* = 80.78 (the certificate's bisection: 80.8).
+    """
+    a = math.sqrt(wd_W * wd_H * n_A) / margin
+    disc = 1 - 4 * K_A * K_B * a * a
+    if disc <= 0:
+        return 1.0
+    # 1 − √disc without cancellation: (1 − disc)/(1 + √disc)
+    x_minus = (4 * K_A * K_B * a * a / (1 + math.sqrt(disc))) / (2 * K_B * a)
+    return max(1.0, 1 / x_minus**2)
+
+
+def seli_grams(counts: Sequence[int]) -> dict[str, np.ndarray]:
+    """The SELI geometry (Thrampoulidis, Kini, Vakilian & Behnia 2022): the λ → 0 limit (in direction) of
+    the bias-free imbalanced CE UFM. With the simplex-encoded labels Ẑ = (I − 11ᵀ/K)Y = VΛUᵀ (K×N),
+    WWᵀ ∝ VΛVᵀ = (PDP)^{1/2} and the Gram of the class features ∝ (PDP)^{+1/2} (P = I − 11ᵀ/K,
+    D = diag(n_k); the features are not centered). Balanced counts give the simplex ETF for both.
+    """
+    counts = np.asarray(counts, dtype=float)
+    K = len(counts)
+    P = np.eye(K) - 1.0 / K
+    evals, V = np.linalg.eigh(P @ np.diag(counts) @ P)
+    keep = evals > 1e-12 * evals.max()
+    V, lam = V[:, keep], np.sqrt(evals[keep])
+    return {"W": (V * lam) @ V.T, "means": (V / lam) @ V.T}
+
+
 def etf_grams(K: int, W_norm_sq: float, ratio_sq: float) -> dict[str, np.ndarray]:
     """Grams of a simplex-ETF classifier with ‖W‖² = W_norm_sq and class means h_k = κ·w_k, κ² = ratio_sq."""
     gram_W = W_norm_sq / (K - 1) * (np.eye(K) - 1.0 / K)
@@ -140,9 +276,9 @@ def ce_etf(K: int, n: int, d: int, wd_W: float, wd_H: float, smoothing: float = 
         p = {"loss": math.log(K), "W_norm_sq": 0.0, "H_norm_sq": 0.0, "logit_gap": 0.0}
         return Target(name, True, "collapse to zero: sqrt(n·wd_W·wd_H) >= (1 - smoothing)/K", p)
     u = math.log(1 / c_wrong - (K - 1))
-    p_true = 1 - (K - 1) * c_wrong
     true_weight = 1 - smoothing + smoothing / K
-    data_loss = -true_weight * math.log(p_true) - (K - 1) * (smoothing / K) * math.log(c_wrong)
+    # log p_true = log1p(−(K−1)c'): p_true is 1 − 1e-9 at λ = 1e-10, where log(p_true) keeps 7 digits
+    data_loss = -true_weight * math.log1p(-(K - 1) * c_wrong) - (K - 1) * (smoothing / K) * math.log(c_wrong)
     p = {
         "loss": data_loss + (K - 1) * c * u,
         "W_norm_sq": (K - 1) * u * math.sqrt(n * wd_H / wd_W),

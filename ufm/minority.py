@@ -1,14 +1,18 @@
 """The minority-collapse report of an imbalanced run (Fang, He, Long & Su 2021; DESIGN §5.2).
 
-With K_A majority and K_B minority classes (the last K_B), the minority classifiers of a CE-trained UFM
-become parallel as the imbalance ratio R = n_A/n_B grows. The report holds the run's mean pairwise
-cosine between minority classifiers and two predictions: the UFM's own global optimum (the convex
-certificate, exact for this weight-decayed model, with the ratio from which its minority classifiers
-are parallel) and the layer-peeled model (LPM) with norm budgets set
-to the run's end point — E_W = (1/K)Σ‖w_k‖², E_H = (1/K)Σ_k mean_{i∈k}‖x_i‖² — with the ratio at which
-the LPM's minority classifiers become parallel for those budgets. The LPM bounds the features per class
-(each class counts equally) where weight decay bounds them per sample, so the two models differ once the
-classes are imbalanced.
+Every run whose classes do not all have the same count gets it, from `--imbalance R --minority K_B`
+(the last K_B classes get n/R samples) or from `--counts` (the count groups read from the counts:
+the minority is the group of the smallest count, K_B its size). The report holds, per count group,
+the run's mean pairwise cosine between the group's classifiers and their norm relative to the
+largest-count group's; whether the UFM's global optimum has that group's classifiers identical (closed
+form, `analysis.theory.group_collapse_threshold`); and, for the minority, three predictions: the UFM's own
+global optimum (the certified convex program) with the ratio from which its minority classifiers are
+parallel, in closed form (`minority_parallel_ratio`, two count groups) and by bisection on the
+certificate (cosine >= 0.999); and the layer-peeled model (LPM) with norm budgets set to the run's end
+point — E_W = (1/K)Σ‖w_k‖², E_H = (1/K)Σ_k mean_{i∈k}‖x_i‖² — with the ratio at which the LPM's minority
+classifiers become parallel for those budgets. The LPM bounds the features per class (each class counts
+equally) where weight decay bounds them per sample, so the two models differ once the classes are
+imbalanced.
 """
 
 from __future__ import annotations
@@ -18,15 +22,36 @@ import torch
 from ufm.config import SimConfig
 from ufm.model import final_state
 
+# the LPM is a 2K×2K semidefinite program (cvxpy): measured 6 s at K = 30 on 2 cores, minutes beyond
+LPM_MAX_K = 30
+
+
+def count_groups(cfg: SimConfig) -> tuple[int, int, float, float]:
+    """(K_A, K_B, n_A, n_B): with --imbalance the last --minority classes are the minority; otherwise the
+    classes of the smallest count are (K_B of them), n_A the largest count and K_A = K − K_B."""
+    counts = cfg.class_counts
+    if cfg.imbalance is not None and cfg.minority is not None:
+        K_B = cfg.minority
+        return cfg.K - K_B, K_B, counts[0], counts[-1]
+    n_B = min(counts)
+    K_B = sum(c == n_B for c in counts)
+    return cfg.K - K_B, K_B, max(counts), n_B
+
+
+def margin(cfg: SimConfig) -> float | None:
+    """q_own − q_other of the loss's targets (the collapse threshold's scale), None where not applicable."""
+    return {"ce": 1.0, "ls": 1 - cfg.smoothing, "mse": cfg.target_scale}.get(cfg.loss)
+
 
 def minority_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig, convex=None,
                      with_critical_ratio: bool = True) -> dict:
     from analysis.convex import critical_ratios, layer_peeled_model, mean_pairwise_cosine, ufm_critical_ratio
-    from ufm.targets import CERTIFICATE_MAX_K
+    from analysis.theory import group_collapse_threshold, minority_parallel_ratio
 
-    K_B = cfg.minority
-    K_A = cfg.K - K_B
-    minority = range(K_A, cfg.K)
+    K_A, K_B, n_A, n_B = count_groups(cfg)
+    minority = [k for k in range(cfg.K) if cfg.class_counts[k] == n_B] if cfg.imbalance is None else \
+        list(range(K_A, cfg.K))
+    majority = [k for k in range(cfg.K) if k not in minority]
     with torch.no_grad():
         p, X = final_state(params, cfg.act)
         W = p["W"]
@@ -34,25 +59,41 @@ def minority_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimC
         norms = torch.linalg.norm(W, dim=1)
         class_sq = torch.zeros(cfg.K, dtype=torch.float64, device=X.device).index_add_(0, y, (X * X).sum(1))
         counts = torch.bincount(y, minlength=cfg.K).double()
-    n_A, n_B = cfg.class_counts[0], cfg.class_counts[-1]
-    out = {"ratio": n_A / n_B, "requested_ratio": float(cfg.imbalance), "K_A": K_A, "K_B": K_B,
-           "counts": list(cfg.class_counts), "cosine": mean_pairwise_cosine(G, minority),
-           "norm_ratio": float(norms[K_A:].mean() / norms[:K_A].mean())}
+    out = {"ratio": n_A / n_B, "requested_ratio": None if cfg.imbalance is None else float(cfg.imbalance),
+           "K_A": K_A, "K_B": K_B, "counts": list(cfg.class_counts),
+           "cosine": mean_pairwise_cosine(G, minority),
+           "norm_ratio": float(norms[minority].mean() / norms[majority].mean()) if majority else 1.0}
+    ok_theory = cfg.depth == 1 and min(cfg.wd_W, cfg.wd_H) > 0 and margin(cfg) is not None
+    collapsed = group_collapse_threshold(cfg.class_counts, cfg.wd_W, cfg.wd_H, margin(cfg)) if ok_theory else {}
+    top = norms[[k for k in range(cfg.K) if cfg.class_counts[k] == max(cfg.class_counts)]].mean()
+    out["groups"] = [
+        {"count": c, "classes": len(members), "cosine": mean_pairwise_cosine(G, members),
+         "norm_ratio": float(norms[members].mean() / top), "identical_at_optimum": collapsed.get(c)}
+        for c in sorted(set(cfg.class_counts), reverse=True)
+        for members in [[k for k in range(cfg.K) if cfg.class_counts[k] == c]]]
     if K_B < 2:
         out["skipped"] = "one minority class: no pairwise cosine"
         return out
-    if convex is not None and cfg.d >= convex.rank:
+    if convex is not None and convex.certificate.certified and cfg.d >= convex.rank:
         out["ufm_optimum_cosine"] = mean_pairwise_cosine(convex.grams["W"], minority)
     elif convex is not None:
-        out["skipped"] = f"d = {cfg.d} < rank {convex.rank} of the convex optimum: no UFM prediction"
-    if cfg.loss != "ce" or not cfg.certificate or cfg.K > CERTIFICATE_MAX_K or cfg.depth > 1:
-        out.setdefault("skipped", "the LPM and the critical ratios need --loss ce, depth 1, K <= "
-                                  f"{CERTIFICATE_MAX_K} and the certificate")
+        out["skipped"] = (f"d = {cfg.d} < rank {convex.rank} of the convex optimum" if convex.certificate.certified
+                          else "the convex program was not certified") + ": no UFM prediction"
+    two_groups = cfg.imbalance is not None or len(set(cfg.class_counts)) == 2
+    if ok_theory and two_groups:
+        out["ufm_parallel_ratio_closed_form"] = minority_parallel_ratio(K_A, K_B, n_A, cfg.wd_W, cfg.wd_H,
+                                                                         margin(cfg))
+    if cfg.loss != "ce" or not cfg.certificate or cfg.depth > 1 or not two_groups:
+        out.setdefault("skipped", "the bisection and the LPM need --loss ce, depth 1, two count groups and the "
+                                  "certificate")
         return out
     try:
         if with_critical_ratio and "ufm_optimum_cosine" in out:
             out["ufm_parallel_ratio"] = ufm_critical_ratio(K_A, K_B, n_A, cfg.wd_W, cfg.wd_H, wd_b=cfg.wd_b,
                                                            bias=cfg.bias)
+        if cfg.K > LPM_MAX_K:
+            out["skipped"] = f"K = {cfg.K} > {LPM_MAX_K}: the layer-peeled model's 2K×2K SDP is not solved"
+            return out
         E_W = float((norms**2).mean())
         E_H = float((class_sq / counts).mean())
         if min(E_W, E_H) < 1e-10:
@@ -64,4 +105,34 @@ def minority_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimC
             out["lpm_parallel_ratio"] = critical_ratios(K_A, K_B, E_W, E_H)["parallel"]
     except (RuntimeError, ValueError) as e:  # a solver failure must not cost the run its summary
         out["skipped"] = f"solver failed: {e}"
+    return out
+
+
+def is_imbalanced(cfg: SimConfig) -> bool:
+    """The runs that get a minority report: --imbalance, or class counts that are not all equal."""
+    return cfg.imbalance is not None or not cfg.balanced
+
+
+def seli_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig, convex=None) -> dict:
+    """The `seli` block of an imbalanced CE run: normalized Gram distances ‖G/‖G‖ − G*/‖G*‖‖_F of W and of
+    the (uncentered) class means to the SELI geometry (Thrampoulidis et al. 2022), the λ → 0 limit of the
+    bias-free UFM, for the run and for the certified optimum at this λ (how far finite weight decay sits
+    from the limit)."""
+    from analysis.metrics import class_means, gram_distance
+    from analysis.theory import seli_grams
+
+    ref = seli_grams(cfg.class_counts)
+    with torch.no_grad():
+        p, X = final_state(params, cfg.act)
+        means = class_means(X, y, cfg.K)
+        measured = {"W": p["W"] @ p["W"].T, "means": means @ means.T}
+    out = {"reference": "SELI: WWᵀ ∝ (PDP)^{1/2}, class-mean Gram ∝ (PDP)^{+1/2}, P = I − 11ᵀ/K, D = diag(n)",
+           "applies_to": "the bias-free UFM as weight decay → 0" + ("" if not cfg.bias else
+                                                                    " (this run has a bias: a reference only)")}
+    for key, G in measured.items():
+        out[f"{key}_distance"] = gram_distance(G, ref[key])
+    if convex is not None and convex.certificate.certified:
+        F = convex.features
+        out["optimum_W_distance"] = gram_distance(convex.grams["W"], ref["W"])
+        out["optimum_means_distance"] = gram_distance(F @ F.T, ref["means"])
     return out

@@ -33,10 +33,8 @@ def format_table(summary: dict) -> str:
         errs = ", ".join(f"{label[k]} {v['rel_error']:.2e}" for k, v in summary["grams"].items())
         lines.append(f"Gram matrices, relative Frobenius error to the predicted ones: {errs}")
     cert = summary.get("certificate", {})
-    if cert.get("applies") and "gap" in cert:
-        bound = " (a lower bound: d < rank)" if cert["lower_bound_only"] else ""
-        lines.append(f"certificate: objective − global optimum = {cert['gap']:.3e} (relative {cert['rel_gap']:.2e}); "
-                     f"optimum {cert['optimum']:.10g}{bound}, {cert['solver']} in {cert['solver_seconds']:.2f} s")
+    if cert.get("applies"):
+        lines.extend(_certificate_lines(cert))
     elif cert:
         lines.append(f"certificate: skipped ({cert.get('reason', 'no finite measurement')})")
     if summary.get("hierarchy"):
@@ -47,6 +45,12 @@ def format_table(summary: dict) -> str:
         lines.extend(_sqi_lines(summary["sqi"]))
     if summary.get("minority"):
         lines.extend(_minority_lines(summary["minority"]))
+    if summary.get("seli"):
+        q = summary["seli"]
+        opt = (f" (the certified optimum at this λ: {_fmt(q['optimum_W_distance'])}, "
+               f"{_fmt(q['optimum_means_distance'])})" if "optimum_W_distance" in q else "")
+        lines.append(f"SELI (the λ → 0 geometry of imbalanced CE): normalized Gram distance of W "
+                     f"{_fmt(q['W_distance'])}, of the class means {_fmt(q['means_distance'])}{opt}")
     if summary.get("milestones"):
         m = summary["milestones"]
         step = lambda v: f"step {v}" if v is not None else "never"  # noqa: E731
@@ -62,6 +66,17 @@ def format_table(summary: dict) -> str:
     tail = (f"{summary['steps']} steps in {summary['seconds']:.1f} s, {conv} "
             f"[{summary['converged_criterion']}; grad_norm {final.get('grad_norm', math.nan):.2e}]")
     return "\n".join([head, *lines, tail])
+
+
+def _certificate_lines(c: dict) -> list[str]:
+    verdict = (f"certified (relative gap {c['certificate_rel_gap']:.1e} <= {c['rtol']:g})" if c["certified"] else
+               f"NOT certified (relative gap {c['certificate_rel_gap']:.1e} > {c['rtol']:g})")
+    bound = "; a lower bound on this UFM's optimum: d < rank" if c["lower_bound_only"] else ""
+    lines = [f"certificate: {verdict}: global optimum F* in [{c['lower']:.15g}, {c['upper']:.15g}] "
+             f"({c['solver']}, {c['iterations']} iterations, {c['solver_seconds']:.2f} s{bound})"]
+    if "gap" in c:
+        lines.append(f"  objective − lower bound = {c['gap']:.3e} (relative {c['rel_gap']:.2e})")
+    return lines
 
 
 def _hierarchy_lines(h: dict) -> list[str]:
@@ -108,10 +123,16 @@ def _sqi_lines(q: dict) -> list[str]:
 def _minority_lines(m: dict) -> list[str]:
     lines = [f"minority collapse (R = {m['ratio']:g}, K_A = {m['K_A']}, K_B = {m['K_B']}): mean cosine between "
              f"minority classifiers {_fmt(m['cosine'])}, minority/majority norm {_fmt(m['norm_ratio'])}"]
+    if len(m.get("groups", [])) > 2:
+        lines.append("  per count group (count × classes: cosine, norm / largest group's): " + "; ".join(
+            f"{g['count']} × {g['classes']}: {_fmt(g['cosine'])}, {_fmt(g['norm_ratio'])}" for g in m["groups"]))
     if "ufm_optimum_cosine" in m:
         par = (f"; parallel (cosine >= 0.999) from R = {_fmt(m['ufm_parallel_ratio'])}"
                if "ufm_parallel_ratio" in m else "")
         lines.append(f"  UFM global optimum (convex certificate): cosine {_fmt(m['ufm_optimum_cosine'])}{par}")
+    if "ufm_parallel_ratio_closed_form" in m:
+        lines.append(f"  closed form: the optimum's minority classifiers coincide from R = "
+                     f"{_fmt(m['ufm_parallel_ratio_closed_form'])} (√n_B <= N·sqrt(wd_W·wd_H)/margin)")
     if "lpm_cosine" in m:
         lines.append(f"  layer-peeled model with the run's budgets E_W = {m['lpm_E_W']:.4g}, E_H = {m['lpm_E_H']:.4g}: "
                      f"cosine {_fmt(m['lpm_cosine'])}; parallel (cosine >= 0.999) from R = "

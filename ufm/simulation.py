@@ -17,7 +17,7 @@ from ufm.devices import resolve_device, resolve_dtype
 from ufm.gradients import MANUAL_LOSSES, GDStep, LossSpec
 from ufm.hierarchical import hierarchy_summary
 from ufm.measure import gram_errors, measure
-from ufm.minority import minority_summary
+from ufm.minority import is_imbalanced, minority_summary, seli_summary
 from ufm.model import init_params, labels, objective_and_grad
 from ufm.optim import make_optimizer
 from ufm.records import atomic_write, environment, new_run_dir, write_csv, write_json
@@ -159,15 +159,15 @@ def simulate(cfg: SimConfig, out: Path | str | None = None, *, progress: bool = 
     if watch.check():
         status = "diverged"
     return finish_run(cfg, params, y, history, status=status, steps=step, seconds=time.perf_counter() - start,
-                      device=device, divergence=watch.report(), out=out)
+                      device=device, divergence=watch.report(), out=out, progress=progress)
 
 
 def finish_run(cfg: SimConfig, params: dict[str, torch.Tensor], y: torch.Tensor, history: list[dict], *,
                status: str, steps: int, seconds: float, device: torch.device, divergence: dict | None,
-               out: Path) -> dict:
+               out: Path, progress: bool = False) -> dict:
     """The end of a run, single or batched: theory target and certificate, the end-of-run reports
     (hierarchy, GNC, SQI, milestones, minority, Grams), params.pt and summary.json."""
-    convex, skipped = convex_optimum(cfg) if cfg.certificate else (None, "--no-certificate")
+    convex, skipped = convex_optimum(cfg, progress) if cfg.certificate else (None, "--no-certificate")
     target = theory_target(cfg, convex)
     summary = build_summary(cfg, history, target, status=status, steps=steps,
                             seconds=seconds, device=str(device), divergence=divergence)
@@ -179,8 +179,10 @@ def finish_run(cfg: SimConfig, params: dict[str, torch.Tensor], y: torch.Tensor,
     if cfg.loss == "mse" and status != "diverged" and summary["final"]:
         summary["sqi"] = sqi_summary(params, y, cfg)
     summary["milestones"] = milestones(history)
-    if cfg.imbalance is not None and status != "diverged" and summary["final"]:
+    if is_imbalanced(cfg) and status != "diverged" and summary["final"]:
         summary["minority"] = minority_summary(params, y, cfg, convex)
+        if cfg.loss == "ce":
+            summary["seli"] = seli_summary(params, y, cfg, convex)
     if status != "diverged" and target.applies and target.grams:
         summary["grams"] = gram_errors(params, y, cfg, target.grams)
     # the final iterate, for figures and notebooks (tensors only: torch.load(..., weights_only=True))

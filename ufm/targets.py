@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
@@ -15,15 +16,12 @@ from analysis.theory import (
     etf_exists,
     mse_bias_free,
     mse_free_bias,
+    mse_free_bias_counts,
     mse_regularized_bias,
     not_applicable,
 )
 from ufm.config import SimConfig
 from ufm.hierarchical import frame_gram, frame_of, gnc_code, soft_targets
-
-# the certificate solves a K×K nuclear-norm program (an SDP of size 2K, with K² exponential cones for
-# CE); measured on 2 cores: K = 30 takes 1.3 s (MSE) and 6 s (CE), K = 40 takes 25 s (CE), K = 50 47 s
-CERTIFICATE_MAX_K = 30
 
 
 def closed_form(cfg: SimConfig) -> Target:
@@ -35,7 +33,9 @@ def closed_form(cfg: SimConfig) -> Target:
         if not cfg.bias:
             return mse_bias_free(cfg.class_counts, cfg.d, cfg.wd_W, cfg.wd_H, cfg.target_scale)
         if not cfg.balanced:
-            return not_applicable("mse_bias", "the closed forms with a bias need balanced classes")
+            if cfg.wd_b == 0:
+                return mse_free_bias_counts(cfg.class_counts, cfg.d, cfg.wd_W, cfg.wd_H, cfg.target_scale)
+            return not_applicable("mse_bias", "the closed form with a regularized bias needs balanced classes")
         if cfg.wd_b == 0:
             return mse_free_bias(cfg.K, cfg.n, cfg.d, cfg.wd_W, cfg.wd_H, cfg.target_scale)
         return mse_regularized_bias(cfg.K, cfg.n, cfg.d, cfg.wd_W, cfg.wd_H, cfg.wd_b, cfg.target_scale)
@@ -125,8 +125,10 @@ def haframe_target(cfg: SimConfig) -> Target:
     return Target("haframe_optimum", True, reason, predicted, {"means_cos": unit @ unit.T})
 
 
-def convex_optimum(cfg: SimConfig):
-    """(ConvexOptimum, "") from analysis.convex, or (None, why it was skipped)."""
+def convex_optimum(cfg: SimConfig, progress: bool = False):
+    """(ConvexOptimum, "") from analysis.certificate (the first-order solver on the count-group program,
+    certified by its dual bound), or (None, why it was skipped). A progress bar appears on stderr when
+    the solve takes more than two seconds."""
     if cfg.depth > 1:
         return None, f"depth {cfg.depth}: the deep UFM is not a nuclear-norm program"
     if cfg.loss in ("hxe", "haframe", "hug"):
@@ -135,16 +137,43 @@ def convex_optimum(cfg: SimConfig):
                       "hug": "HUG is a loss of directions, not of logits: no nuclear-norm program"}[cfg.loss]
     if min(cfg.wd_W, cfg.wd_H) <= 0:
         return None, "needs wd_W > 0 and wd_H > 0"
-    if cfg.K > CERTIFICATE_MAX_K:
-        return None, f"K = {cfg.K} > {CERTIFICATE_MAX_K}: the K×K semidefinite program would be slow"
-    from analysis.convex import nuclear_norm_certificate  # cvxpy loads only when a certificate is wanted
+    from analysis.certificate import nuclear_norm_certificate
 
+    bar = CertificateProgress() if progress else None
     try:
         return nuclear_norm_certificate(cfg.class_counts, cfg.loss, cfg.wd_W, cfg.wd_H, cfg.wd_b, cfg.bias,
                                         smoothing=cfg.smoothing, target_scale=cfg.target_scale,
-                                        soft_targets=soft_targets(cfg) if cfg.loss == "soft" else None), ""
+                                        soft_targets=soft_targets(cfg) if cfg.loss == "soft" else None,
+                                        callback=bar), ""
     except (RuntimeError, ValueError) as e:
         return None, f"solver failed: {e}"
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+class CertificateProgress:
+    """A progress bar over the certificate's relative gap (log scale, from the first bound to the
+    solver's target), shown on stderr only once the solve has run for two seconds."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=100, desc="certificate", file=sys.stderr, delay=2.0, dynamic_ncols=True,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
+        self.first: float | None = None
+
+    def __call__(self, iteration: int, upper: float, lower: float) -> None:
+        from analysis.certificate import SOLVER_RTOL
+
+        gap = max((upper - lower) / max(abs(upper), 1e-300), SOLVER_RTOL)
+        self.first = self.first or max(gap, SOLVER_RTOL * 10)
+        done = math.log(self.first / gap) / math.log(self.first / SOLVER_RTOL)
+        self.bar.n = round(100 * min(1.0, max(0.0, done)))
+        self.bar.set_postfix_str(f"iteration {iteration}, relative gap {gap:.1e}")
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def theory_target(cfg: SimConfig, convex=None) -> Target:
@@ -152,6 +181,11 @@ def theory_target(cfg: SimConfig, convex=None) -> Target:
     target = closed_form(cfg)
     if target.applies or convex is None:
         return target
+    cert = convex.certificate
+    if not cert.certified:
+        return not_applicable("convex_optimum", f"no closed form ({target.reason}), and the convex program was "
+                                                f"not certified (relative gap {cert.rel_gap:.1e} > {cert.rtol:g}): "
+                                                "no prediction")
     if cfg.d < convex.rank:
         # the convex optimum needs rank(Z) dimensions: its geometry is out of reach, its value a lower bound
         return not_applicable("convex_optimum", f"no closed form ({target.reason}), and the convex optimum "
@@ -167,12 +201,17 @@ def theory_target(cfg: SimConfig, convex=None) -> Target:
 
 
 def certificate(cfg: SimConfig, convex, skipped: str, final_loss: float | None) -> dict:
-    """The run's objective minus the global optimum of the convex program (>= 0 up to solver tolerance)."""
+    """The certificate block: the convex program's primal value (upper) and dual bound (lower) on the
+    global optimum F*, "certified" when their relative gap is <= rtol, and the run's distance to the
+    lower bound (gap = objective − lower >= 0 always; about 0 means the run is at the global optimum)."""
     if convex is None:
         return {"applies": False, "reason": skipped}
-    out = {"applies": True, "optimum": convex.value, "solver": "cvxpy/CLARABEL", "solver_seconds": convex.seconds,
-           "status": convex.status, "lower_bound_only": cfg.d < convex.rank}
+    c = convex.certificate
+    out = {"applies": True, "certified": c.certified, "status": "certified" if c.certified else "not certified",
+           "upper": c.upper, "lower": c.lower, "certificate_gap": c.gap, "certificate_rel_gap": c.rel_gap,
+           "rtol": c.rtol, "optimum": c.upper, "solver": c.solver, "solver_seconds": c.seconds,
+           "iterations": c.iterations, "lower_bound_only": cfg.d < convex.rank}
     if final_loss is not None:
-        out["gap"] = final_loss - convex.value
-        out["rel_gap"] = out["gap"] / abs(convex.value) if convex.value else out["gap"]
+        out["gap"] = final_loss - c.lower
+        out["rel_gap"] = out["gap"] / abs(c.lower) if c.lower else out["gap"]
     return out
