@@ -39,6 +39,7 @@ SOLVER_RTOL = 1e-14
 # when the gap has not halved in STALL_ITERS iterations
 STALL_ITERS = 100
 MAX_ITER = 20000
+ROUNDING_RTOL = 1e-12  # how far the dual bound may lie above the primal value by rounding alone
 CHECK_EVERY = 5  # iterations between dual bounds (a bound costs about two steps)
 
 
@@ -63,7 +64,9 @@ class Certificate:
 
     @property
     def certified(self) -> bool:
-        return bool(self.rel_gap <= self.rtol)
+        """rel_gap <= rtol; a lower bound above the primal value beyond rounding (1e-12 relative) means
+        an inconsistent program, never a certificate."""
+        return bool(-ROUNDING_RTOL <= self.rel_gap <= self.rtol)
 
     def to_dict(self) -> dict:
         return {"upper": self.upper, "lower": self.lower, "gap": self.gap, "rel_gap": self.rel_gap,
@@ -85,14 +88,14 @@ def initial_point(prog: NuclearProgram) -> Point:
     al.'s gap u* = ln(1/c − (K − 1)), c = √(n_g)ρ; MSE the shrunk target (t − Nρ/√n_g)₊."""
     K, n = prog.K, prog.n
     if prog.kind == "ce":
-        c = (n.sqrt() * prog.rho).clamp(max=0.5 / K)
-        u = torch.log(1 / c - (K - 1))
+        c = n.sqrt() * prog.rho
+        u = torch.where(K * c < 1, torch.log(1 / c.clamp(max=0.5 / K) - (K - 1)), 0.0)  # Kc >= 1: all at 0
         own, group = u * (K - 1) / K, (-u / K)[:, None].expand(prog.G, prog.G)
     else:
         own = (prog.own_target - prog.N * prog.rho / n.sqrt()).clamp(min=0)
         group = torch.zeros(prog.G, prog.G, dtype=torch.float64, device=prog.device)
     M, d = prog.compact(own * prog.sqrt_n, group * prog.sqrt_n[:, None])
-    return Point(M, d, torch.zeros_like(d))
+    return Point(prog.restrict(M), d, torch.zeros_like(d))
 
 
 def _prox(prog: NuclearProgram, p: Point, t: float) -> tuple[Point, float]:
@@ -106,7 +109,9 @@ def _prox(prog: NuclearProgram, p: Point, t: float) -> tuple[Point, float]:
 
 
 def _gradient(prog: NuclearProgram, sm) -> Point:
-    return Point(sm.Y_M, sm.Y_d, sm.g_beta)
+    """The gradient in the program's metric, restricted to the subspace of the iterates (the SVT of a
+    matrix in it stays in it: its singular vectors do)."""
+    return Point(prog.restrict(sm.Y_M), sm.Y_d, sm.g_beta)
 
 
 def solve(prog: NuclearProgram, *, tol: float = SOLVER_RTOL, max_iter: int = MAX_ITER, start: Point | None = None,
@@ -283,8 +288,8 @@ def nuclear_norm_certificate(counts: Sequence[float], loss: str, wd_W: float, wd
     general K×K program; a cross-check at small K). Either way `.certificate` holds the primal value and
     the dual bound. Example:
     >>> opt = nuclear_norm_certificate([100, 100, 10], "ce", 5e-4, 5e-4)
-    >>> opt.certificate.certified, opt.rank
-    (True, 3)
+    >>> opt.certificate.certified, opt.rank   # CE without a bias: rank K − 1 (logits shift-invariant)
+    (True, 2)
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")

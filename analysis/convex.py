@@ -19,6 +19,7 @@ import cvxpy as cp
 import numpy as np
 
 from analysis.certificate import ConvexOptimum, nuclear_norm_certificate  # noqa: F401 (re-exported)
+from analysis.theory import minority_parallel_ratio
 
 # the open-source conic solver shipped with cvxpy; tight tolerances
 SOLVER = "CLARABEL"
@@ -121,8 +122,12 @@ def ufm_critical_ratio(K_A: int, K_B: int, n_A: float, wd_W: float, wd_H: float,
                        tol: float = 1e-3, hi: float = 1e5, wd_b: float = 0.0, bias: bool = False) -> float:
     """The imbalance ratio R from which the weight-decayed UFM's own global optimum (the nuclear-norm
     program, class counts n_A and n_A/R) has parallel minority classifiers (mean cosine >= 1 − tol, or
-    vanished); inf if not reached by `hi`. Class counts enter the program as weights, so R is continuous."""
+    vanished); inf if not reached by `hi`. Class counts enter the program as weights, so R is continuous.
+    The search stops at the closed-form ratio (`analysis.theory.minority_parallel_ratio`), where the
+    cosine is exactly 1, when that lies below `hi` (the programs of extreme ratios are the slowest)."""
     minority = range(K_A, K_A + K_B)
+    if K_B >= 2 and loss in ("ce", "mse"):
+        hi = min(hi, minority_parallel_ratio(K_A, K_B, n_A, wd_W, wd_H) * (1 + 1e-9))
 
     def parallel(R: float) -> bool:
         G = nuclear_norm_certificate([n_A] * K_A + [n_A / R] * K_B, loss, wd_W, wd_H, wd_b, bias).grams["W"]

@@ -148,7 +148,13 @@ class NuclearProgram:
         if loss == "soft":
             if soft_targets is None:
                 raise ValueError("loss 'soft' needs soft_targets, a (K, K) row-stochastic matrix")
+            T = np.asarray(soft_targets, dtype=float)
+            if T.shape != (K, K) or (T < 0).any() or np.abs(T.sum(1) - 1).max() > 1e-12:
+                # CE against a q that is not a distribution is unbounded below (or not shift-invariant)
+                raise ValueError("soft_targets must be a (K, K) matrix of rows >= 0 that sum to 1")
             grouped = False
+        if not 0 <= smoothing < 1:
+            raise ValueError(f"smoothing must lie in [0, 1), got {smoothing}")
         if grouped:
             values, class_group = np.unique(counts, return_inverse=True)
         else:
@@ -182,6 +188,19 @@ class NuclearProgram:
         M.diagonal().copy_(own + (m - 1) * group.diagonal())
         d = torch.where(self.grouped, own - group.diagonal(), torch.zeros_like(own))
         return M, d
+
+    def restrict(self, M: torch.Tensor) -> torch.Tensor:
+        """Project M onto the subspace that holds an optimum (and the iterates): CE-type losses ignore a
+        shift of a row of logits and ‖X(I − 11ᵀ/K)‖_* <= ‖X‖_*, so X1 = 0; a free bias absorbs a shift of
+        a column and ‖(I − √n√nᵀ/N)X‖_* <= ‖X‖_*, so √nᵀX = 0. Without this, the optimum lies at the end of
+        valleys where only ρ‖X‖_* drives the iterates (at ρ = 1e-8, thousands of iterations)."""
+        if self.kind == "ce":
+            r = (self.m / self.K).sqrt()  # 1/√K in compact form
+            M = M - (M @ r)[:, None] * r[None, :]
+        if self.bias and self.wd_b == 0:
+            q = (self.m * self.n / self.N).sqrt()  # √n/√N in compact form
+            M = M - q[:, None] * (q @ M)[None, :]
+        return M
 
     def zero(self) -> Point:
         z = torch.zeros(self.G, dtype=torch.float64, device=self.device)
@@ -261,7 +280,9 @@ class NuclearProgram:
 
     # ----- the dual bound -----------------------------------------------------------------------------
     def conjugate(self, u_own: torch.Tensor, u_group: torch.Tensor) -> float:
-        """f*(Y) for the dual point with per-entry values u (u_k = N y_k/√n_k); inf where infeasible."""
+        """f*(Y) for the dual point with per-entry values u (u_k = N y_k/√n_k), assuming Y is feasible:
+        ‖Y‖₂ <= ρ, and for CE p = q + u >= 0 with rows of u summing to 0, and Σ_k w_k u_k = 0 with a free
+        bias (`dual_bound` makes it so; off that set f* is +inf, which this formula does not detect)."""
         mu = torch.where(self.present, self.mu, 0.0)
         if self.kind == "mse":
             group = mu * (0.5 * u_group**2 + u_group * self.group_target)
@@ -314,7 +335,8 @@ class NuclearProgram:
     def _scaled(self, u_own, u_group):
         """u scaled into the spectral ball ‖Y‖₂ ≤ ρ (keeps CE's p = q + su ≥ 0 and the linear constraints)."""
         nrm = self.spectral_norm(*self._to_Y(u_own, u_group))
-        s = min(1.0, self.rho / nrm) if nrm > 0 else 1.0
+        # a few ulps below ρ/‖Y‖₂: the SVD's own rounding (measured <= 1.1e-15 relative) cannot push it out
+        s = min(1.0, self.rho / nrm * (1 - 4e-15)) if nrm > 0 else 1.0
         return s * u_own, s * u_group
 
     def _clipped(self, u_own, u_group):
@@ -348,9 +370,19 @@ class NuclearProgram:
         Two candidates, the larger is returned: (a) Y scaled into the spectral ball ‖Y‖₂ ≤ ρ (always
         feasible; with a free bias first projected onto Σ_k w_k u_k = 0 and, if some p < 0, mixed with a
         strictly feasible point); (b) Y with its singular values clipped at ρ (sharper near the optimum),
-        mixed with (a) where some p < 0. Both are exact lower bounds whatever `p` is."""
+        mixed with (a) where some p < 0. Both are exact lower bounds whatever `p` is, up to rounding —
+        and one rounding needs care: with a free bias the constraint Σ_k w_k u_k = 0 holds only to
+        ~1e-16 of what the projection removed, and that residual enters the bound multiplied by the
+        optimal bias. Far from the optimal bias the projection removes most of u (cancellation: measured
+        1e-10 relative too high at λ = 1e-8); there the point gives no bound (−inf): near the optimum
+        ∂f/∂b → 0 and the projection removes almost nothing.
+        """
         sm = self.smooth(p) if smooth is None else smooth
         u = self.project(sm.u_own, sm.u_group)
+        if self.bias and self.wd_b == 0:
+            removed = float(self.column_sums(sm.u_own, sm.u_group).abs().max())
+            if removed > float(torch.maximum(u[0].abs().max(), u[1].abs().max())):
+                return -math.inf
         if not self.feasible(*u):
             u = self._mix(u, self._free_bias_start())
         scaled = self._scaled(*u)
@@ -360,7 +392,7 @@ class NuclearProgram:
             clipped = self._mix(clipped, scaled)
         clipped = self._scaled(*clipped)  # ‖Y‖₂ ≤ ρ up to the SVD's rounding: make it exact
         bounds.append(-self.conjugate(*clipped))
-        return max(b for b in bounds if math.isfinite(b))
+        return max([b for b in bounds if math.isfinite(b)], default=-math.inf)
 
     # ----- the full matrices --------------------------------------------------------------------------
     def dense(self, p: Point) -> tuple[np.ndarray, np.ndarray]:

@@ -208,7 +208,7 @@ def group_collapse_threshold(counts: Sequence[int], wd_W: float, wd_H: float, ma
     gradient's within-group singular value is exactly margin·w_g/√n_g = margin·√n_g/N; the nuclear norm
     keeps the group collapsed iff that is <= ρ = √(λ_Wλ_H):  collapsed ⟺ margin·√n_g <= N·ρ.
     Returns {count: collapsed} for every count shared by at least two classes.
-    Example: >>> group_collapse_threshold([1000] * 7 + [10] * 3, 5e-4, 5e-4)
+    >>> group_collapse_threshold([1000] * 7 + [10] * 3, 5e-4, 5e-4)
     {10: True, 1000: False}
     """
     counts = np.asarray(counts, dtype=float)
@@ -226,7 +226,8 @@ def minority_parallel_ratio(K_A: int, K_B: int, n_A: float, wd_W: float, wd_H: f
     K_B a x² − x + K_A a >= 0, so the minority group collapses for x <= x₋ = (1 − √(1 − 4K_AK_B a²))/(2K_B a):
         R* = 1/x₋² = (2 K_B a / (1 − √(1 − 4 K_A K_B a²)))².
     Returns 1.0 when 4K_AK_Ba² >= 1 (collapsed at every ratio: the balanced problem is already at 0).
-    Example: K_A = 7, K_B = 3, n_A = 1000, λ = 5e-4 gives R* = 80.78 (the certificate's bisection: 80.8).
+    >>> round(minority_parallel_ratio(7, 3, 1000, 5e-4, 5e-4), 2)   # the certificate's bisection: 80.8
+    80.77
     """
     a = math.sqrt(wd_W * wd_H * n_A) / margin
     disc = 1 - 4 * K_A * K_B * a * a
@@ -242,6 +243,9 @@ def seli_grams(counts: Sequence[int]) -> dict[str, np.ndarray]:
     the bias-free imbalanced CE UFM. With the simplex-encoded labels Ẑ = (I − 11ᵀ/K)Y = VΛUᵀ (K×N),
     WWᵀ ∝ VΛVᵀ = (PDP)^{1/2} and the Gram of the class features ∝ (PDP)^{+1/2} (P = I − 11ᵀ/K,
     D = diag(n_k); the features are not centered). Balanced counts give the simplex ETF for both.
+    >>> from analysis.metrics import etf_distance
+    >>> etf_distance(seli_grams([5, 5, 5])["W"]) < 1e-15
+    True
     """
     counts = np.asarray(counts, dtype=float)
     K = len(counts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 
 import numpy as np
 
@@ -154,26 +155,32 @@ def convex_optimum(cfg: SimConfig, progress: bool = False):
 
 class CertificateProgress:
     """A progress bar over the certificate's relative gap (log scale, from the first bound to the
-    solver's target), shown on stderr only once the solve has run for two seconds."""
+    solver's target) on stderr, opened only once the solve has run for DELAY seconds."""
+
+    DELAY = 2.0
 
     def __init__(self) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=100, desc="certificate", file=sys.stderr, delay=2.0, dynamic_ncols=True,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
-        self.first: float | None = None
+        self.start, self.bar, self.first = time.perf_counter(), None, None
 
     def __call__(self, iteration: int, upper: float, lower: float) -> None:
         from analysis.certificate import SOLVER_RTOL
 
         gap = max((upper - lower) / max(abs(upper), 1e-300), SOLVER_RTOL)
         self.first = self.first or max(gap, SOLVER_RTOL * 10)
+        if self.bar is None:
+            if time.perf_counter() - self.start < self.DELAY:
+                return
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=100, desc="certificate", file=sys.stderr, dynamic_ncols=True,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
         done = math.log(self.first / gap) / math.log(self.first / SOLVER_RTOL)
         self.bar.n = round(100 * min(1.0, max(0.0, done)))
         self.bar.set_postfix_str(f"iteration {iteration}, relative gap {gap:.1e}")
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def theory_target(cfg: SimConfig, convex=None) -> Target:

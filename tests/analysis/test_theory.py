@@ -9,7 +9,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis.theory import ce_etf, etf_gram, mse_bias_free, mse_free_bias
+from analysis.metrics import etf_distance
+from analysis.theory import (
+    ce_etf,
+    etf_gram,
+    group_collapse_threshold,
+    minority_parallel_ratio,
+    mse_bias_free,
+    mse_free_bias,
+    mse_free_bias_counts,
+    seli_grams,
+)
 
 
 def objective(W, H, b, y, loss, wd_W, wd_H, smoothing=0.0, scale=1.0):
@@ -141,3 +151,88 @@ def test_etf_gram():
     G = etf_gram(5)
     assert np.allclose(np.diag(G), 1) and np.allclose(G[0, 1], -1 / 4)
     assert np.allclose(G.sum(1), 0)
+
+
+@pytest.mark.parametrize("counts,lam", [((40, 10, 10, 2), 1e-3), ((30, 20, 10, 5, 5), 2e-3), ((8, 8, 8), 5e-3),
+                                        ((400, 100, 50, 1), 2e-3)])
+def test_mse_free_bias_any_counts_is_critical_point(counts, lam):
+    """MSE with a free bias, any counts (analysis.theory.mse_free_bias_counts): Z = SVT_{Nρ}(C·Y) on the
+    N×K centered labels, b = n/N — written here on N×K matrices and checked as a critical point of F."""
+    counts = np.asarray(counts)
+    K, N = len(counts), counts.sum()
+    y = np.repeat(np.arange(K), counts)
+    Y = np.eye(K)[y]
+    U, S, Vt = np.linalg.svd(Y - Y.mean(0), full_matrices=False)
+    S = np.clip(S - N * lam, 0, None)
+    r = int((S > 0).sum())
+    W = Vt[:r].T * np.sqrt(S[:r])
+    H = U[:, :r] * np.sqrt(S[:r])
+    b = counts / N
+    p = mse_free_bias_counts(counts, d=K, wd_W=lam, wd_H=lam).predicted
+    check_critical_point(W, H, b, y, p["loss"], loss="mse", wd_W=lam, wd_H=lam)
+    assert (W**2).sum() == pytest.approx(p["W_norm_sq"], rel=1e-12)
+    assert p["b_mean"] == pytest.approx(1 / K, rel=1e-12)
+    if len(set(counts.tolist())) == 1:  # balanced: the closed form of mse_free_bias
+        assert p["loss"] == pytest.approx(mse_free_bias(K, counts[0], K, lam, lam).predicted["loss"], rel=1e-13)
+
+
+def within_group_part(counts, lam, loss="ce", bias=False):
+    """|d_g| of every count group of the certified optimum (the part of X that tells a group's classes
+    apart; 0 ⟺ their classifiers and class means coincide)."""
+    from analysis.certificate import solve
+    from analysis.nuclear_program import NuclearProgram
+
+    sol = solve(NuclearProgram.from_counts(counts, loss, lam, lam, 0.0, bias))
+    assert sol.certificate.certified
+    values = np.unique(np.asarray(counts, dtype=float))
+    return {int(v): abs(float(d)) for v, d in zip(values, sol.point.d, strict=True)}
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_minority_classifiers_coincide_exactly_from_the_closed_form_ratio(bias):
+    """Two count groups, CE (analysis.theory.minority_parallel_ratio, derived from the optimality
+    condition of the within-group part): just above R* the minority part of the certified optimum is
+    exactly 0 (soft-thresholded), just below it is not; the bisection on the cosine (>= 0.999) lies just
+    below R*."""
+    from analysis.convex import ufm_critical_ratio
+
+    K_A, K_B, n_A, lam = 7, 3, 1000, 5e-4
+    R = minority_parallel_ratio(K_A, K_B, n_A, lam, lam)
+    assert R == pytest.approx(80.77, abs=0.01)
+    for factor, collapsed in ((1.001, True), (0.99, False)):
+        n_B = n_A / (R * factor)
+        d_B = within_group_part([n_A] * K_A + [n_B] * K_B, lam, bias=bias)[int(n_B)]
+        assert d_B == 0 if collapsed else d_B > 1e-6
+        assert group_collapse_threshold([n_A] * K_A + [n_B] * K_B, lam, lam)[n_B] == collapsed
+    assert 0.9 * R < ufm_critical_ratio(K_A, K_B, n_A, lam, lam) <= R * 1.001
+
+
+def test_group_collapse_threshold_with_three_groups():
+    """√n_g <= N·√(λ_Wλ_H)/margin ⟺ the group's part of the optimum vanishes, group by group (CE)."""
+    counts, lam = [400] * 3 + [40] * 3 + [4] * 4, 3e-3
+    predicted = group_collapse_threshold(counts, lam, lam)
+    assert predicted == {4: True, 40: False, 400: False}  # N√λλ = 4.0: √4 = 2 collapses, √40 = 6.3 does not
+    d = within_group_part(counts, lam)
+    assert d[4] == 0 and d[40] > 1e-3 and d[400] > 1e-3
+
+
+def test_seli_is_the_small_weight_decay_limit_of_imbalanced_ce():
+    """Thrampoulidis et al. 2022: as λ → 0 the bias-free imbalanced CE optimum tends (in direction) to
+    SELI. Measured on the certified optima: the normalized Gram distances fall monotonically, at the
+    rate 1/log(1/λ) of the logits' growth (halving from λ = 1e-7 to 1e-14)."""
+    from analysis.certificate import nuclear_norm_certificate
+    from analysis.metrics import gram_distance
+
+    counts = [20, 20, 20, 5, 5, 2]
+    ref = seli_grams(counts)
+    dist = {}
+    for lam in (1e-2, 1e-4, 1e-7, 1e-10, 1e-14):
+        opt = nuclear_norm_certificate(counts, "ce", lam, lam)
+        F = opt.features
+        dist[lam] = (gram_distance(opt.grams["W"], ref["W"]), gram_distance(F @ F.T, ref["means"]))
+    values = list(dist.values())
+    assert all(a[0] > b[0] and a[1] > b[1] for a, b in zip(values, values[1:], strict=False))
+    assert dist[1e-14][0] < 0.025 and dist[1e-14][1] < 0.04
+    assert dist[1e-14][0] / dist[1e-7][0] == pytest.approx(0.5, abs=0.05)
+    # balanced counts: SELI is the simplex ETF
+    assert etf_distance(seli_grams([3] * 5)["means"]) < 1e-14
