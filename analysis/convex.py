@@ -11,6 +11,7 @@ in `analysis.certificate`; `nuclear_norm_certificate` and `ConvexOptimum` are re
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -126,9 +127,8 @@ def ufm_critical_ratio(K_A: int, K_B: int, n_A: float, wd_W: float, wd_H: float,
     The search stops at the closed-form ratio (`analysis.theory.minority_parallel_ratio`), where the
     cosine is exactly 1, when that lies below `hi` (the programs of extreme ratios are the slowest)."""
     minority = range(K_A, K_A + K_B)
-    if K_B >= 2 and loss in ("ce", "mse"):
-        hi = min(hi, minority_parallel_ratio(K_A, K_B, n_A, wd_W, wd_H) * (1 + 1e-9))
 
+    @functools.lru_cache
     def parallel(R: float) -> bool:
         G = nuclear_norm_certificate([n_A] * K_A + [n_A / R] * K_B, loss, wd_W, wd_H, wd_b, bias).grams["W"]
         norms = np.sqrt(np.clip(np.diag(G), 0, None))
@@ -136,4 +136,8 @@ def ufm_critical_ratio(K_A: int, K_B: int, n_A: float, wd_W: float, wd_H: float,
             return True
         return bool(mean_pairwise_cosine(G, minority) >= 1 - tol)
 
+    if K_B >= 2 and loss in ("ce", "mse"):
+        cap = minority_parallel_ratio(K_A, K_B, n_A, wd_W, wd_H) * (1 + 1e-9)
+        if cap < hi and parallel(cap):  # a closed form that disagreed would leave the search unbounded
+            hi = cap
     return _first_ratio(parallel, 1.0, hi)

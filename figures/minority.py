@@ -14,7 +14,8 @@ CAPTION = ("Minority collapse (Fang et al. 2021): mean pairwise cosine of the K_
            "UFM (points) on its certified convex optimum (dashed), and the layer-peeled model (LPM, dash-dotted) "
            "with the run's own norm budgets; right: the minority/majority classifier norm ratio. The LPM bounds "
            "the features per class where weight decay bounds them per sample, so it underestimates the UFM's "
-           "collapse; a cosine of 1 (parallel minority classifiers) lies beyond R = 100 at this n_A")
+           "collapse; a cosine of 1 (identical minority classifiers) lies beyond R = 100 at this n_A: from "
+           "R* = 816 in closed form (√n_B <= N·sqrt(λ_W·λ_H))")
 
 
 def build(out: Path, smoke: bool) -> plt.Figure:

@@ -117,7 +117,8 @@ def test_cvxpy_cross_check_agrees(counts, loss, lam, bias, wd_b):
     T = np.full((K, K), 0.1 / (K - 1)) + np.eye(K) * (0.9 - 0.1 / (K - 1)) if loss == "soft" else None
     kw = dict(smoothing=SMOOTHING, soft_targets=T)
     ours = solve(NuclearProgram.from_counts(counts, loss, lam, lam, wd_b, bias, **kw)).certificate
-    theirs = solve_cvxpy(NuclearProgram.from_counts(counts, loss, lam, lam, wd_b, bias, grouped=False, **kw)).certificate
+    general = NuclearProgram.from_counts(counts, loss, lam, lam, wd_b, bias, grouped=False, **kw)
+    theirs = solve_cvxpy(general).certificate
     assert ours.certified
     assert theirs.upper == pytest.approx(ours.upper, rel=1e-8)
     assert theirs.lower <= ours.upper * (1 + 1e-12) and ours.lower <= theirs.upper * (1 + 1e-12)
