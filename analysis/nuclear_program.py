@@ -128,7 +128,10 @@ class NuclearProgram:
         self.grouped = self.m > 1  # groups with a within-group zero-sum part (d_g)
         self.own_target, self.group_target = t(own_target), t(group_target)
         self.class_group = np.asarray(class_group, dtype=int)  # (K,) the group of every class
-        self.bias_scale = 1 / math.sqrt(self.N)  # b = beta/√N: the bias's curvature then matches X's
+        # b = beta·bias_scale, so that a step moves beta about as far as X: 1/√N matches the curvatures
+        # for MSE; CE's bias is flatter (its curvature is the small probabilities'), and 4/√N measured best
+        # (K = 1000, free bias: 390 iterations against 635 with 1/√N; MSE is slower with it)
+        self.bias_scale = (4.0 if kind == "ce" else 1.0) / math.sqrt(self.N)
 
     # ----- construction -------------------------------------------------------------------------------
     @classmethod

@@ -65,12 +65,13 @@ def minority_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimC
            "norm_ratio": float(norms[minority].mean() / norms[majority].mean()) if majority else 1.0}
     ok_theory = cfg.depth == 1 and min(cfg.wd_W, cfg.wd_H) > 0 and margin(cfg) is not None
     collapsed = group_collapse_threshold(cfg.class_counts, cfg.wd_W, cfg.wd_H, margin(cfg)) if ok_theory else {}
-    top = norms[[k for k in range(cfg.K) if cfg.class_counts[k] == max(cfg.class_counts)]].mean()
-    out["groups"] = [
-        {"count": c, "classes": len(members), "cosine": mean_pairwise_cosine(G, members),
-         "norm_ratio": float(norms[members].mean() / top), "identical_at_optimum": collapsed.get(c)}
-        for c in sorted(set(cfg.class_counts), reverse=True)
-        for members in [[k for k in range(cfg.K) if cfg.class_counts[k] == c]]]
+    out["groups"], top = [], None
+    for c in sorted(set(cfg.class_counts), reverse=True):  # the largest count first: the norms' reference
+        members = [k for k in range(cfg.K) if cfg.class_counts[k] == c]
+        top = norms[members].mean() if top is None else top
+        out["groups"].append({"count": c, "classes": len(members), "cosine": mean_pairwise_cosine(G, members),
+                              "norm_ratio": float(norms[members].mean() / top),
+                              "identical_at_optimum": collapsed.get(c)})
     if K_B < 2:
         out["skipped"] = "one minority class: no pairwise cosine"
         return out
