@@ -131,14 +131,14 @@ def solve(prog: NuclearProgram, *, tol: float = SOLVER_RTOL, max_iter: int = MAX
     best_upper, best_point = sm_x.value + prog.rho * prog.nuclear_norm(x.M, x.d), x
     best_lower = prog.dual_bound(x, sm_x)
     # the curvature of f in X is at most max ℓ''/N (ℓ'' <= 1 for MSE, 1/2 for CE): 1/L to start
-    t = prog.N * (2.0 if prog.kind == "ce" else 1.0)
+    t = t_start = prog.N * (2.0 if prog.kind == "ce" else 1.0)
     y, theta, it = x, 1.0, 0
     progress_gap, progress_it = math.inf, 0  # the last gap that halved the one before, and when
     while it < max_iter and best_upper - best_lower > tol * abs(best_upper):
         it += 1
         sm_y = prog.smooth(y)
         g = _gradient(prog, sm_y)
-        t *= 1.25  # let the step grow: the curvature falls as the logits grow
+        t = min(1.25 * t, 1e12 * t_start)  # let the step grow: the curvature falls as the logits grow
         while True:
             x_new, nuclear = _prox(prog, y.combine(g, 1.0, -t), t)
             sm_new = prog.smooth(x_new)
@@ -149,6 +149,8 @@ def solve(prog: NuclearProgram, *, tol: float = SOLVER_RTOL, max_iter: int = MAX
             if prog.inner(_gradient(prog, sm_new).combine(g, 1.0, -1.0), step) <= prog.inner(step, step) / (2 * t):
                 break
             t *= 0.5
+            if t < 1e-30 * t_start:  # only non-finite values fail the test at every step size
+                raise RuntimeError(f"the step size collapsed at iteration {it} (non-finite gradient?)")
         F_new = sm_new.value + prog.rho * nuclear
         if F_new < best_upper:
             best_upper, best_point = F_new, x_new
