@@ -124,6 +124,7 @@ class NuclearProgram:
         self.sqrt_n = self.n.sqrt()
         eye = torch.eye(G, dtype=torch.float64, device=self.device)
         self.mu = self.m[None, :] - eye  # multiplicity of group entry (g, h) in a class-g row
+        self.sqrt_mm = (self.m[:, None] * self.m[None, :]).sqrt()  # M_gh = √(m_g m_h)·(entry of block g, h)
         self.present = self.mu > 0
         self.grouped = self.m > 1  # groups with a within-group zero-sum part (d_g)
         self.own_target, self.group_target = t(own_target), t(group_target)
@@ -151,7 +152,7 @@ class NuclearProgram:
         if loss == "soft":
             if soft_targets is None:
                 raise ValueError("loss 'soft' needs soft_targets, a (K, K) row-stochastic matrix")
-            T = np.asarray(soft_targets, dtype=float)
+            T = np.array(soft_targets, dtype=float)
             if T.shape != (K, K) or (T < 0).any() or np.abs(T.sum(1) - 1).max() > 1e-12:
                 # CE against a q that is not a distribution is unbounded below (or not shift-invariant)
                 raise ValueError("soft_targets must be a (K, K) matrix of rows >= 0 that sum to 1")
@@ -165,8 +166,7 @@ class NuclearProgram:
         G = len(values)
         m = np.bincount(class_group, minlength=G)
         if loss == "soft":
-            T = np.asarray(soft_targets, dtype=float)
-            own, group = np.diag(T).copy(), T.copy()
+            own, group = np.diag(T).copy(), T
         else:
             on, off = {"mse": (target_scale, 0.0), "ce": (1.0, 0.0),
                        "ls": (1 - smoothing + smoothing / K, smoothing / K)}[loss]
@@ -178,16 +178,15 @@ class NuclearProgram:
     def entries(self, M: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(own, group) entries of X = QMQᵀ + Σ d_g P_g: X_kk and X_kj for j in group h (j ≠ k)."""
         m = self.m
-        group = M / (m[:, None] * m[None, :]).sqrt()
+        group = M / self.sqrt_mm
         own = (M.diagonal() + (m - 1) * d) / m
-        group = group.clone()
         group.diagonal().copy_((M.diagonal() - d) / m)
         return own, group
 
     def compact(self, own: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Inverse of `entries`: (M, d) of the block-symmetric matrix with these entries."""
         m = self.m
-        M = group * (m[:, None] * m[None, :]).sqrt()
+        M = group * self.sqrt_mm
         M.diagonal().copy_(own + (m - 1) * group.diagonal())
         d = torch.where(self.grouped, own - group.diagonal(), torch.zeros_like(own))
         return M, d
