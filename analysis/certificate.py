@@ -85,7 +85,12 @@ class Solution:
 
 def initial_point(prog: NuclearProgram) -> Point:
     """Each class at the balanced closed form of its own count: CE logits u*(e_y − 1/K) with Zhu et
-    al.'s gap u* = ln(1/c − (K − 1)), c = √(n_g)ρ; MSE the shrunk target (t − Nρ/√n_g)₊."""
+    al.'s gap u* = ln(1/c − (K − 1)), c = √(n_g)ρ; MSE the shrunk target (t − Nρ/√n_g)₊ (then restricted
+    to the subspace of `NuclearProgram.restrict`). Balanced CE starts at its optimum:
+    >>> prog = NuclearProgram.from_counts([5] * 4, "ce", 1e-4, 1e-4)
+    >>> p = initial_point(prog); prog.dual_bound(p) / prog.objective(p) > 1 - 1e-14
+    True
+    """
     K, n = prog.K, prog.n
     if prog.kind == "ce":
         c = n.sqrt() * prog.rho
@@ -132,11 +137,11 @@ def solve(prog: NuclearProgram, *, tol: float = SOLVER_RTOL, max_iter: int = MAX
     best_lower = prog.dual_bound(x, sm_x)
     # the curvature of f in X is at most max ℓ''/N (ℓ'' <= 1 for MSE, 1/2 for CE): 1/L to start
     t = t_start = prog.N * (2.0 if prog.kind == "ce" else 1.0)
-    y, theta, it = x, 1.0, 0
+    y, sm_y, theta, it = x, sm_x, 1.0, 0
+    best_sm = sm_x
     progress_gap, progress_it = math.inf, 0  # the last gap that halved the one before, and when
     while it < max_iter and best_upper - best_lower > tol * abs(best_upper):
         it += 1
-        sm_y = prog.smooth(y)
         g = _gradient(prog, sm_y)
         t = min(1.25 * t, 1e12 * t_start)  # let the step grow: the curvature falls as the logits grow
         while True:
@@ -153,14 +158,16 @@ def solve(prog: NuclearProgram, *, tol: float = SOLVER_RTOL, max_iter: int = MAX
                 raise RuntimeError(f"the step size collapsed at iteration {it} (non-finite gradient?)")
         F_new = sm_new.value + prog.rho * nuclear
         if F_new < best_upper:
-            best_upper, best_point = F_new, x_new
+            best_upper, best_point, best_sm = F_new, x_new, sm_new
         # gradient-based adaptive restart (O'Donoghue & Candès 2015): drop the momentum once it points
         # against the step just taken
-        restart = prog.inner(y.combine(x_new, 1.0, -1.0), x_new.combine(x, 1.0, -1.0)) > 0
-        theta_next = 1.0 if restart else (1 + math.sqrt(1 + 4 * theta**2)) / 2
-        momentum = 0.0 if restart else (theta - 1) / theta_next
-        y = x_new.combine(x_new.combine(x, 1.0, -1.0), 1.0, momentum)
-        x, sm_x, theta = x_new, sm_new, theta_next
+        if prog.inner(y.combine(x_new, 1.0, -1.0), x_new.combine(x, 1.0, -1.0)) > 0:
+            y, sm_y, theta = x_new, sm_new, 1.0  # the next step starts from x_new, already evaluated
+        else:
+            theta_next = (1 + math.sqrt(1 + 4 * theta**2)) / 2
+            y = x_new.combine(x_new.combine(x, 1.0, -1.0), 1.0, (theta - 1) / theta_next)
+            sm_y, theta = prog.smooth(y), theta_next
+        x, sm_x = x_new, sm_new
         if it % CHECK_EVERY == 0:
             best_lower = max(best_lower, prog.dual_bound(x, sm_x))
             if callback is not None:
@@ -170,7 +177,7 @@ def solve(prog: NuclearProgram, *, tol: float = SOLVER_RTOL, max_iter: int = MAX
                 progress_gap, progress_it = gap, it
             elif gap <= CERTIFIED_RTOL and it - progress_it >= STALL_ITERS:
                 break
-    best_lower = max(best_lower, prog.dual_bound(best_point))
+    best_lower = max(best_lower, prog.dual_bound(best_point, best_sm))
     cert = Certificate(best_upper, best_lower, "fista", it, time.perf_counter() - begin)
     return Solution(prog, best_point, cert)
 
@@ -185,7 +192,11 @@ def solve_cvxpy(prog: NuclearProgram) -> Solution:
     cross-checking `solve` at small K. The program is rescaled so that the optimum is O(1) in value and
     in X (units from `initial_point`): with absolute tolerances of ~1e-10, the unscaled program at
     λ = 1e-8 lets the solver stop 2e-3 away from the optimum. Its end point is certified by the same
-    dual bound as every other point: the solver's status is not trusted."""
+    dual bound as every other point: the solver's status is not trusted.
+    >>> sol = solve_cvxpy(NuclearProgram.from_counts([6, 4, 2], "ce", 1e-2, 1e-2, grouped=False))
+    >>> abs(sol.certificate.upper / solve(sol.program).certificate.upper - 1) < 1e-8
+    True
+    """
     import cvxpy as cp  # late: cvxpy takes a second to import
 
     if prog.G != prog.K:
@@ -262,7 +273,11 @@ class ConvexOptimum:
 
 
 def factorize(sol: Solution, counts: Sequence[float], wd_W: float, wd_H: float) -> ConvexOptimum:
-    """W, H and the predictions of the certified point (`analysis.theory.factorize_logits`)."""
+    """W, H and the predictions of the certified point (`analysis.theory.factorize_logits`).
+    >>> sol = solve(NuclearProgram.from_counts([5] * 3, "mse", 1e-2, 1e-2))
+    >>> opt = factorize(sol, [5] * 3, 1e-2, 1e-2); opt.rank, opt.W.shape   # orthogonal rows: rank K
+    (3, (3, 3))
+    """
     prog = sol.program
     X, b = prog.dense(sol.point)
     if prog.kind == "ce" and prog.bias and prog.wd_b == 0:

@@ -6,7 +6,7 @@ Gram of (h_1..h_K, w_1..w_K) is exact for d >= 2K. Minority collapse: with imbal
 minority classifiers become parallel beyond a critical ratio.
 
 The weight-decayed UFM's own global optimum (the nuclear-norm program, certified by a dual bound) lives
-in `analysis.certificate`; `nuclear_norm_certificate` and `ConvexOptimum` are re-exported here.
+in `analysis.certificate`; `nuclear_norm_certificate` is importable from here too.
 """
 
 from __future__ import annotations
@@ -19,12 +19,10 @@ from dataclasses import dataclass
 import cvxpy as cp
 import numpy as np
 
-from analysis.certificate import ConvexOptimum, nuclear_norm_certificate  # noqa: F401 (re-exported)
+from analysis.certificate import CVXPY_OPTIONS as SOLVER_OPTIONS
+from analysis.certificate import CVXPY_SOLVER as SOLVER
+from analysis.certificate import nuclear_norm_certificate
 from analysis.theory import minority_parallel_ratio
-
-# the open-source conic solver shipped with cvxpy; tight tolerances
-SOLVER = "CLARABEL"
-SOLVER_OPTIONS = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10, "max_iter": 500}
 
 
 @dataclass

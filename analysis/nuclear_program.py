@@ -40,9 +40,12 @@ LOSSES = ("mse", "ce", "ls", "soft")
 
 
 def svd(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """torch's SVD (LAPACK gesdd), falling back to the slower but sturdier QR-iteration driver (gesvd)
-    where gesdd does not converge: it fails on matrices with hundreds of equal singular values, which
-    are what symmetric optima of class-imbalanced programs have."""
+    """torch's SVD (LAPACK gesdd), falling back to numpy's and then to the slower QR-iteration driver
+    (gesvd) where gesdd does not converge: it fails on matrices with hundreds of equal singular values,
+    which are what symmetric optima of class-imbalanced programs have (MKL then prints a DLASCL error).
+    >>> [round(float(s), 12) for s in svd(torch.eye(3, dtype=torch.float64) * 2)[1]]
+    [2.0, 2.0, 2.0]
+    """
     try:
         return torch.linalg.svd(A, full_matrices=False)
     except torch.linalg.LinAlgError:
@@ -58,7 +61,10 @@ def svd(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def singular_values(A: torch.Tensor) -> torch.Tensor:
-    """The singular values of A, with the fallback of `svd`."""
+    """The singular values of A, with the fallback of `svd`.
+    >>> singular_values(torch.tensor([[3.0, 0.0], [0.0, -4.0]])).tolist()
+    [4.0, 3.0]
+    """
     try:
         return torch.linalg.svdvals(A)
     except torch.linalg.LinAlgError:
@@ -66,7 +72,10 @@ def singular_values(A: torch.Tensor) -> torch.Tensor:
 
 
 def default_device(groups: int) -> torch.device:
-    """CUDA for programs large enough to gain from it (a G×G SVD per step), else the CPU."""
+    """CUDA for programs large enough to gain from it (a G×G SVD per step), else the CPU.
+    >>> default_device(2).type
+    'cpu'
+    """
     return torch.device("cuda" if torch.cuda.is_available() and groups >= 256 else "cpu")
 
 
@@ -99,10 +108,17 @@ class Smooth:
 class NuclearProgram:
     """min_{X,b} Σ_k w_k ℓ_k(x_k/√n_k + b) + ρ‖X‖_* + λ_b/2‖b‖² in compact (count-group) form.
 
-    Build it with `NuclearProgram.from_counts`. Example:
+    Build it with `NuclearProgram.from_counts`; a point is a `Point` (M, d, beta). Example:
     >>> prog = NuclearProgram.from_counts([100, 100, 10], "ce", 5e-4, 5e-4)
     >>> prog.G, prog.K        # two groups: two classes of 100, one of 10
     (2, 3)
+    >>> p = Point(torch.eye(2, dtype=torch.float64), torch.tensor([1.0, 0.0], dtype=torch.float64),
+    ...           torch.zeros(2, dtype=torch.float64))
+    >>> X, b = prog.dense(p)  # the full K×K matrix (√n_k × the class-k logits) and bias
+    >>> prog.nuclear_norm(p.M, p.d) == float(np.linalg.svd(X, compute_uv=False).sum())
+    True
+    >>> prog.dual_bound(p) <= prog.objective(p)   # weak duality, at any point
+    True
     """
 
     def __init__(self, m: Sequence[int], n: Sequence[float], kind: str, own_target: np.ndarray,
@@ -204,10 +220,6 @@ class NuclearProgram:
             M = M - q[:, None] * (q @ M)[None, :]
         return M
 
-    def zero(self) -> Point:
-        z = torch.zeros(self.G, dtype=torch.float64, device=self.device)
-        return Point(torch.zeros(self.G, self.G, dtype=torch.float64, device=self.device), z, z.clone())
-
     def inner(self, a: Point, b: Point) -> float:
         """The Frobenius inner product of the full matrices (and of the full bias vectors)."""
         return float((a.M * b.M).sum() + ((self.m - 1) * a.d * b.d).sum() + (self.m * a.beta * b.beta).sum())
@@ -221,14 +233,14 @@ class NuclearProgram:
         top = float(singular_values(M).max())
         return max(top, float(d[self.grouped].abs().max())) if bool(self.grouped.any()) else top
 
-    def bias_vector(self, p: Point) -> torch.Tensor:
+    def _bias_vector(self, p: Point) -> torch.Tensor:
         return p.beta * self.bias_scale if self.bias else torch.zeros_like(p.beta)
 
     # ----- the smooth part ----------------------------------------------------------------------------
-    def logits(self, p: Point) -> tuple[torch.Tensor, torch.Tensor]:
+    def _logits(self, p: Point) -> tuple[torch.Tensor, torch.Tensor]:
         """(own, group) logits of a class-g sample: x/√n_g plus the bias of the logit's class."""
         own, group = self.entries(p.M, p.d)
-        b = self.bias_vector(p)
+        b = self._bias_vector(p)
         return own / self.sqrt_n + b, group / self.sqrt_n[:, None] + b[None, :]
 
     def loss_rows(self, z_own: torch.Tensor, z_group: torch.Tensor):
@@ -255,7 +267,7 @@ class NuclearProgram:
 
     def smooth(self, p: Point) -> Smooth:
         """f(X, b) and its gradient: Y = ∂f/∂X (entries w_k u/√n_k, in compact form) and ∂f/∂beta."""
-        z_own, z_group = self.logits(p)
+        z_own, z_group = self._logits(p)
         rows, u_own, u_group = self.loss_rows(z_own, z_group)
         value = (self.omega * rows).sum()
         scale = self.w / self.sqrt_n
@@ -263,15 +275,15 @@ class NuclearProgram:
         g_beta = torch.zeros_like(p.beta)
         if self.bias:
             # per class of group h: ∂f/∂b_j = Σ_k w_k u_kj (+ λ_b b_h); the metric counts the m_h classes
-            b = self.bias_vector(p)
-            g_beta = self.column_sums(u_own, u_group)
+            b = self._bias_vector(p)
+            g_beta = self._column_sums(u_own, u_group)
             if self.wd_b > 0:
                 value = value + 0.5 * self.wd_b * (self.m * b * b).sum()
                 g_beta = g_beta + self.wd_b * b
             g_beta = g_beta * self.bias_scale
         return Smooth(float(value), u_own, u_group, Y_M, Y_d, g_beta)
 
-    def column_sums(self, u_own: torch.Tensor, u_group: torch.Tensor) -> torch.Tensor:
+    def _column_sums(self, u_own: torch.Tensor, u_group: torch.Tensor) -> torch.Tensor:
         """v_h = Σ_k w_k u_{k,j} for a class j of group h (the same for every class of the group)."""
         mu = torch.where(self.present, self.mu, 0.0)
         return (self.omega[:, None] * mu / self.m[None, :] * u_group).sum(0) + self.w * u_own
@@ -281,7 +293,7 @@ class NuclearProgram:
         return self.smooth(p).value + self.rho * self.nuclear_norm(p.M, p.d)
 
     # ----- the dual bound -----------------------------------------------------------------------------
-    def conjugate(self, u_own: torch.Tensor, u_group: torch.Tensor) -> float:
+    def _conjugate(self, u_own: torch.Tensor, u_group: torch.Tensor) -> float:
         """f*(Y) for the dual point with per-entry values u (u_k = N y_k/√n_k), assuming Y is feasible:
         ‖Y‖₂ <= ρ, and for CE p = q + u >= 0 with rows of u summing to 0, and Σ_k w_k u_k = 0 with a free
         bias (`dual_bound` makes it so; off that set f* is +inf, which this formula does not detect)."""
@@ -293,7 +305,7 @@ class NuclearProgram:
             rows = self._plogp(u_own, self.own_target) + (mu * self._plogp(u_group, self.group_target)).sum(1)
         value = float((self.omega * rows).sum())
         if self.bias:
-            v = self.column_sums(u_own, u_group)
+            v = self._column_sums(u_own, u_group)
             if self.wd_b > 0:
                 value += float((self.m * v * v).sum()) / (2 * self.wd_b)
         return value
@@ -305,14 +317,14 @@ class NuclearProgram:
         logp = torch.where(P > 0.5, torch.log1p((q - 1) + u), torch.log(P.clamp_min(1e-300)))
         return torch.where(P > 0, P * logp, torch.zeros_like(P))
 
-    def feasible(self, u_own: torch.Tensor, u_group: torch.Tensor) -> bool:
+    def _feasible(self, u_own: torch.Tensor, u_group: torch.Tensor) -> bool:
         """CE's conjugate needs p = q + u ≥ 0 (rows sum to 1 by construction)."""
         if self.kind == "mse":
             return True
         return bool((self.own_target + u_own >= 0).all() and
                     (torch.where(self.present, self.group_target + u_group, 0.0) >= 0).all())
 
-    def project(self, u_own: torch.Tensor, u_group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _project(self, u_own: torch.Tensor, u_group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Onto the linear constraints of f*: rows of u sum to 0 (CE: Y ← Y(I − 11ᵀ/K)) and, with a free
         bias, Σ_k w_k u_k = 0 (Y ← (I − √n√nᵀ/N)Y). Both are orthogonal projections on either side of Y,
         so neither increases ‖Y‖₂."""
@@ -321,7 +333,7 @@ class NuclearProgram:
             row = (u_own + (mu * u_group).sum(1)) / self.K
             u_own, u_group = u_own - row, u_group - row[:, None]
         if self.bias and self.wd_b == 0:
-            v = self.column_sums(u_own, u_group)
+            v = self._column_sums(u_own, u_group)
             u_own, u_group = u_own - v, u_group - v[None, :]
         return u_own, torch.where(self.present, u_group, 0.0)
 
@@ -334,25 +346,17 @@ class NuclearProgram:
         scale = self.sqrt_n / self.w
         return scale * own, torch.where(self.present, scale[:, None] * group, 0.0)
 
-    def _scaled(self, u_own, u_group):
-        """u scaled into the spectral ball ‖Y‖₂ ≤ ρ (keeps CE's p = q + su ≥ 0 and the linear constraints)."""
-        nrm = self.spectral_norm(*self._to_Y(u_own, u_group))
+    def _scaled(self, u_own, u_group, norm: float | None = None):
+        """u scaled into the spectral ball ‖Y‖₂ ≤ ρ (keeps CE's p = q + su ≥ 0 and the linear constraints);
+        `norm`: ‖Y‖₂ where already known."""
+        nrm = self.spectral_norm(*self._to_Y(u_own, u_group)) if norm is None else norm
         # a few ulps below ρ/‖Y‖₂: the SVD's own rounding (measured <= 1.1e-15 relative) cannot push it out
         s = min(1.0, self.rho / nrm * (1 - 4e-15)) if nrm > 0 else 1.0
         return s * u_own, s * u_group
 
-    def _clipped(self, u_own, u_group):
-        """The singular values of Y clipped at ρ (the projection onto the spectral ball), then projected
-        onto the linear constraints."""
-        Y_M, Y_d = self._to_Y(u_own, u_group)
-        U, S, Vh = svd(Y_M)
-        Y_M = (U * S.clamp(max=self.rho)) @ Vh
-        Y_d = Y_d.clamp(-self.rho, self.rho)
-        return self.project(*self._from_Y(Y_M, Y_d))
-
     def _free_bias_start(self):
         """A strictly feasible CE dual point with Σ_k w_k u_k = 0: every class predicts q̄ = Σ_k w_k q_k."""
-        q_bar = self.column_sums(self.own_target, torch.where(self.present, self.group_target, 0.0))
+        q_bar = self._column_sums(self.own_target, torch.where(self.present, self.group_target, 0.0))
         return q_bar - self.own_target, torch.where(self.present, q_bar[None, :] - self.group_target, 0.0)
 
     def _mix(self, bad, good):
@@ -371,8 +375,8 @@ class NuclearProgram:
 
         Two candidates, the larger is returned: (a) Y scaled into the spectral ball ‖Y‖₂ ≤ ρ (always
         feasible; with a free bias first projected onto Σ_k w_k u_k = 0 and, if some p < 0, mixed with a
-        strictly feasible point); (b) Y with its singular values clipped at ρ (sharper near the optimum),
-        mixed with (a) where some p < 0. Both are exact lower bounds whatever `p` is, up to rounding —
+        strictly feasible point); (b) that Y with its singular values clipped at ρ (sharper near the
+        optimum), mixed with (a) where some p < 0. Both are exact lower bounds whatever `p` is, up to rounding —
         and one rounding needs care: with a free bias the constraint Σ_k w_k u_k = 0 holds only to
         ~1e-16 of what the projection removed, and that residual enters the bound multiplied by the
         optimal bias. Far from the optimal bias the projection removes most of u (cancellation: measured
@@ -380,20 +384,25 @@ class NuclearProgram:
         ∂f/∂b → 0 and the projection removes almost nothing.
         """
         sm = self.smooth(p) if smooth is None else smooth
-        u = self.project(sm.u_own, sm.u_group)
+        u = self._project(sm.u_own, sm.u_group)
         if self.bias and self.wd_b == 0:
-            removed = float(self.column_sums(sm.u_own, sm.u_group).abs().max())
+            removed = float(self._column_sums(sm.u_own, sm.u_group).abs().max())
             if removed > float(torch.maximum(u[0].abs().max(), u[1].abs().max())):
                 return -math.inf
-        if not self.feasible(*u):
+        if not self._feasible(*u):
             u = self._mix(u, self._free_bias_start())
-        scaled = self._scaled(*u)
-        bounds = [-self.conjugate(*scaled)]
-        clipped = self._clipped(sm.u_own, sm.u_group)
-        if not self.feasible(*clipped):
+        # one SVD of Y serves both candidates: its norm scales (a), its clipped singular values give (b)
+        Y_M, Y_d = self._to_Y(*u)
+        U, S, Vh = svd(Y_M)
+        d_top = float(Y_d[self.grouped].abs().max()) if bool(self.grouped.any()) else 0.0
+        scaled = self._scaled(*u, norm=max(float(S.max()), d_top))
+        # clipping keeps the null spaces of Y (1 on the right, √n on the left), hence the linear
+        # constraints; `project` only removes the reconstruction's rounding
+        clipped = self._project(*self._from_Y((U * S.clamp(max=self.rho)) @ Vh, Y_d.clamp(-self.rho, self.rho)))
+        if not self._feasible(*clipped):
             clipped = self._mix(clipped, scaled)
-        clipped = self._scaled(*clipped)  # ‖Y‖₂ ≤ ρ up to the SVD's rounding: make it exact
-        bounds.append(-self.conjugate(*clipped))
+        clipped = self._scaled(*clipped)  # ‖Y‖₂ ≤ ρ up to the reconstruction's rounding: make it exact
+        bounds = [-self._conjugate(*scaled), -self._conjugate(*clipped)]
         return max([b for b in bounds if math.isfinite(b)], default=-math.inf)
 
     # ----- the full matrices --------------------------------------------------------------------------
@@ -403,4 +412,4 @@ class NuclearProgram:
         cg = self.class_group
         X = group[np.ix_(cg, cg)]
         np.fill_diagonal(X, own[cg])
-        return X, self.bias_vector(p).cpu().numpy()[cg]
+        return X, self._bias_vector(p).cpu().numpy()[cg]

@@ -136,6 +136,9 @@ def factorize_logits(X: np.ndarray, b: np.ndarray, counts: Sequence[float], wd_W
     h_k = (D^{-1/2}U S^{1/2})_k (λ_W/λ_H)^{1/4}, so that λ_W/2‖W‖² + λ_H/2‖H‖² = √(λ_Wλ_H)‖X‖_*.
     Predicts `loss` (given), W_norm_sq, H_norm_sq, z_true, z_other, logit_gap, b_mean (with b ≠ 0),
     nc1–nc3, nc2_W, and nc4 = 0 with accuracy 1 where every class's own logit is the largest.
+    >>> fac = factorize_logits(2 * np.eye(3), np.zeros(3), [4, 4, 4], 1e-2, 1e-2, loss=0.1)
+    >>> fac.rank, round(fac.predicted["W_norm_sq"], 12), round(fac.predicted["z_true"], 12)   # ‖X‖_* = 6
+    (3, 6.0, 1.0)
     """
     counts = np.asarray(counts, dtype=float)
     K, N = len(counts), counts.sum()
@@ -179,6 +182,9 @@ def mse_free_bias_counts(counts: Sequence[int], d: int, wd_W: float, wd_H: float
     centering Z does not increase ‖Z‖_*, so Z* = SVT_{Nρ}(s·CY), a singular-value shrinkage of the
     centered labels, and b* = s·n/N. In class form: X* = SVT_{Nρ}(s·D^{1/2}(I − 1wᵀ)), ρ = √(λ_Wλ_H),
     whose singular values are s·√(eigenvalues of D − nnᵀ/N). Balanced: `mse_free_bias`.
+    >>> t = mse_free_bias_counts([50, 20, 5], d=8, wd_W=1e-3, wd_H=1e-3)
+    >>> t.name, round(t.predicted["b_mean"], 12)   # b = n_k/N: mean 1/K
+    ('mse_free_bias', 0.333333333333)
     """
     name = "mse_free_bias"
     if wd_W <= 0 or wd_H <= 0:

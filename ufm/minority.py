@@ -26,32 +26,31 @@ from ufm.model import final_state
 LPM_MAX_K = 30
 
 
-def count_groups(cfg: SimConfig) -> tuple[int, int, float, float]:
-    """(K_A, K_B, n_A, n_B): with --imbalance the last --minority classes are the minority; otherwise the
-    classes of the smallest count are (K_B of them), n_A the largest count and K_A = K − K_B."""
+def _count_groups(cfg: SimConfig) -> tuple[list[int], list[int], float, float]:
+    """(majority, minority, n_A, n_B): with --imbalance the last --minority classes are the minority (so
+    R = 1 keeps its K_B); otherwise the classes of the smallest count are; n_A is the largest count."""
     counts = cfg.class_counts
-    if cfg.imbalance is not None and cfg.minority is not None:
-        K_B = cfg.minority
-        return cfg.K - K_B, K_B, counts[0], counts[-1]
-    n_B = min(counts)
-    K_B = sum(c == n_B for c in counts)
-    return cfg.K - K_B, K_B, max(counts), n_B
+    if cfg.imbalance is not None:
+        minority = list(range(cfg.K - cfg.minority, cfg.K))
+    else:
+        minority = [k for k in range(cfg.K) if counts[k] == min(counts)]
+    majority = [k for k in range(cfg.K) if k not in set(minority)]
+    return majority, minority, max(counts), counts[minority[0]]
 
 
-def margin(cfg: SimConfig) -> float | None:
+def _margin(cfg: SimConfig) -> float | None:
     """q_own − q_other of the loss's targets (the collapse threshold's scale), None where not applicable."""
     return {"ce": 1.0, "ls": 1 - cfg.smoothing, "mse": cfg.target_scale}.get(cfg.loss)
 
 
 def minority_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig, convex=None,
                      with_critical_ratio: bool = True) -> dict:
+    """The `minority` block (module docstring); `convex`: the certified optimum, or None."""
     from analysis.convex import critical_ratios, layer_peeled_model, mean_pairwise_cosine, ufm_critical_ratio
     from analysis.theory import group_collapse_threshold, minority_parallel_ratio
 
-    K_A, K_B, n_A, n_B = count_groups(cfg)
-    minority = [k for k in range(cfg.K) if cfg.class_counts[k] == n_B] if cfg.imbalance is None else \
-        list(range(K_A, cfg.K))
-    majority = [k for k in range(cfg.K) if k not in minority]
+    majority, minority, n_A, n_B = _count_groups(cfg)
+    K_A, K_B = len(majority), len(minority)
     with torch.no_grad():
         p, X = final_state(params, cfg.act)
         W = p["W"]
@@ -63,8 +62,8 @@ def minority_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimC
            "K_A": K_A, "K_B": K_B, "counts": list(cfg.class_counts),
            "cosine": mean_pairwise_cosine(G, minority),
            "norm_ratio": float(norms[minority].mean() / norms[majority].mean()) if majority else 1.0}
-    ok_theory = cfg.depth == 1 and min(cfg.wd_W, cfg.wd_H) > 0 and margin(cfg) is not None
-    collapsed = group_collapse_threshold(cfg.class_counts, cfg.wd_W, cfg.wd_H, margin(cfg)) if ok_theory else {}
+    ok_theory = cfg.depth == 1 and min(cfg.wd_W, cfg.wd_H) > 0 and _margin(cfg) is not None
+    collapsed = group_collapse_threshold(cfg.class_counts, cfg.wd_W, cfg.wd_H, _margin(cfg)) if ok_theory else {}
     out["groups"], top = [], None
     for c in sorted(set(cfg.class_counts), reverse=True):  # the largest count first: the norms' reference
         members = [k for k in range(cfg.K) if cfg.class_counts[k] == c]
@@ -75,15 +74,14 @@ def minority_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimC
     if K_B < 2:
         out["skipped"] = "one minority class: no pairwise cosine"
         return out
-    if convex is not None and convex.certificate.certified and cfg.d >= convex.rank:
+    if convex is not None and cfg.d >= convex.rank:
         out["ufm_optimum_cosine"] = mean_pairwise_cosine(convex.grams["W"], minority)
     elif convex is not None:
-        out["skipped"] = (f"d = {cfg.d} < rank {convex.rank} of the convex optimum" if convex.certificate.certified
-                          else "the convex program was not certified") + ": no UFM prediction"
+        out["skipped"] = f"d = {cfg.d} < rank {convex.rank} of the convex optimum: no UFM prediction"
     two_groups = cfg.imbalance is not None or len(set(cfg.class_counts)) == 2
     if ok_theory and two_groups:
         out["ufm_parallel_ratio_closed_form"] = minority_parallel_ratio(K_A, K_B, n_A, cfg.wd_W, cfg.wd_H,
-                                                                         margin(cfg))
+                                                                         _margin(cfg))
     if cfg.loss != "ce" or not cfg.certificate or cfg.depth > 1 or not two_groups:
         out.setdefault("skipped", "the bisection and the LPM need --loss ce, depth 1, two count groups and the "
                                   "certificate")
@@ -110,7 +108,10 @@ def minority_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimC
 
 
 def is_imbalanced(cfg: SimConfig) -> bool:
-    """The runs that get a minority report: --imbalance, or class counts that are not all equal."""
+    """The runs that get a minority report: --imbalance, or class counts that are not all equal.
+    >>> is_imbalanced(SimConfig(counts=(5, 5, 2))), is_imbalanced(SimConfig(K=3, n=5))
+    (True, False)
+    """
     return cfg.imbalance is not None or not cfg.balanced
 
 
@@ -118,7 +119,7 @@ def seli_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfi
     """The `seli` block of an imbalanced CE run: normalized Gram distances ‖G/‖G‖ − G*/‖G*‖‖_F of W and of
     the (uncentered) class means to the SELI geometry (Thrampoulidis et al. 2022), the λ → 0 limit of the
     bias-free UFM, for the run and for the certified optimum at this λ (how far finite weight decay sits
-    from the limit)."""
+    from the limit). `convex`: the certified optimum, or None."""
     from analysis.metrics import class_means, gram_distance
     from analysis.theory import seli_grams
 
@@ -132,7 +133,7 @@ def seli_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfi
                                                                     " (this run has a bias: a reference only)")}
     for key, G in measured.items():
         out[f"{key}_distance"] = gram_distance(G, ref[key])
-    if convex is not None and convex.certificate.certified:
+    if convex is not None:
         F = convex.features
         out["optimum_W_distance"] = gram_distance(convex.grams["W"], ref["W"])
         out["optimum_means_distance"] = gram_distance(F @ F.T, ref["means"])

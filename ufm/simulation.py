@@ -180,9 +180,10 @@ def finish_run(cfg: SimConfig, params: dict[str, torch.Tensor], y: torch.Tensor,
         summary["sqi"] = sqi_summary(params, y, cfg)
     summary["milestones"] = milestones(history)
     if is_imbalanced(cfg) and status != "diverged" and summary["final"]:
-        summary["minority"] = minority_summary(params, y, cfg, convex)
+        certified = convex if convex is not None and convex.certificate.certified else None
+        summary["minority"] = minority_summary(params, y, cfg, certified)
         if cfg.loss == "ce":
-            summary["seli"] = seli_summary(params, y, cfg, convex)
+            summary["seli"] = seli_summary(params, y, cfg, certified)
     if status != "diverged" and target.applies and target.grams:
         summary["grams"] = gram_errors(params, y, cfg, target.grams)
     # the final iterate, for figures and notebooks (tensors only: torch.load(..., weights_only=True))

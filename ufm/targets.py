@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+from analysis.certificate import SOLVER_RTOL, nuclear_norm_certificate
 from analysis.frames import haframe_optimum
 from analysis.hierarchical_metrics import angular_collapse, centered_gram_distance
 from analysis.metrics import etf_distance
@@ -138,8 +139,6 @@ def convex_optimum(cfg: SimConfig, progress: bool = False):
                       "hug": "HUG is a loss of directions, not of logits: no nuclear-norm program"}[cfg.loss]
     if min(cfg.wd_W, cfg.wd_H) <= 0:
         return None, "needs wd_W > 0 and wd_H > 0"
-    from analysis.certificate import nuclear_norm_certificate
-
     bar = CertificateProgress() if progress else None
     try:
         return nuclear_norm_certificate(cfg.class_counts, cfg.loss, cfg.wd_W, cfg.wd_H, cfg.wd_b, cfg.bias,
@@ -155,7 +154,10 @@ def convex_optimum(cfg: SimConfig, progress: bool = False):
 
 class CertificateProgress:
     """A progress bar over the certificate's relative gap (log scale, from the first bound to the
-    solver's target) on stderr, opened only once the solve has run for DELAY seconds."""
+    solver's target) on stderr, opened only once the solve has run for DELAY seconds (tqdm's own `delay`
+    is not enough: a postfix update draws the bar at once, measured). Use as the solver's callback:
+    >>> bar = CertificateProgress(); bar(5, 1.0, 0.5); bar.close()   # under 2 s: draws nothing
+    """
 
     DELAY = 2.0
 
@@ -163,8 +165,6 @@ class CertificateProgress:
         self.start, self.bar, self.first = time.perf_counter(), None, None
 
     def __call__(self, iteration: int, upper: float, lower: float) -> None:
-        from analysis.certificate import SOLVER_RTOL
-
         gap = max((upper - lower) / max(abs(upper), 1e-300), SOLVER_RTOL)
         self.first = self.first or max(gap, SOLVER_RTOL * 10)
         if self.bar is None:
