@@ -139,7 +139,7 @@ class NuclearProgram:
         self.omega = self.m * self.w  # weight of a group's rows
         self.sqrt_n = self.n.sqrt()
         eye = torch.eye(G, dtype=torch.float64, device=self.device)
-        self.mu = self.m[None, :] - eye  # multiplicity of group entry (g, h) in a class-g row
+        self.mu = self.m[None, :] - eye  # multiplicity of group entry (g, h) in a class-g row (0: absent)
         self.sqrt_mm = (self.m[:, None] * self.m[None, :]).sqrt()  # M_gh = √(m_g m_h)·(entry of block g, h)
         self.present = self.mu > 0
         self.grouped = self.m > 1  # groups with a within-group zero-sum part (d_g)
@@ -228,9 +228,9 @@ class NuclearProgram:
         """‖X‖_* = ‖M‖_* + Σ_g (m_g − 1)|d_g|."""
         return float(singular_values(M).sum() + ((self.m - 1) * d.abs()).sum())
 
-    def spectral_norm(self, M: torch.Tensor, d: torch.Tensor) -> float:
-        """‖X‖₂ = max(‖M‖₂, max over groups of more than one class of |d_g|)."""
-        top = float(singular_values(M).max())
+    def spectral_norm(self, M: torch.Tensor, d: torch.Tensor, top: float | None = None) -> float:
+        """‖X‖₂ = max(‖M‖₂, max over groups of more than one class of |d_g|); `top`: ‖M‖₂ if known."""
+        top = float(singular_values(M).max()) if top is None else top
         return max(top, float(d[self.grouped].abs().max())) if bool(self.grouped.any()) else top
 
     def _bias_vector(self, p: Point) -> torch.Tensor:
@@ -247,7 +247,7 @@ class NuclearProgram:
         """Per-row loss ℓ_g and per-entry derivatives u = ∂ℓ/∂z, evaluated to relative precision even
         where the loss is 1e-12 (CE near interpolation: lse(z) − q·z = Σ q_j(m − z_j) + log1p(s − 1),
         with s − 1 summed without the largest term)."""
-        q_own, q_group, mu = self.own_target, self.group_target, torch.where(self.present, self.mu, 0.0)
+        q_own, q_group, mu = self.own_target, self.group_target, self.mu
         if self.kind == "mse":
             r_own, r_group = z_own - q_own, torch.where(self.present, z_group - q_group, 0.0)
             return 0.5 * (r_own**2 + (mu * r_group**2).sum(1)), r_own, r_group
@@ -270,8 +270,7 @@ class NuclearProgram:
         z_own, z_group = self._logits(p)
         rows, u_own, u_group = self.loss_rows(z_own, z_group)
         value = (self.omega * rows).sum()
-        scale = self.w / self.sqrt_n
-        Y_M, Y_d = self.compact(scale * u_own, scale[:, None] * u_group)
+        Y_M, Y_d = self._to_Y(u_own, u_group)
         g_beta = torch.zeros_like(p.beta)
         if self.bias:
             # per class of group h: ∂f/∂b_j = Σ_k w_k u_kj (+ λ_b b_h); the metric counts the m_h classes
@@ -285,8 +284,7 @@ class NuclearProgram:
 
     def _column_sums(self, u_own: torch.Tensor, u_group: torch.Tensor) -> torch.Tensor:
         """v_h = Σ_k w_k u_{k,j} for a class j of group h (the same for every class of the group)."""
-        mu = torch.where(self.present, self.mu, 0.0)
-        return (self.omega[:, None] * mu / self.m[None, :] * u_group).sum(0) + self.w * u_own
+        return (self.omega[:, None] * self.mu / self.m[None, :] * u_group).sum(0) + self.w * u_own
 
     def objective(self, p: Point) -> float:
         """The primal value f(X, b) + ρ‖X‖_*: an upper bound on the optimum."""
@@ -297,7 +295,7 @@ class NuclearProgram:
         """f*(Y) for the dual point with per-entry values u (u_k = N y_k/√n_k), assuming Y is feasible:
         ‖Y‖₂ <= ρ, and for CE p = q + u >= 0 with rows of u summing to 0, and Σ_k w_k u_k = 0 with a free
         bias (`dual_bound` makes it so; off that set f* is +inf, which this formula does not detect)."""
-        mu = torch.where(self.present, self.mu, 0.0)
+        mu = self.mu
         if self.kind == "mse":
             group = mu * (0.5 * u_group**2 + u_group * self.group_target)
             rows = 0.5 * u_own**2 + u_own * self.own_target + group.sum(1)
@@ -329,8 +327,7 @@ class NuclearProgram:
         bias, Σ_k w_k u_k = 0 (Y ← (I − √n√nᵀ/N)Y). Both are orthogonal projections on either side of Y,
         so neither increases ‖Y‖₂."""
         if self.kind == "ce":
-            mu = torch.where(self.present, self.mu, 0.0)
-            row = (u_own + (mu * u_group).sum(1)) / self.K
+            row = (u_own + (self.mu * u_group).sum(1)) / self.K
             u_own, u_group = u_own - row, u_group - row[:, None]
         if self.bias and self.wd_b == 0:
             v = self._column_sums(u_own, u_group)
@@ -394,8 +391,7 @@ class NuclearProgram:
         # one SVD of Y serves both candidates: its norm scales (a), its clipped singular values give (b)
         Y_M, Y_d = self._to_Y(*u)
         U, S, Vh = svd(Y_M)
-        d_top = float(Y_d[self.grouped].abs().max()) if bool(self.grouped.any()) else 0.0
-        scaled = self._scaled(*u, norm=max(float(S.max()), d_top))
+        scaled = self._scaled(*u, norm=self.spectral_norm(Y_M, Y_d, top=float(S.max())))
         # clipping keeps the null spaces of Y (1 on the right, √n on the left), hence the linear
         # constraints; `project` only removes the reconstruction's rounding
         clipped = self._project(*self._from_Y((U * S.clamp(max=self.rho)) @ Vh, Y_d.clamp(-self.rho, self.rho)))
