@@ -15,5 +15,5 @@ def test_analysis_imports_no_training_or_figures():
 
 
 def test_ufm_does_not_import_figures():
-    mods = imported_after("ufm.simulation, ufm.simulate")
+    mods = imported_after("ufm.fit.loop, ufm.simulate")
     assert "figures" not in mods and "matplotlib" not in mods

@@ -222,7 +222,7 @@ class SimConfig:
             return
         from analysis.frames import FrameError
         from analysis.hierarchy import HierarchyError
-        from ufm.hierarchical import class_tree, frame_gram, frame_of  # late: the tree loads only when one is asked for
+        from ufm.problem import class_tree, frame_gram, frame_of  # late: the tree loads only when one is asked for
 
         try:
             class_tree(self.hierarchy, self.K)

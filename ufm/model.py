@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from ufm.config import SimConfig
-from ufm.hierarchical import frame_of, gnc_code, loss_options
 from ufm.losses import LOSSES
+from ufm.problem import frame_of, gnc_code, loss_options
 
 
 def labels(counts: tuple[int, ...], device: torch.device) -> torch.Tensor:

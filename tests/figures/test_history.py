@@ -1,6 +1,6 @@
 from figures.history import main
 from ufm.config import SimConfig
-from ufm.simulation import simulate
+from ufm.fit.loop import simulate
 
 
 def test_history_plot_is_written(tmp_path):

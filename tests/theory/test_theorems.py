@@ -23,9 +23,9 @@ from analysis.theory import (
     stationary_norm_identity,
 )
 from ufm.config import SimConfig
+from ufm.fit.loop import simulate
+from ufm.fit.optimizers import make_optimizer
 from ufm.model import init_params, labels, logits, objective_and_grad
-from ufm.optim import make_optimizer
-from ufm.simulation import simulate
 
 # three (K, n, λ) settings; d = K + 2 leaves room for every geometry
 SETTINGS = [(3, 4, 1e-2), (4, 5, 5e-3), (6, 3, 2e-3)]
@@ -198,7 +198,7 @@ def test_stationary_norm_identity_holds_without_sqi():
 
 
 def _optimize(cfg):
-    """L-BFGS to convergence (the loop of ufm.simulation without measurements or files)."""
+    """L-BFGS to convergence (the loop of ufm.fit.loop without measurements or files)."""
     device = torch.device("cpu")
     params = init_params(cfg, device, torch.float64)
     y = labels(cfg.class_counts, device)

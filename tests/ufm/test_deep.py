@@ -8,8 +8,8 @@ import torch
 
 from analysis.theory import mse_free_bias
 from ufm.config import ConfigError, SimConfig
+from ufm.fit.loop import simulate
 from ufm.model import init_params, layer_inputs, logits
-from ufm.simulation import simulate
 
 
 def run(tmp_path, **kw):

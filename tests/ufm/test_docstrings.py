@@ -4,11 +4,11 @@ import doctest
 
 import pytest
 
-import ufm.minority
-import ufm.targets
+import ufm.checks.minority
+import ufm.checks.theory
 
 
-@pytest.mark.parametrize("module", [ufm.minority, ufm.targets], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [ufm.checks.minority, ufm.checks.theory], ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0

@@ -5,7 +5,7 @@ import torch
 
 from analysis.metrics import nc_metrics
 from ufm.config import SimConfig
-from ufm.simulation import simulate
+from ufm.fit.loop import simulate
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

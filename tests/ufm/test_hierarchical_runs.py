@@ -2,9 +2,9 @@
 
 import pytest
 
+from ufm.cli.simulate import main
 from ufm.config import SimConfig
-from ufm.simulate import main
-from ufm.simulation import simulate
+from ufm.fit.loop import simulate
 
 
 def run(tmp_path, **kw):

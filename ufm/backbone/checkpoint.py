@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ufm.records import atomic_write
+from ufm.output.rundir import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 1

@@ -11,8 +11,8 @@ from pathlib import Path
 from ufm.backbone.config import TrainConfig
 from ufm.backbone.twin import twin_config
 from ufm.config import SimConfig
-from ufm.records import read_history, write_json
-from ufm.summary import gaps
+from ufm.output.rundir import read_history, write_json
+from ufm.output.summary import gaps
 
 COMPARED = ("nc1", "nc2", "nc3", "nc4", "accuracy", "ncc_accuracy", "angular_mean", "hier_nc2", "mistake_severity")
 PANELS = (("nc1", "NC1 = tr(Σ_W Σ_B†)/K"), ("nc2", "NC2: class means vs simplex ETF"),
@@ -23,7 +23,7 @@ def compare_with_ufm(summary: dict, *, progress: bool = True) -> dict:
     """Run the twin into RUN/ufm, add summary["ufm"], the twin's theory target and the backbone's gap to
     it (NC and accuracy: a backbone's features are not free, so its norms and objective are not the
     UFM's), rewrite summary.json and draw RUN/comparison.png."""
-    from ufm.simulation import simulate
+    from ufm.fit.loop import simulate
 
     run_dir = Path(summary["run_dir"])
     sim: SimConfig = twin_config(TrainConfig.from_dict(summary["config"]), summary["config"]["counts"])

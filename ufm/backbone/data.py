@@ -117,7 +117,7 @@ def synthetic_hier(cfg: TrainConfig) -> Dataset:
     """A Gaussian mixture whose class means follow the class tree: μ_leaf = Σ over the nodes v on the path
     from the root (excluded) of z_v · separation · decay^(depth(v) − 1), z_v ~ N(0, I_p/p). Siblings share
     every offset above them, so classes close in the tree are close in input space."""
-    from ufm.hierarchical import class_tree
+    from ufm.problem import class_tree
 
     tree = class_tree(cfg.hierarchy)
     rng = np.random.default_rng(cfg.data_seed)

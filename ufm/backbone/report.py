@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ufm.report import _fmt
+from ufm.output.table import _fmt
 
 ROWS = ("data_loss", "accuracy", "nc1", "nc2", "nc3", "nc4", "ncc_accuracy", "W_norm_sq", "mistake_severity",
         "hier_dist@1", "hier_dist@5", "angular_mean", "hier_nc2")

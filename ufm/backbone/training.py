@@ -23,11 +23,11 @@ from ufm.backbone.measure import TEST_KEYS, measure_split
 from ufm.backbone.networks import Network, build_network
 from ufm.backbone.twin import twin_config
 from ufm.config import ConfigError, SimConfig
-from ufm.hierarchical import class_tree, frame_gram, frame_of, loss_options
+from ufm.fit.schedule import log_schedule
 from ufm.losses import LOSSES, LossOptions
-from ufm.records import environment, new_run_dir, write_csv, write_json
-from ufm.schedule import log_schedule
-from ufm.summary import milestones
+from ufm.output.rundir import environment, new_run_dir, write_csv, write_json
+from ufm.output.summary import milestones
+from ufm.problem import class_tree, frame_gram, frame_of, loss_options
 
 MEASURE_BATCH = 1024
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ufm.config import SimConfig
-from ufm.records import atomic_write_text, write_csv
+from ufm.output.rundir import atomic_write_text, write_csv
 from ufm.sweeps.grid import config_id
 
 FINAL_COLUMNS = ("loss", "data_loss", "accuracy", "nc1", "nc2", "nc3", "nc4", "W_norm_sq", "H_norm_sq", "grad_norm")
@@ -51,8 +51,8 @@ def run_task(configs: list[dict], outs: list[str]) -> list[dict]:
     """One task: its configurations as a batch when there are several (falling back to one by one if the
     batch fails), each alone otherwise. Returns one {"id", "status", "error"} per configuration; never
     raises for a configuration's failure."""
-    from ufm.batched import simulate_batch
-    from ufm.simulation import simulate
+    from ufm.fit.batched import simulate_batch
+    from ufm.fit.loop import simulate
 
     cfgs = [SimConfig.from_dict(c) for c in configs]
     for out in outs:
@@ -79,7 +79,7 @@ def run_task(configs: list[dict], outs: list[str]) -> list[dict]:
 
 def plan(cfgs: Sequence[SimConfig], batch_size: int) -> list[list[int]]:
     """Indices of `cfgs` grouped into tasks: same batch_key, at most batch_size per task (in grid order)."""
-    from ufm.batched import batch_key
+    from ufm.fit.batched import batch_key
 
     groups: dict[Any, list[int]] = {}
     singles: list[list[int]] = []

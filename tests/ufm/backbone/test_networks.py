@@ -7,7 +7,7 @@ import torch
 from ufm.backbone.config import TrainConfig
 from ufm.backbone.networks import build_network, feature_dim
 from ufm.backbone.twin import twin_config
-from ufm.hierarchical import frame_of
+from ufm.problem import frame_of
 
 
 @pytest.mark.parametrize("arch, extra, shape", [

@@ -20,9 +20,9 @@ from ufm.backbone.data import load_dataset
 from ufm.backbone.measure import measure_split
 from ufm.backbone.networks import build_network
 from ufm.backbone.training import lr_at
+from ufm.cli.train import main
+from ufm.fit.schedule import log_schedule
 from ufm.losses import LOSSES, LossOptions
-from ufm.schedule import log_schedule
-from ufm.train import main
 
 # a small problem: 4 Gaussian classes in R^16, a 2-layer MLP of width 32
 SMALL = ["--dataset", "synthetic", "--classes", "4", "--per-class", "40", "--test-per-class", "10",

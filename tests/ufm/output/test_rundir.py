@@ -1,7 +1,7 @@
 import json
 import math
 
-from ufm.records import atomic_write_text, new_run_dir, write_csv, write_json
+from ufm.output.rundir import atomic_write_text, new_run_dir, write_csv, write_json
 
 
 def test_atomic_write_leaves_no_temporary_files(tmp_path):

@@ -9,10 +9,10 @@ import torch
 
 from analysis.frames import spherical_code
 from ufm.config import ConfigError, SimConfig
+from ufm.fit.loop import simulate
+from ufm.fit.optimizers import make_optimizer
 from ufm.losses import LOSSES, HugOptions, LossOptions
 from ufm.model import init_params, labels, objective_and_grad
-from ufm.optim import make_optimizer
-from ufm.simulation import simulate
 
 
 def naive_hug(H, W, y, o: HugOptions):

@@ -23,7 +23,7 @@ from analysis.theory import (
     not_applicable,
 )
 from ufm.config import SimConfig
-from ufm.hierarchical import frame_gram, frame_of, gnc_code, soft_targets
+from ufm.problem import frame_gram, frame_of, gnc_code, soft_targets
 
 
 def closed_form(cfg: SimConfig) -> Target:

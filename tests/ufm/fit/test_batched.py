@@ -1,4 +1,4 @@
-"""The batched UFM (ufm.batched): B configurations in one program give the summaries of B sequential runs
+"""The batched UFM (ufm.fit.batched): B configurations in one program give the summaries of B sequential runs
 (the issue's bar: 1e-6 in float64), a diverging member does not touch the others, incompatible batches are
 refused."""
 
@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from ufm.batched import batch_key, simulate_batch
 from ufm.config import SimConfig
-from ufm.simulation import simulate
+from ufm.fit.batched import batch_key, simulate_batch
+from ufm.fit.loop import simulate
 
 BASE = dict(K=4, n=5, d=6, bias=True, steps=200, dtype="float64", certificate=False)
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from ufm.simulate import main
+from ufm.cli.simulate import main
 
 BAD = {
     "K < 2": ["--K", "1"],

@@ -1,5 +1,5 @@
-"""The certificate, minority and SELI blocks of a run (ufm.targets, ufm.minority): certified optima at small
-weight decay (the two commands of issue 14), no cap on K, the minority block read from --counts, and
+"""The certificate, minority and SELI blocks of a run (ufm.checks.theory, ufm.checks.minority): certified optima
+at small weight decay (the two commands of issue 14), no cap on K, the minority block read from --counts, and
 an honest "not certified" when the solver stops short. Float64 L-BFGS runs."""
 
 import pytest
@@ -7,8 +7,8 @@ import pytest
 import analysis.certificate
 from analysis.theory import ce_etf, minority_parallel_ratio
 from ufm.config import SimConfig
-from ufm.report import format_table
-from ufm.simulation import simulate
+from ufm.fit.loop import simulate
+from ufm.output.table import format_table
 
 
 def run(tmp_path, name="run", **kw):

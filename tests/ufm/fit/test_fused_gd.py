@@ -1,11 +1,11 @@
-"""The closed-form UFM step (ufm.gradients) against autograd: gradients to 1e-12 (float64), and a fused GD
+"""The closed-form UFM step (ufm.fit.fused_gd) against autograd: gradients to 1e-12 (float64), and a fused GD
 run against a plain autograd GD loop."""
 
 import pytest
 import torch
 
 from ufm.config import SimConfig
-from ufm.gradients import GDStep, LossSpec, objective_and_grads
+from ufm.fit.fused_gd import GDStep, LossSpec, objective_and_grads
 from ufm.losses import LOSSES, LossOptions
 from ufm.model import init_params, labels, objective_and_grad
 

@@ -13,8 +13,8 @@ from analysis.hierarchical_metrics import hierarchical_metrics
 from analysis.metrics import class_means, gnc_metrics, nc_metrics
 from analysis.theory import etf_exists
 from ufm.config import SimConfig
-from ufm.hierarchical import class_tree, frame_gram, gnc_exponent
 from ufm.model import classify, final_state, hidden_names, layer_inputs, objective_and_grad
+from ufm.problem import class_tree, frame_gram, gnc_exponent
 
 
 def measure(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig) -> dict[str, float]:

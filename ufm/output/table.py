@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ufm.summary import ZERO_PREDICTION
+from ufm.output.summary import ZERO_PREDICTION
 
 # rows always shown (when measured), then whatever else the theory predicts
 _ROWS = ("loss", "W_norm_sq", "H_norm_sq", "nc1", "nc2", "nc3", "nc4", "accuracy")

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from ufm.sweep import main
+from ufm.cli.sweep import main
 from ufm.sweeps.grid import config_id, expand, parse_assignments, read_spec
 from ufm.sweeps.runner import plan, run_sweep
 

@@ -12,19 +12,19 @@ import torch
 from tqdm import tqdm
 
 from analysis.theory import etf_exists
+from ufm.checks.minority import is_imbalanced, minority_summary, seli_summary
+from ufm.checks.sqi import sqi_summary
+from ufm.checks.theory import certificate, convex_optimum, gnc_summary, theory_target
 from ufm.config import SimConfig
 from ufm.devices import resolve_device, resolve_dtype
-from ufm.gradients import MANUAL_LOSSES, GDStep, LossSpec
-from ufm.hierarchical import hierarchy_summary
-from ufm.measure import gram_errors, measure
-from ufm.minority import is_imbalanced, minority_summary, seli_summary
+from ufm.fit.fused_gd import MANUAL_LOSSES, GDStep, LossSpec
+from ufm.fit.measure import gram_errors, measure
+from ufm.fit.optimizers import make_optimizer
+from ufm.fit.schedule import log_schedule
 from ufm.model import init_params, labels, objective_and_grad
-from ufm.optim import make_optimizer
-from ufm.records import atomic_write, environment, new_run_dir, write_csv, write_json
-from ufm.schedule import log_schedule
-from ufm.sqi import sqi_summary
-from ufm.summary import build_summary, milestones
-from ufm.targets import certificate, convex_optimum, gnc_summary, theory_target
+from ufm.output.rundir import atomic_write, environment, new_run_dir, write_csv, write_json
+from ufm.output.summary import build_summary, milestones
+from ufm.problem import hierarchy_summary
 
 
 class DivergenceWatch:
@@ -83,7 +83,7 @@ def mini_batch(cfg: SimConfig, gen: torch.Generator, device: torch.device) -> to
 
 def fused_gd(cfg: SimConfig) -> bool:
     """Full-batch GD on the one-layer UFM under CE, label smoothing or MSE: the closed-form step of
-    ufm.gradients (three matrix products, H updated inside the last) replaces autograd + optimizer."""
+    ufm.fit.fused_gd (three matrix products, H updated inside the last) replaces autograd + optimizer."""
     return (cfg.optimizer == "gd" and cfg.depth == 1 and cfg.loss in MANUAL_LOSSES
             and (cfg.batch_size is None or cfg.batch_size >= cfg.N))
 

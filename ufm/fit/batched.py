@@ -1,7 +1,7 @@
 """Many UFM configurations of the same shapes as one batched program: H (B, N, d), W (B, K, d), b (B, K)
-stepped together by the closed-form GD step of ufm.gradients (batched matrix products), each with its own
+stepped together by the closed-form GD step of ufm.fit.fused_gd (batched matrix products), each with its own
 weight decays, learning rate, initialization scale and seed. Every configuration then gets the run
-directory and summary a single run would (ufm.simulation.finish_run), equal to it up to rounding."""
+directory and summary a single run would (ufm.fit.loop.finish_run), equal to it up to rounding."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from tqdm import tqdm
 
 from ufm.config import SimConfig
 from ufm.devices import resolve_device, resolve_dtype
-from ufm.gradients import GDStep, LossSpec
-from ufm.measure import measure
+from ufm.fit.fused_gd import GDStep, LossSpec
+from ufm.fit.loop import DivergenceWatch, finish_run, fused_gd
+from ufm.fit.measure import measure
+from ufm.fit.schedule import log_schedule
 from ufm.model import init_params, labels
-from ufm.records import environment, write_csv, write_json
-from ufm.schedule import log_schedule
-from ufm.simulation import DivergenceWatch, finish_run, fused_gd
+from ufm.output.rundir import environment, write_csv, write_json
 
 # what may differ between the configurations of one batch
 PER_CONFIG = ("wd_W", "wd_H", "wd_b", "wd_M", "lr", "seed", "init_scale", "certificate")

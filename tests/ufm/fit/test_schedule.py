@@ -1,4 +1,4 @@
-from ufm.schedule import log_schedule
+from ufm.fit.schedule import log_schedule
 
 
 def test_log_schedule_is_sorted_unique_and_ends_at_steps():

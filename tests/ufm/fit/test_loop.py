@@ -6,7 +6,7 @@ import json
 import pytest
 
 from ufm.config import SimConfig
-from ufm.simulation import simulate
+from ufm.fit.loop import simulate
 
 
 def run(tmp_path, **kw):

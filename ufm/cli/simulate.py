@@ -1,0 +1,201 @@
+"""`python -m ufm.simulate`: one UFM run from the command line (a thin layer over SimConfig/simulate)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ufm.cli.common import EXIT_DIVERGED, EXIT_INTERRUPTED, OneLineParser, check_out_dir, number
+from ufm.config import DEFAULT_LR, DEFAULT_STEPS, DEVICES, DTYPES, OPTIMIZERS, ConfigError, SimConfig
+from ufm.devices import DeviceUnavailable
+from ufm.losses import LOSSES
+
+PROG = "python -m ufm.simulate"
+def _counts(text: str) -> tuple[int, ...]:
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        counts = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 50,50,10, got {text!r}") from None
+    if len(counts) < 2:
+        raise argparse.ArgumentTypeError(f"needs at least 2 classes, got {text!r}")
+    if min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"every class needs at least 1 sample, got {text!r}")
+    return counts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(
+        prog=PROG,
+        description="Simulate the unconstrained-features model (free features H, classifier W, optional "
+                    "bias b) under a loss plus weight decay, measure neural collapse as it trains, and "
+                    "compare the end point with the closed-form optimum. Objective: "
+                    "F = (1/N) Σ_i loss(W h_i + b, y_i) + wd_W/2 ||W||² + wd_H/2 ||H||² + wd_b/2 ||b||².",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("problem")
+    g.add_argument("--K", type=number(int, 2), default=None, help="number of classes (default 10)")
+    g.add_argument("--n", type=number(int, 1), default=100, help="samples per class (balanced)")
+    g.add_argument("--counts", type=_counts, default=None,
+                   help="per-class sample counts, e.g. 50,50,10 (sets K, overrides --n)")
+    g.add_argument("--d", type=number(int, 1), default=512, help="feature dimension")
+    g.add_argument("--imbalance", type=number(float, 1), default=None,
+                   help="step imbalance R: the last --minority classes get max(1, round(n/R)) samples, the others n")
+    g.add_argument("--minority", type=number(int, 1), default=None, help="K_B, the number of minority classes")
+    g = p.add_argument_group("deep UFM (free features H, then depth − 1 hidden layers, then W)")
+    g.add_argument("--depth", type=number(int, 1), default=1,
+                   help="L: number of layers after H, the classifier included (1: the plain UFM)")
+    g.add_argument("--act", choices=("linear", "relu"), default="linear", help="activation after each hidden layer")
+    g.add_argument("--width", type=number(int, 1), default=None, help="hidden-layer width (default: --d)")
+    g.add_argument("--wd-M", type=number(float, 0), default=None,
+                   help="weight decay of the hidden layers (default: --wd)")
+    g.add_argument("--loss", choices=sorted(LOSSES), default="mse",
+                   help="mse: ½||z − s·e_y||²; ce: cross-entropy; ls: label-smoothed cross-entropy; hxe: "
+                        "hierarchical cross-entropy; soft: soft labels from the tree; haframe: fixed "
+                        "hierarchy-aware frame + cosine loss (these three need --hierarchy); hug: "
+                        "hyperspherical uniformity gap")
+    g.add_argument("--smoothing", type=number(float, 0, 1), default=0.1, help="label smoothing α (--loss ls)")
+    g.add_argument("--target-scale", type=number(float, 0, lo_open=True), default=1.0,
+                   help="MSE target scale s (targets s·e_y)")
+    g = p.add_argument_group("class hierarchy (losses hxe, soft, haframe; hierarchical metrics for any loss)")
+    g.add_argument("--hierarchy", default=None,
+                   help="class tree: cifar100, fgvc_aircraft, inaturalist19, tiered_imagenet_h, balanced:b1,b2,… "
+                        "(branching factors, e.g. balanced:2,5,10 has 100 classes), flat:K, or a JSON file "
+                        "(nested {name, children}, {parents: …} or {edges: […]}); sets K when --K is not given")
+    g.add_argument("--alpha", type=number(float, 0), default=None,
+                   help="hxe: edge weights exp(−α·height) (default 0.1); haframe: weight of the cosine loss, "
+                        "(1 − α)·CE + α·L_cos (default 0.4)")
+    g.add_argument("--hxe-weighting", choices=("height", "depth"), default="height",
+                   help="hxe: weight edges by the child's height (the paper) or its depth from the root (the "
+                        "authors' code)")
+    g.add_argument("--beta", type=number(float, 0, lo_open=True), default=10.0,
+                   help="soft: targets softmax(−β·LCA height/tree height)")
+    g.add_argument("--gamma", type=number(float, 0, lo_open=True), default=2.0,
+                   help="haframe: S_ij = (1 − s_min)·exp(−γ·d_ij/d_max) + s_min")
+    g.add_argument("--s-min", type=number(float, None, 1), default=None,
+                   help="haframe: the offset s_min of S (default: the smallest value keeping S positive "
+                        "semidefinite, −1/(1ᵀE⁻¹1 − 1) with E = exp(−γ·D/d_max))")
+    g = p.add_argument_group("HUG, hyperspherical uniformity gap (--loss hug; Liu et al. 2023)")
+    g.add_argument("--hug-measure", choices=("energy", "gram", "maxgap"), default="energy",
+                   help="uniformity of the proxies: energy (Riesz s-energy), gram (−log det of the Gaussian "
+                        "kernel), maxgap (smooth minimum pairwise distance)")
+    g.add_argument("--hug-s", type=number(float, 0), default=1.0, help="Riesz exponent s (0: log energy)")
+    g.add_argument("--hug-sigma", type=number(float, 0, lo_open=True), default=2 ** -0.5,
+                   help="gram: kernel exp(−r²/(2σ²)) width σ (default 1/√2: the kernel exp(−r²) of the authors' "
+                        "earlier Gram-determinant code)")
+    g.add_argument("--hug-sharpness", type=number(float, 0, lo_open=True), default=64.0,
+                   help="maxgap: t in (1/t)·log Σ exp(−t·r_ij)")
+    g.add_argument("--hug-inter", type=number(float, 0), default=1.0, help="weight of the inter-class term")
+    g.add_argument("--hug-intra", type=number(float, 0), default=1.0,
+                   help="weight of the intra-class term mean ||ĥ_i − p̂_y||²")
+    g.add_argument("--hug-proxies", choices=("learned", "fixed"), default="learned",
+                   help="learned: the classifier rows are trained; fixed: set to the spherical code (or ETF)")
+    g = p.add_argument_group("regularization (λ/2·||·||², per block)")
+    g.add_argument("--wd", type=number(float, 0), default=None,
+                   help="weight decay of W, H and b (default 5e-4; 0 under --loss hug, which is scale-invariant)")
+    g.add_argument("--wd-W", type=number(float, 0), default=None, help="weight decay of W (default: --wd)")
+    g.add_argument("--wd-H", type=number(float, 0), default=None, help="weight decay of H (default: --wd)")
+    g.add_argument("--wd-b", type=number(float, 0), default=None,
+                   help="weight decay of b (default: --wd; 0 gives a free bias)")
+    g.add_argument("--bias", action=argparse.BooleanOptionalAction, default=False, help="learn a bias b")
+    g = p.add_argument_group("optimization")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default="gd",
+                   help="gd: full-batch gradient descent; sgd: heavy-ball momentum; adam; lbfgs: L-BFGS "
+                        "with line search (float64: reaches the optimum to ~1e-14)")
+    g.add_argument("--steps", type=number(int, 0), default=None,
+                   help=f"optimizer steps (default by optimizer: {DEFAULT_STEPS})")
+    g.add_argument("--lr", type=number(float, 0, lo_open=True), default=None,
+                   help=f"learning rate (default by optimizer: {DEFAULT_LR}; plain GD needs lr < 2 "
+                        "with a bias under MSE, whose curvature is 1)")
+    g.add_argument("--momentum", type=number(float, 0, 1), default=0.9, help="momentum (--optimizer sgd)")
+    g.add_argument("--batch-size", type=number(int, 1), default=None,
+                   help="mini-batch of samples per step (sgd/adam; default: all N)")
+    g.add_argument("--init-scale", type=number(float, 0, lo_open=True), default=None,
+                   help="rows of H and W start as N(0, s²/d·I), i.e. with norm ≈ s (default 0.1; 1 under hug)")
+    g.add_argument("--tol", type=number(float, 0), default=0.0,
+                   help="stop once the gradient norm is <= tol (checked at each evaluation; 0: never)")
+    g.add_argument("--seed", type=number(int, 0), default=0, help="random seed of the initialization")
+    g = p.add_argument_group("runtime and output")
+    g.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda, then mps, then cpu")
+    g.add_argument("--dtype", choices=DTYPES, default="float32", help="floating-point precision")
+    g.add_argument("--evals-per-decade", type=number(int, 1), default=10,
+                   help="metric evaluations per factor of 10 in steps (log-spaced schedule)")
+    g.add_argument("--certificate", action=argparse.BooleanOptionalAction, default=True,
+                   help="solve the convex nuclear-norm program (cvxpy) and print the run's gap to the "
+                        "certified global optimum")
+    g.add_argument("--out", default=None, help="run directory (default: a fresh folder under runs/)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    def wd(block: float | None) -> float:
+        return args.wd if block is None else block
+
+    K = len(args.counts) if args.counts else args.K
+    if K is None and args.hierarchy is not None:
+        from analysis.hierarchy import HierarchyError
+        from ufm.problem import class_tree
+
+        try:
+            K = class_tree(args.hierarchy).K
+        except HierarchyError as e:
+            raise ConfigError(f"--hierarchy: {e}") from None
+    return SimConfig(
+        K=K or 10, n=args.n, counts=args.counts, d=args.d,
+        loss=args.loss, wd_W=wd(args.wd_W), wd_H=wd(args.wd_H), wd_b=wd(args.wd_b), bias=args.bias,
+        steps=args.steps, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
+        batch_size=args.batch_size, init_scale=args.init_scale, device=args.device, dtype=args.dtype,
+        seed=args.seed, smoothing=args.smoothing, target_scale=args.target_scale, tol=args.tol,
+        evals_per_decade=args.evals_per_decade, certificate=args.certificate, hierarchy=args.hierarchy,
+        alpha=args.alpha, beta=args.beta, hxe_weighting=args.hxe_weighting, gamma=args.gamma, s_min=args.s_min,
+        hug_measure=args.hug_measure, hug_s=args.hug_s, hug_sigma=args.hug_sigma, hug_sharpness=args.hug_sharpness,
+        hug_inter=args.hug_inter, hug_intra=args.hug_intra, hug_proxies=args.hug_proxies,
+        imbalance=args.imbalance, minority=args.minority, depth=args.depth, act=args.act, width=args.width,
+        wd_M=wd(args.wd_M),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.counts and args.K is not None and args.K != len(args.counts):
+        parser.error(f"--K {args.K} disagrees with --counts, which lists {len(args.counts)} classes")
+    if args.counts and args.imbalance is not None:
+        parser.error("--imbalance builds the class counts: do not combine it with --counts")
+    if (args.imbalance is None) != (args.minority is None):
+        parser.error("--imbalance R and --minority K_B go together")
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as e:
+        parser.error(str(e))
+    check_out_dir(parser, args.out)
+    from ufm.fit.loop import simulate
+    from ufm.output.table import format_table  # imported late: --help and bad input stay fast
+
+    try:
+        summary = simulate(cfg, args.out, progress=not args.quiet)
+    except DeviceUnavailable as e:
+        parser.error(str(e))
+    except OSError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(format_table(summary))
+    print(f"run directory: {summary['run_dir']}", file=sys.stderr)
+    if summary["status"] == "diverged":
+        div = summary["divergence"]
+        last = (f"last finite loss {div['last_finite_loss']:.6g} at step {div['last_finite_step']}"
+                if div["last_finite_step"] is not None else "no finite loss before it")
+        print(f"{PROG}: diverged at step {div['step']}: loss is {div['loss']} ({last}); "
+              f"try a smaller --lr. What was written is kept in {summary['run_dir']}", file=sys.stderr)
+        return EXIT_DIVERGED
+    if summary["status"] == "interrupted":
+        print(f"{PROG}: interrupted; partial results kept in {summary['run_dir']}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

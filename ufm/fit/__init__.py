@@ -1,0 +1,1 @@
+"""Fitting the UFM: the one run loop, its steppers (autograd, fused GD), optimizers, schedule, measurements."""
