@@ -5,7 +5,7 @@ batched against sequential configurations, all measured in one run.
     python -m benchmarks.ufm_step --device cuda
 
 plain autograd: F = mean loss + λ/2‖·‖² through autograd, then torch.optim.SGD (what a researcher writes).
-ours: ufm.gradients.gd_step, the closed-form step with H's update fused into the last product.
+ours: ufm.fit.fused_gd.gd_step, the closed-form step with H's update fused into the last product.
 floor: the step's three matrix products alone, Z = H Wᵀ (N×d×K), Gᵀ H and G W, on tensors of its shapes.
 batched: one gd_step on B configurations (a λ sweep) against B steps of one configuration each.
 scaling: our step's time against N, d and K (doubling each from the base), as fitted log-log slopes.
@@ -18,7 +18,7 @@ import argparse
 import torch
 
 from benchmarks.timing import best_time, loglog_slope
-from ufm.gradients import GDStep, LossSpec
+from ufm.fit.fused_gd import GDStep, LossSpec
 
 
 def problem(N: int, d: int, K: int, B: int, device: str, seed: int = 0):

@@ -8,8 +8,8 @@ import numpy as np
 
 from figures import runs
 from figures.style import THEORY, plt
+from ufm.checks.theory import closed_form
 from ufm.config import SimConfig
-from ufm.targets import closed_form
 
 CAPTION = ("The UFM's optimum against weight decay λ = λ_W = λ_H (K = 10, n = 20, d = 32, float64 L-BFGS): "
            "measured objective F, ‖W‖² and ‖H‖² (points) on the closed-form curves (dashed) for cross-entropy "

@@ -10,7 +10,7 @@ import numpy as np
 from figures import runs
 from figures.style import THEORY, plt
 from ufm.config import SimConfig
-from ufm.hierarchical import class_tree, frame_gram
+from ufm.problem import class_tree, frame_gram
 
 CAPTION = ("HAFrame on the CIFAR-100 tree (UFM with the fixed frame, γ = 2, α = 0.4, λ_H = 5e-4, n = 5, d = 128): "
            "the frame's Gram S and the cosines of the learned class means (classes in tree order), and the angular "

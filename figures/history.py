@@ -16,7 +16,7 @@ from pathlib import Path
 
 from figures import style
 from figures.style import plt
-from ufm.records import read_history
+from ufm.output.rundir import read_history
 
 PANELS = [
     ("loss", "objective F", "relative gap to theory |F − F*|/F*"),

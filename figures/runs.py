@@ -11,12 +11,12 @@ import torch
 
 from ufm.backbone.config import TrainConfig
 from ufm.config import SimConfig
-from ufm.records import read_history
+from ufm.output.rundir import read_history
 
 
 def simulate(runs: Path, name: str, cfg: SimConfig) -> Path:
     """Run the UFM of `cfg` into runs/name (quietly); return the run directory."""
-    from ufm.simulation import simulate as run
+    from ufm.fit.loop import simulate as run
 
     out = runs / name
     run(cfg, out, progress=False)
