@@ -12,6 +12,16 @@ the dual bound of the current iterate; it stops once
 upper the best primal value seen and lower the best dual bound, and reports both. That pair is the
 proof: "certified" means gap/|upper| <= CERTIFIED_RTOL, whatever the solver says about itself.
 
+Custom losses (`analysis.nuclear_program.CustomLoss`): the same solver on the general K×K program, the
+gradient by autograd. With a conjugate the certificate is the same pair (its lower bound rests on the
+conjugate the user supplied; `Certificate.note` says so), both values widened by an allowance for the
+rounding of the user's functions (`NuclearProgram.rounding_allowance`: a user's CE written lse(z) − z_y
+is certified to 1e-9 down to λ ~ 1e-6, not at 1e-8, where its rounding is 1e-7 of the value). Without
+one there is no lower bound: `lower` is −inf, `certified` is False, and the solver stops when the best
+primal value has not fallen by more than `tol`·|value| in STALL_ITERS iterations (or at max_iter) — a
+rule that ends every run and proves nothing; the note says which rule stopped it and gives the norm of
+the last prox-gradient residual (an element of ∂F at the last iterate: 0 exactly at an optimum).
+
 Scale: every tolerance is relative and the step size adapts, so the iterations do not depend on the
 units of the problem (λ from 1e-10 to 1); the loss and its conjugate are evaluated to relative
 precision near interpolation (see `NuclearProgram.loss_rows`), where the optimum is ~1e-8.
@@ -27,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from analysis.nuclear_program import NuclearProgram, Point, svd
+from analysis.nuclear_program import CUSTOM, ROUNDING_ULPS, CustomLoss, NuclearProgram, Point, svd
 from analysis.theory import factorize_logits
 
 # "certified": the relative gap between the primal value and the dual bound is at most this
@@ -41,6 +51,11 @@ STALL_ITERS = 100
 MAX_ITER = 20000
 ROUNDING_RTOL = 1e-12  # how far the dual bound may lie above the primal value by rounding alone
 CHECK_EVERY = 5  # iterations between dual bounds (a bound costs about two steps)
+# a custom loss with a conjugate whose bound does not close (+inf at every candidate, say) also stops once
+# its primal value has stalled for STALL_ITERS and its gap has not halved in this many iterations
+CUSTOM_DUAL_STALL_ITERS = 3 * STALL_ITERS
+NO_CONJUGATE_NOTE = ("no conjugate given: the value is an upper bound on F* only (generic first-order solver, "
+                     "not certified)")
 
 
 @dataclass
@@ -53,6 +68,7 @@ class Certificate:
     iterations: int
     seconds: float
     rtol: float = CERTIFIED_RTOL
+    note: str = ""  # what the pair rests on, where it is more than the built-in conjugates (custom losses)
 
     @property
     def gap(self) -> float:
@@ -71,7 +87,7 @@ class Certificate:
     def to_dict(self) -> dict:
         return {"upper": self.upper, "lower": self.lower, "gap": self.gap, "rel_gap": self.rel_gap,
                 "certified": self.certified, "rtol": self.rtol, "solver": self.solver,
-                "iterations": self.iterations, "seconds": self.seconds}
+                "iterations": self.iterations, "seconds": self.seconds, "note": self.note}
 
 
 @dataclass
@@ -92,6 +108,9 @@ def initial_point(prog: NuclearProgram) -> Point:
     True
     """
     K, n = prog.K, prog.n
+    if prog.kind == CUSTOM:  # nothing is known about a user's loss: X = 0, b = 0
+        zeros = torch.zeros(prog.G, dtype=torch.float64, device=prog.device)
+        return Point(torch.zeros(prog.G, prog.G, dtype=torch.float64, device=prog.device), zeros, zeros.clone())
     if prog.kind == "ce":
         c = n.sqrt() * prog.rho
         u = torch.where(K * c < 1, torch.log(1 / c.clamp(max=0.5 / K) - (K - 1)), 0.0)  # Kc >= 1: all at 0
@@ -121,7 +140,8 @@ def _gradient(prog: NuclearProgram, sm) -> Point:
 
 def solve(prog: NuclearProgram, *, tol: float = SOLVER_RTOL, max_iter: int = MAX_ITER, start: Point | None = None,
           callback: Callable[[int, float, float], None] | None = None) -> Solution:
-    """FISTA with backtracking and restart on the program, stopped by the dual bound (module docstring).
+    """FISTA with backtracking and restart on the program, stopped by the dual bound (module docstring;
+    a custom loss without a conjugate: by a stalled primal value, and never certified).
 
     `callback(iteration, upper, lower)` is called at every dual bound (a progress bar, say).
     Example:
@@ -135,11 +155,14 @@ def solve(prog: NuclearProgram, *, tol: float = SOLVER_RTOL, max_iter: int = MAX
     sm_x = prog.smooth(x)
     best_upper, best_point = sm_x.value + prog.rho * prog.nuclear_norm(x.M, x.d), x
     best_lower = prog.dual_bound(x, sm_x)
-    # the curvature of f in X is at most max ℓ''/N (ℓ'' <= 1 for MSE, 1/2 for CE): 1/L to start
+    # the curvature of f in X is at most max ℓ''/N (ℓ'' <= 1 for MSE, 1/2 for CE): 1/L to start (a custom
+    # loss: as MSE; backtracking finds its own)
     t = t_start = prog.N * (2.0 if prog.kind == "ce" else 1.0)
     y, sm_y, theta, it = x, sm_x, 1.0, 0
     best_sm = sm_x
     progress_gap, progress_it = math.inf, 0  # the last gap that halved the one before, and when
+    stall_value, stall_it = best_upper, 0  # the last primal value that fell by more than tol, and when
+    stopped = ""  # which rule stopped the solver: "gap", "stall" or "max_iter"
     while it < max_iter and best_upper - best_lower > tol * abs(best_upper):
         it += 1
         g = _gradient(prog, sm_y)
@@ -156,6 +179,7 @@ def solve(prog: NuclearProgram, *, tol: float = SOLVER_RTOL, max_iter: int = MAX
             t *= 0.5
             if t < 1e-30 * t_start:  # only non-finite values fail the test at every step size
                 raise RuntimeError(f"the step size collapsed at iteration {it} (non-finite gradient?)")
+        last_step = (y, g, x_new, t)  # for the residual reported without a conjugate
         F_new = sm_new.value + prog.rho * nuclear
         if F_new < best_upper:
             best_upper, best_point, best_sm = F_new, x_new, sm_new
@@ -173,13 +197,49 @@ def solve(prog: NuclearProgram, *, tol: float = SOLVER_RTOL, max_iter: int = MAX
             if callback is not None:
                 callback(it, best_upper, best_lower)
             gap = (best_upper - best_lower) / abs(best_upper)
-            if gap <= progress_gap / 2:
+            if best_upper < stall_value - tol * abs(stall_value):
+                stall_value, stall_it = best_upper, it
+            if gap <= progress_gap / 2 and math.isfinite(gap):
                 progress_gap, progress_it = gap, it
             elif gap <= CERTIFIED_RTOL and it - progress_it >= STALL_ITERS:
+                stopped = "gap"
                 break
+            # custom losses: stop on a stalled primal value (without a conjugate nothing else can stop it)
+            if prog.kind == CUSTOM and it - stall_it >= STALL_ITERS and (
+                    not prog.has_dual or it - progress_it >= CUSTOM_DUAL_STALL_ITERS):
+                stopped = "stall"
+                break
+    else:
+        stopped = "gap" if best_upper - best_lower <= tol * abs(best_upper) else "max_iter"
     best_lower = max(best_lower, prog.dual_bound(best_point, best_sm))
-    cert = Certificate(best_upper, best_lower, "fista", it, time.perf_counter() - begin)
+    best_upper += prog.rounding_allowance(best_point, best_sm)  # a custom loss's rounding (0 for the built-in)
+    residual = _residual(prog, *last_step) if it and not prog.has_dual else math.nan
+    cert = Certificate(best_upper, best_lower, "fista", it, time.perf_counter() - begin,
+                       note=_custom_note(prog, stopped, residual))
     return Solution(prog, best_point, cert)
+
+
+def _residual(prog: NuclearProgram, y: Point, g: Point, x_new: Point, t: float) -> float:
+    """‖∇f(x⁺) − ∇f(y) − (x⁺ − y)/t‖ for the last prox-gradient step y → x⁺ = prox(y − t∇f(y)): an element
+    of ∂F(x⁺) (in the iterates' subspace and the program's metric), 0 exactly at an optimum."""
+    r = _gradient(prog, prog.smooth(x_new)).combine(g, 1.0, -1.0).combine(x_new.combine(y, 1.0, -1.0), 1.0, -1 / t)
+    return math.sqrt(max(prog.inner(r, r), 0.0))
+
+
+def _custom_note(prog: NuclearProgram, stopped: str, residual: float) -> str:
+    """What a custom loss's certificate rests on, and (without a conjugate) why the solver stopped."""
+    if prog.kind != CUSTOM:
+        return ""
+    name = prog.custom.name
+    rounding = (f"; both values allow for the rounding of the user's functions ({ROUNDING_ULPS} ulps of the scale "
+                "of their inputs: `NuclearProgram.rounding_allowance`)")
+    if prog.has_dual:
+        return (f"custom loss {name!r}: the lower bound is −f*(Y) from the conjugate supplied with the loss, "
+                f"trusted as given (checked only by Fenchel–Young at the points evaluated){rounding}")
+    why = {"stall": f"the primal value fell by less than the tolerance in {STALL_ITERS} iterations",
+           "max_iter": "max_iter reached"}.get(stopped, stopped)
+    return (f"custom loss {name!r}: {NO_CONJUGATE_NOTE}; stopped: {why}; last prox-gradient residual "
+            f"(an element of ∂F, 0 at an optimum) {residual:.3e}{rounding}")
 
 
 # ----- the cvxpy cross-check ------------------------------------------------------------------------------
@@ -197,6 +257,9 @@ def solve_cvxpy(prog: NuclearProgram) -> Solution:
     >>> abs(sol.certificate.upper / solve(sol.program).certificate.upper - 1) < 1e-8
     True
     """
+    if prog.kind == CUSTOM:
+        raise ValueError(f"solve_cvxpy takes the built-in losses only: custom loss {prog.custom.name!r} is a torch "
+                         "function with no cvxpy form (use solver='fista')")
     import cvxpy as cp  # late: cvxpy takes a second to import
 
     if prog.G != prog.K:
@@ -280,9 +343,10 @@ def factorize(sol: Solution, counts: Sequence[float], wd_W: float, wd_H: float) 
     """
     prog = sol.program
     X, b = prog.dense(sol.point)
-    if prog.kind == "ce" and prog.bias and prog.wd_b == 0:
-        # CE ignores a constant shift of the logits: an unregularized bias is determined up to a constant,
-        # which gradient descent from b = 0 keeps at mean 0 (the CE gradient sums to 0)
+    if prog.shift_invariant and prog.bias and prog.wd_b == 0:
+        # CE (and a shift-invariant custom loss) ignores a constant shift of the logits: an unregularized
+        # bias is determined up to a constant, which gradient descent from b = 0 keeps at mean 0 (the CE
+        # gradient sums to 0)
         b = b - b.mean()
     fac = factorize_logits(X, b, counts, wd_W, wd_H, sol.certificate.upper)
     cert = sol.certificate
@@ -293,20 +357,41 @@ def factorize(sol: Solution, counts: Sequence[float], wd_W: float, wd_H: float) 
 SOLVERS = ("fista", "cvxpy")
 
 
-def nuclear_norm_certificate(counts: Sequence[float], loss: str, wd_W: float, wd_H: float, wd_b: float = 0.0,
-                             bias: bool = False, *, smoothing: float = 0.0, target_scale: float = 1.0,
-                             soft_targets: np.ndarray | None = None, solver: str = "fista", grouped: bool = True,
-                             tol: float = SOLVER_RTOL, max_iter: int = MAX_ITER,
+def nuclear_norm_certificate(counts: Sequence[float], loss: str | CustomLoss, wd_W: float, wd_H: float,
+                             wd_b: float = 0.0, bias: bool = False, *, smoothing: float = 0.0,
+                             target_scale: float = 1.0, soft_targets: np.ndarray | None = None,
+                             solver: str = "fista", grouped: bool = True, tol: float = SOLVER_RTOL,
+                             max_iter: int = MAX_ITER,
                              callback: Callable[[int, float, float], None] | None = None) -> ConvexOptimum:
     """The certified optimum of min_{Z,b} (1/N)Σ ℓ(z_i + b, y_i) + √(λ_Wλ_H)‖Z‖_* + λ_b/2‖b‖², factorized.
 
-    `loss`: "mse" (½‖z − s·e_y‖²), "ce", "ls" (label smoothing α), "soft" (CE against `soft_targets`).
+    `loss`: "mse" (½‖z − s·e_y‖²), "ce", "ls" (label smoothing α), "soft" (CE against `soft_targets`), or
+    a `CustomLoss` (a torch function of the logits, the general K×K program, "fista" only; certified only
+    with a conjugate: see `CustomLoss`).
     `solver`: "fista" (`solve`, any K; `grouped` solves the count-group program) or "cvxpy" (Clarabel, the
     general K×K program; a cross-check at small K). Either way `.certificate` holds the primal value and
     the dual bound. Example:
     >>> opt = nuclear_norm_certificate([100, 100, 10], "ce", 5e-4, 5e-4)
     >>> opt.certificate.certified, opt.rank   # CE without a bias: rank K − 1 (logits shift-invariant)
     (True, 2)
+
+    A custom loss, the squared hinge Σ_{j≠y} max(0, 1 + z_j − z_y)², without and with its conjugate
+    Σ_{j≠y} (u_j²/4 − u_j) where u_j ≥ 0 for j ≠ y (and Σ_j u_j = 0, which the program ensures for a
+    loss declared shift-invariant), +inf elsewhere:
+    >>> def sq_hinge(Z, y):
+    ...     margins = (1 + Z - Z.gather(1, y[:, None])).clamp(min=0).scatter(1, y[:, None], 0.0)  # j ≠ y
+    ...     return (margins**2).sum(1)
+    >>> def sq_hinge_conjugate(U, y):
+    ...     off = U.scatter(1, y[:, None], 0.0)
+    ...     value = (off**2 / 4 - off).sum(1)
+    ...     return torch.where((off >= 0).all(1), value, torch.full_like(value, torch.inf))
+    >>> opt = nuclear_norm_certificate([5, 5, 2], CustomLoss("sq-hinge", sq_hinge), 1e-2, 1e-2)
+    >>> opt.certificate.certified, opt.certificate.lower, opt.certificate.note[:38]
+    (False, -inf, "custom loss 'sq-hinge': no conjugate g")
+    >>> cert = nuclear_norm_certificate([5, 5, 2], CustomLoss("sq-hinge", sq_hinge, sq_hinge_conjugate,
+    ...                                 shift_invariant=True), 1e-2, 1e-2).certificate
+    >>> cert.certified, abs(cert.upper / opt.value - 1) < 1e-9
+    (True, True)
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")

@@ -24,12 +24,19 @@ its gradient, the spectral norm of Y and f*(Y) are all evaluated in this compact
 grouped problem costs the same at K = 10 and K = 10 000, and the bound it gives is a bound on the full
 K×K program (no appeal to symmetry is needed for the lower bound). Every class its own group is the
 general program; soft labels (targets that follow a tree) always use it.
+
+**Custom losses** (`CustomLoss`): a researcher's own per-sample loss ℓ(z, y), convex in the logits, as a
+torch function. A user's loss need not treat the classes alike, so the symmetry argument above does not
+apply: it always gets the general K×K program (every class its own group). Its value and gradient come
+from the function (gradient by autograd); its dual bound from the conjugate ℓ*(u; y) the user supplies,
+f*(Y) = Σ_k w_k ℓ*(u_k; k) + [bias term] exactly as above. Without a conjugate nothing is proven: the
+program has no dual bound (`has_dual` False) and `dual_bound` returns −inf.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +44,75 @@ import torch
 
 KINDS = ("ce", "mse")  # ce: cross-entropy against target distributions (ce, ls, soft); mse: ½‖z − t‖²
 LOSSES = ("mse", "ce", "ls", "soft")
+CUSTOM = "custom"  # the kind of a program built from a `CustomLoss`
+# the Fenchel–Young checks of a user's conjugate (`CustomLoss`): a row fails when ℓ(z) + ℓ*(u) − ⟨u, z⟩
+# is below −(FY_RTOL·(|ℓ(z)| + |ℓ*(u)| + Σ_j|u_j z_j|) + FY_ATOL·(1 + Σ_j|u_j|)) (the absolute part: a
+# conjugate computes with u + e_y, whose rounding is ~1e-16 whatever the size of u); the probe at
+# construction also refuses a residual that large above 0 (equality must hold at u = ∇ℓ(z))
+FY_RTOL, FY_ATOL = 1e-9, 1e-13
+# the rounding a user's ℓ and ℓ* are allowed: this many ulps of the scale of what they compute with (1, the
+# value and the inputs), added to the primal value and subtracted from the dual bound (`rounding_allowance`)
+ROUNDING_ULPS = 8
+
+
+@dataclass(frozen=True)
+class CustomLoss:
+    """A researcher's own per-sample loss ℓ(z, y), declared convex in the logits z, for the certificate.
+
+    - `loss(Z, y)`: logits Z (M, K) float64 and labels y (M,) int64 → the per-sample losses (M,) float64;
+      differentiable by torch autograd (where ℓ is not differentiable, autograd's choice must be a
+      subgradient, as it is for max, relu, abs). Row i may depend on Z[i] and y[i] only.
+    - `conjugate(U, y)`: the per-sample convex conjugate ℓ*(u; y) = sup_z ⟨u, z⟩ − ℓ(z, y), row by row,
+      (M,) float64, +inf outside its domain (never NaN). It is what the lower bound is made of, so it is
+      trusted: the program checks it only by Fenchel–Young, ℓ(z) + ℓ*(u) ≥ ⟨u, z⟩ at every pair it
+      evaluates and = at u = ∇ℓ(z) at two probe points, and refuses (ValueError) a conjugate that fails.
+      None: no lower bound can be proven; the solver still runs, and its value is an upper bound on the
+      optimum only, never "certified".
+    - `shift_invariant`: ℓ(z + c·1, y) = ℓ(z, y) for every c (CE and its relatives). Then, as for the
+      built-in CE, the iterates are restricted to X1 = 0 (‖X(I − 11ᵀ/K)‖_* ≤ ‖X‖_*, so an optimum lies
+      there) and dom ℓ* ⊂ {Σ_j u_j = 0}: the conjugate is only evaluated at rows u projected onto it, so it
+      may assume Σ_j u_j = 0. False (the default) is always safe: no restriction, no projection.
+
+    The dual points are gradients after projections and scalings done in floating point: an entry that
+    is 0 in exact arithmetic (a probability or a hinge multiplier at the boundary of dom ℓ*) can arrive
+    as −1e-18. A conjugate that returns +inf there gives no bound from that point (the other candidate
+    may still give one); one that evaluates at the nearest point of its domain when it is off by rounding
+    only (say by 1e-14·max|u|) moves the bound by about as much. Precision: the values are widened by
+    ROUNDING_ULPS ulps of the scale of the functions' inputs (`NuclearProgram.rounding_allowance`), which
+    covers straightforward code (lse(z) − z_y for CE) but not a loss that cancels catastrophically (say
+    Σ_j max(0, 1 + z_j − z_y)² − 1 for the sum over j ≠ y, 1e-8 of a loss of 1e-8 lost): write the loss
+    so that it is accurate where it is small.
+
+    Example, MSE ½‖z − e_y‖² (conjugate ½‖u‖² + u_y):
+    >>> def mse(Z, y):
+    ...     return 0.5 * ((Z - torch.nn.functional.one_hot(y, Z.shape[1])) ** 2).sum(1)
+    >>> def mse_conjugate(U, y):
+    ...     return 0.5 * (U**2).sum(1) + U.gather(1, y[:, None])[:, 0]
+    >>> my_mse = CustomLoss("my-mse", mse, mse_conjugate)
+    >>> prog = NuclearProgram.from_counts([5, 5, 2], my_mse, 1e-2, 1e-2)
+    >>> prog.kind, prog.G, prog.has_dual      # the general K×K program
+    ('custom', 3, True)
+    >>> builtin = NuclearProgram.from_counts([5, 5, 2], "mse", 1e-2, 1e-2, grouped=False)
+    >>> p = Point(torch.eye(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64),
+    ...           torch.zeros(3, dtype=torch.float64))
+    >>> abs(prog.objective(p) - builtin.objective(p)) < 1e-15   # the same f, by autograd and the user's function
+    True
+    >>> 0 < builtin.dual_bound(p) - prog.dual_bound(p) < 1e-13   # the same f*, less the rounding allowance
+    True
+    """
+
+    name: str
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    conjugate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    shift_invariant: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError("a CustomLoss needs a name (a non-empty string)")
+        if not callable(self.loss):
+            raise ValueError(f"custom loss {self.name!r}: loss must be callable (Z, y) -> (M,) losses")
+        if self.conjugate is not None and not callable(self.conjugate):
+            raise ValueError(f"custom loss {self.name!r}: conjugate must be callable (U, y) -> (M,) or None")
 
 
 def svd(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -103,6 +179,7 @@ class Smooth:
     Y_M: torch.Tensor  # ∂f/∂X in compact form: the gradient in the Frobenius metric of the full X
     Y_d: torch.Tensor
     g_beta: torch.Tensor  # the gradient in beta, in the metric Σ_h m_h beta_h² of the full bias vector
+    rows: torch.Tensor | None = None  # the per-class losses ℓ_g (kept for custom losses' Fenchel–Young check)
 
 
 class NuclearProgram:
@@ -123,9 +200,14 @@ class NuclearProgram:
 
     def __init__(self, m: Sequence[int], n: Sequence[float], kind: str, own_target: np.ndarray,
                  group_target: np.ndarray, rho: float, bias: bool, wd_b: float,
-                 class_group: Sequence[int], device: torch.device | str | None = None):
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+                 class_group: Sequence[int], device: torch.device | str | None = None,
+                 custom: CustomLoss | None = None):
+        if kind not in KINDS + (CUSTOM,):
+            raise ValueError(f"kind must be one of {KINDS + (CUSTOM,)}, got {kind!r}")
+        if (kind == CUSTOM) != (custom is not None):
+            raise ValueError(f"kind {CUSTOM!r} goes with a CustomLoss, and only it")
+        if custom is not None and any(int(k) != 1 for k in m):
+            raise ValueError("a custom loss takes the general program: every class its own group")
         if not rho > 0:
             raise ValueError("the nuclear-norm program needs wd_W > 0 and wd_H > 0")
         G = len(m)
@@ -145,24 +227,46 @@ class NuclearProgram:
         self.grouped = self.m > 1  # groups with a within-group zero-sum part (d_g)
         self.own_target, self.group_target = t(own_target), t(group_target)
         self.class_group = np.asarray(class_group, dtype=int)  # (K,) the group of every class
+        self.custom = custom
+        # ℓ(z + c1) = ℓ(z): the iterates keep X1 = 0 and the dual rows sum to 0 (`restrict`, `_project`)
+        self.shift_invariant = kind == "ce" or (custom is not None and custom.shift_invariant)
+        # False: no conjugate, no lower bound (`dual_bound` is −inf; a value is an upper bound only)
+        self.has_dual = custom is None or custom.conjugate is not None
+        self.labels = torch.arange(G, device=self.device)  # the label of the rows of a general program
         # b = beta·bias_scale, so that a step moves beta about as far as X: 1/√N matches the curvatures
         # for MSE; CE's bias is flatter (its curvature is the small probabilities'), and 4/√N measured best
         # (K = 1000, free bias: 390 iterations against 635 with 1/√N; MSE is slower with it)
         self.bias_scale = (4.0 if kind == "ce" else 1.0) / math.sqrt(self.N)
+        if custom is not None:
+            self._probe_custom()
 
     # ----- construction -------------------------------------------------------------------------------
     @classmethod
-    def from_counts(cls, counts: Sequence[float], loss: str, wd_W: float, wd_H: float, wd_b: float = 0.0,
-                    bias: bool = False, *, smoothing: float = 0.0, target_scale: float = 1.0,
+    def from_counts(cls, counts: Sequence[float], loss: str | CustomLoss, wd_W: float, wd_H: float,
+                    wd_b: float = 0.0, bias: bool = False, *, smoothing: float = 0.0, target_scale: float = 1.0,
                     soft_targets: np.ndarray | None = None, grouped: bool = True,
                     device: torch.device | str | None = None) -> NuclearProgram:
         """The program of a UFM with these class counts, loss ("mse": ½‖z − s·e_y‖², "ce", "ls": label
-        smoothing α, "soft": CE against the rows of `soft_targets`) and weight decays. `grouped=False`
-        makes every class its own group (the general K×K program); soft labels always do."""
+        smoothing α, "soft": CE against the rows of `soft_targets`, or a `CustomLoss`) and weight decays.
+        `grouped=False` makes every class its own group (the general K×K program); soft labels and custom
+        losses always do (class k of the general program is the k-th count, label k). Example:
+        >>> sq = CustomLoss("half-square", lambda Z, y: 0.5 * (Z**2).sum(1), lambda U, y: 0.5 * (U**2).sum(1))
+        >>> prog = NuclearProgram.from_counts([3, 1], sq, 0.1, 0.1)
+        >>> prog.K, prog.G, prog.kind, prog.shift_invariant
+        (2, 2, 'custom', False)
+        """
         counts = np.asarray(counts, dtype=float)
         K = len(counts)
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if isinstance(loss, CustomLoss):
+            if not (wd_W > 0 and wd_H > 0):
+                raise ValueError("the nuclear-norm program needs wd_W > 0 and wd_H > 0")
+            if smoothing != 0 or target_scale != 1 or soft_targets is not None:
+                raise ValueError("smoothing, target_scale and soft_targets belong to the built-in losses; a "
+                                 "CustomLoss carries its targets itself")
+            return cls(np.ones(K, dtype=int), counts, CUSTOM, np.zeros(K), np.zeros((K, K)),
+                       math.sqrt(wd_W * wd_H), bias, wd_b, np.arange(K), device, custom=loss)
+        if not isinstance(loss, str) or loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES} or a CustomLoss, got {loss!r}")
         if not (wd_W > 0 and wd_H > 0):
             raise ValueError("the nuclear-norm program needs wd_W > 0 and wd_H > 0")
         if loss == "soft":
@@ -208,11 +312,12 @@ class NuclearProgram:
         return M, d
 
     def restrict(self, M: torch.Tensor) -> torch.Tensor:
-        """Project M onto the subspace that holds an optimum (and the iterates): CE-type losses ignore a
-        shift of a row of logits and ‖X(I − 11ᵀ/K)‖_* <= ‖X‖_*, so X1 = 0; a free bias absorbs a shift of
-        a column and ‖(I − √n√nᵀ/N)X‖_* <= ‖X‖_*, so √nᵀX = 0. Without this, the optimum lies at the end of
-        valleys where only ρ‖X‖_* drives the iterates (at ρ = 1e-8, thousands of iterations)."""
-        if self.kind == "ce":
+        """Project M onto the subspace that holds an optimum (and the iterates): CE-type losses (and custom
+        losses declared shift-invariant) ignore a shift of a row of logits and ‖X(I − 11ᵀ/K)‖_* <= ‖X‖_*,
+        so X1 = 0; a free bias absorbs a shift of a column and ‖(I − √n√nᵀ/N)X‖_* <= ‖X‖_*, so √nᵀX = 0.
+        Without this, the optimum lies at the end of valleys where only ρ‖X‖_* drives the iterates (at
+        ρ = 1e-8, thousands of iterations)."""
+        if self.shift_invariant:
             r = (self.m / self.K).sqrt()  # 1/√K in compact form
             M = M - (M @ r)[:, None] * r[None, :]
         if self.bias and self.wd_b == 0:
@@ -246,7 +351,9 @@ class NuclearProgram:
     def loss_rows(self, z_own: torch.Tensor, z_group: torch.Tensor):
         """Per-row loss ℓ_g and per-entry derivatives u = ∂ℓ/∂z, evaluated to relative precision even
         where the loss is 1e-12 (CE near interpolation: lse(z) − q·z = Σ q_j(m − z_j) + log1p(s − 1),
-        with s − 1 summed without the largest term)."""
+        with s − 1 summed without the largest term). A custom loss: its function and autograd."""
+        if self.kind == CUSTOM:
+            return self._custom_rows(z_own, z_group)
         q_own, q_group, mu = self.own_target, self.group_target, self.mu
         if self.kind == "mse":
             r_own, r_group = z_own - q_own, torch.where(self.present, z_group - q_group, 0.0)
@@ -280,7 +387,7 @@ class NuclearProgram:
                 value = value + 0.5 * self.wd_b * (self.m * b * b).sum()
                 g_beta = g_beta + self.wd_b * b
             g_beta = g_beta * self.bias_scale
-        return Smooth(float(value), u_own, u_group, Y_M, Y_d, g_beta)
+        return Smooth(float(value), u_own, u_group, Y_M, Y_d, g_beta, rows)
 
     def _column_sums(self, u_own: torch.Tensor, u_group: torch.Tensor) -> torch.Tensor:
         """v_h = Σ_k w_k u_{k,j} for a class j of group h (the same for every class of the group)."""
@@ -291,17 +398,28 @@ class NuclearProgram:
         return self.smooth(p).value + self.rho * self.nuclear_norm(p.M, p.d)
 
     # ----- the dual bound -----------------------------------------------------------------------------
-    def _conjugate(self, u_own: torch.Tensor, u_group: torch.Tensor) -> float:
+    def _conjugate(self, u_own: torch.Tensor, u_group: torch.Tensor, at: tuple | None = None) -> float:
         """f*(Y) for the dual point with per-entry values u (u_k = N y_k/√n_k), assuming Y is feasible:
         ‖Y‖₂ <= ρ, and for CE p = q + u >= 0 with rows of u summing to 0, and Σ_k w_k u_k = 0 with a free
-        bias (`dual_bound` makes it so; off that set f* is +inf, which this formula does not detect)."""
-        mu = self.mu
-        if self.kind == "mse":
+        bias (`dual_bound` makes it so; off that set f* is +inf, which this formula does not detect).
+        A custom loss: Σ_k w_k ℓ*(u_k; k) from its conjugate, +inf where that is; `at` = (Z, ℓ(Z)), the
+        logits and losses of a primal point, for its Fenchel–Young check."""
+        mu, slack = self.mu, 0.0
+        if self.kind == CUSTOM:
+            U = self._full(u_own, u_group)
+            rows = self._custom_conjugate(U)
+            if at is not None:
+                self._check_fenchel_young(U, rows, *at)
+            if not bool(torch.isfinite(rows).all()):
+                return math.inf
+            # ℓ*(u) − ⟨u, z⟩ + ℓ(z) = 0 at the optimum: the size of the terms is Σ_j |u_j|(1 + |z_j|)
+            slack = self._allowance(rows, U, at[0] if at is not None else None)
+        elif self.kind == "mse":
             group = mu * (0.5 * u_group**2 + u_group * self.group_target)
             rows = 0.5 * u_own**2 + u_own * self.own_target + group.sum(1)
         else:
             rows = self._plogp(u_own, self.own_target) + (mu * self._plogp(u_group, self.group_target)).sum(1)
-        value = float((self.omega * rows).sum())
+        value = float((self.omega * rows).sum()) + slack
         if self.bias:
             v = self._column_sums(u_own, u_group)
             if self.wd_b > 0:
@@ -316,8 +434,9 @@ class NuclearProgram:
         return torch.where(P > 0, P * logp, torch.zeros_like(P))
 
     def _feasible(self, u_own: torch.Tensor, u_group: torch.Tensor) -> bool:
-        """CE's conjugate needs p = q + u ≥ 0 (rows sum to 1 by construction)."""
-        if self.kind == "mse":
+        """CE's conjugate needs p = q + u ≥ 0 (rows sum to 1 by construction); a custom conjugate says +inf
+        itself where its point is infeasible (that candidate then gives no bound)."""
+        if self.kind != "ce":
             return True
         return bool((self.own_target + u_own >= 0).all() and
                     (torch.where(self.present, self.group_target + u_group, 0.0) >= 0).all())
@@ -325,8 +444,8 @@ class NuclearProgram:
     def _project(self, u_own: torch.Tensor, u_group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Onto the linear constraints of f*: rows of u sum to 0 (CE: Y ← Y(I − 11ᵀ/K)) and, with a free
         bias, Σ_k w_k u_k = 0 (Y ← (I − √n√nᵀ/N)Y). Both are orthogonal projections on either side of Y,
-        so neither increases ‖Y‖₂."""
-        if self.kind == "ce":
+        so neither increases ‖Y‖₂. (CE: and a custom loss declared shift-invariant.)"""
+        if self.shift_invariant:
             row = (u_own + (self.mu * u_group).sum(1)) / self.K
             u_own, u_group = u_own - row, u_group - row[:, None]
         if self.bias and self.wd_b == 0:
@@ -379,8 +498,19 @@ class NuclearProgram:
         optimal bias. Far from the optimal bias the projection removes most of u (cancellation: measured
         1e-10 relative too high at λ = 1e-8); there the point gives no bound (−inf): near the optimum
         ∂f/∂b → 0 and the projection removes almost nothing.
+
+        A custom loss: the same candidates, its conjugate evaluated at them (a candidate where it is +inf
+        gives no bound), each checked against the point's logits by Fenchel–Young (ValueError if it fails);
+        without a conjugate, −inf: nothing is proven.
         """
+        if not self.has_dual:
+            return -math.inf
         sm = self.smooth(p) if smooth is None else smooth
+        at = None
+        if self.kind == CUSTOM:
+            z_own, z_group = self._logits(p)
+            rows = sm.rows if sm.rows is not None else self._custom_rows(z_own, z_group)[0]
+            at = (self._full(z_own, z_group), rows)
         u = self._project(sm.u_own, sm.u_group)
         if self.bias and self.wd_b == 0:
             removed = float(self._column_sums(sm.u_own, sm.u_group).abs().max())
@@ -398,8 +528,134 @@ class NuclearProgram:
         if not self._feasible(*clipped):
             clipped = self._mix(clipped, scaled)
         clipped = self._scaled(*clipped)  # ‖Y‖₂ ≤ ρ up to the reconstruction's rounding: make it exact
-        bounds = [-self._conjugate(*scaled), -self._conjugate(*clipped)]
+        bounds = [-self._conjugate(*scaled, at=at), -self._conjugate(*clipped, at=at)]
         return max([b for b in bounds if math.isfinite(b)], default=-math.inf)
+
+    # ----- custom losses (the general program: group g is class g, label g) ---------------------------
+    def _full(self, own: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+        """The K×K matrix with `own` on the diagonal and `group` off it (row k: a class-k sample)."""
+        return torch.where(self.present, group, 0.0) + torch.diag(own)
+
+    def _call(self, fn, A: torch.Tensor, what: str, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """fn(A, labels), checked: a float64 tensor with one value per row of A."""
+        name = self.custom.name
+        labels = self.labels if labels is None else labels
+        try:
+            out = fn(A, labels)
+        except Exception as e:  # re-raised as a ValueError that states the contract
+            raise ValueError(f"custom loss {name!r}: {what}(Z, y) failed on logits of shape {tuple(A.shape)} "
+                             f"(float64) and labels of shape {tuple(labels.shape)} (int64): "
+                             f"{type(e).__name__}: {e}") from e
+        if not isinstance(out, torch.Tensor) or out.shape != (A.shape[0],) or out.dtype != torch.float64:
+            got = (f"{out.dtype} of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor)
+                   else type(out).__name__)
+            raise ValueError(f"custom loss {name!r}: {what} must return a float64 tensor of shape (M,) = "
+                             f"({A.shape[0]},), one value per row of its (M, K) input; got {got}")
+        return out
+
+    def _custom_rows(self, z_own: torch.Tensor, z_group: torch.Tensor):
+        """ℓ(z_k, k) for every class k and u_k = ∇ℓ (autograd), as (rows, u_own, u_group)."""
+        Z = self._full(z_own, z_group).detach().requires_grad_(True)
+        with torch.enable_grad():
+            rows = self._call(self.custom.loss, Z, "loss")
+            grad = torch.autograd.grad(rows.sum(), Z, allow_unused=True)[0] if rows.requires_grad else None
+        grad = torch.zeros_like(Z) if grad is None else grad.detach()
+        return rows.detach(), grad.diagonal().clone(), torch.where(self.present, grad, 0.0)
+
+    def _custom_conjugate(self, U: torch.Tensor) -> torch.Tensor:
+        """ℓ*(u_k; k) for the rows of U (+inf where the conjugate says so); NaN is refused."""
+        with torch.no_grad():
+            rows = self._call(self.custom.conjugate, U, "conjugate")
+        if bool(rows.isnan().any()):
+            raise ValueError(f"custom loss {self.custom.name!r}: conjugate returned NaN; it must return +inf "
+                             "outside its domain (a 0·log 0, say, must be written as 0)")
+        return rows
+
+    def _allowance(self, rows: torch.Tensor, A: torch.Tensor, B: torch.Tensor | None = None) -> float:
+        """ROUNDING_ULPS·ε·Σ_k w_k (1 + |rows_k| + Σ_j |A_kj|(1 + |B_kj|)): the rounding a user's function
+        may make computing `rows` from A (B: the logits that weigh the conjugate's inputs)."""
+        size = A.abs() if B is None else A.abs() * (1 + B.abs())
+        terms = 1 + rows.abs() + size.sum(1)
+        return ROUNDING_ULPS * torch.finfo(torch.float64).eps * float((self.omega * terms).sum())
+
+    def rounding_allowance(self, p: Point, smooth: Smooth | None = None) -> float:
+        """How far the computed f(X, b) may lie below the true one by the rounding of the user's loss (0 for
+        the built-in losses, which are evaluated to relative precision): ROUNDING_ULPS ulps of
+        Σ_k w_k (1 + |ℓ_k| + ‖z_k‖_1). A loss computed as lse(z) − z_y errs by ~ε·|z_y| whatever ℓ is, which
+        near interpolation (ℓ ~ 1e-8 at λ ~ 1e-8) is 1e-7 of the value: no certificate claims more. The
+        dual bound of a custom loss is lowered the same way (ℓ* with Σ_j |u_j|(1 + |z_j|) for ‖z‖_1).
+        >>> prog = NuclearProgram.from_counts([2, 2], CustomLoss("sq", lambda Z, y: 0.5 * (Z**2).sum(1)), 1.0, 1.0)
+        >>> zero = Point(torch.zeros(2, 2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64),
+        ...              torch.zeros(2, dtype=torch.float64))
+        >>> prog.rounding_allowance(zero) == ROUNDING_ULPS * 2.0**-52   # ℓ = 0 at z = 0: the 1 alone
+        True
+        """
+        if self.kind != CUSTOM:
+            return 0.0
+        sm = self.smooth(p) if smooth is None else smooth
+        return self._allowance(sm.rows, self._full(*self._logits(p)))
+
+    def _fenchel_young(self, U: torch.Tensor, conj: torch.Tensor, Z: torch.Tensor, rows: torch.Tensor):
+        """(ℓ(z) + ℓ*(u) − ⟨u, z⟩ per row, and its rounding tolerance): ≥ 0 always, = 0 at u = ∇ℓ(z)."""
+        inner = U * Z
+        residual = rows + conj - inner.sum(1)
+        scale = rows.abs() + conj.abs() + inner.abs().sum(1)
+        return residual, FY_RTOL * scale + FY_ATOL * (1 + U.abs().sum(1))
+
+    def _check_fenchel_young(self, U: torch.Tensor, conj: torch.Tensor, Z: torch.Tensor, rows: torch.Tensor):
+        """Refuse a conjugate below the loss's: ℓ*(u) < ⟨u, z⟩ − ℓ(z) would make any bound from it false."""
+        residual, tol = self._fenchel_young(U, conj, Z, rows)
+        bad = (conj == -math.inf) | (torch.isfinite(conj) & (residual < -tol))
+        if bool(bad.any()):
+            k = int(bad.nonzero()[0, 0])
+            raise ValueError(f"custom loss {self.custom.name!r}: its conjugate violates Fenchel–Young, "
+                             f"ℓ(z) + ℓ*(u) − ⟨u, z⟩ = {float(residual[k]):.3e} < 0 for label {k}: it is not "
+                             "the convex conjugate of the loss (or the loss is not convex), and a lower bound "
+                             "from it would be false")
+
+    def _probe_custom(self):
+        """Check the custom loss at two fixed random logit matrices: shapes and dtypes, one value per sample
+        (the rows, shuffled into a batch of 2K with other rows, keep their values: a loss per class or
+        one that uses the batch fails), finite values and gradients, the declared shift invariance, and
+        Fenchel–Young equality ℓ*(∇ℓ(z)) = ⟨∇ℓ(z), z⟩ − ℓ(z) (a wrong conjugate, or a gradient autograd
+        gets wrong, fails it)."""
+        name, K = self.custom.name, self.K
+        g = torch.Generator().manual_seed(0)
+        order = torch.randperm(2 * K, generator=g).to(self.device)
+        batch = torch.cat([self.labels, self.labels])[order]
+        mine = order.argsort()[:K]  # where the rows under test went
+
+        def per_sample(fn, A: torch.Tensor, rows: torch.Tensor, what: str):
+            with torch.no_grad():
+                again = self._call(fn, torch.cat([A, 0.5 * A.flip(0) + 1])[order], what, batch)[mine]
+            close = (again == rows) | ((again - rows).abs() <= FY_RTOL * (1 + rows.abs()))
+            if not bool(close.all()):
+                raise ValueError(f"custom loss {name!r}: {what} is not per sample: row i must depend on row i "
+                                 "of its input and on y[i] only (the same rows in another batch gave other values)")
+
+        for scale in (0.5, 3.0):
+            Z = (scale * torch.randn(K, K, generator=g, dtype=torch.float64)).to(self.device)
+            rows, u_own, u_group = self._custom_rows(Z.diagonal(), Z)
+            per_sample(self.custom.loss, Z, rows, "loss")
+            U = self._full(u_own, u_group)
+            if not bool(torch.isfinite(rows).all() and torch.isfinite(U).all()):
+                raise ValueError(f"custom loss {name!r}: loss or its autograd gradient is not finite at "
+                                 f"logits of size ~{scale}; the program needs a loss finite everywhere")
+            if self.custom.shift_invariant:
+                shifted = self._call(self.custom.loss, Z + 1.7, "loss").detach()
+                if bool(((shifted - rows).abs() > FY_RTOL * (1 + rows.abs())).any()):
+                    raise ValueError(f"custom loss {name!r} is declared shift_invariant, but ℓ(z + 1.7·1) ≠ ℓ(z)")
+                U = U - U.mean(1, keepdim=True)
+            if self.custom.conjugate is None:
+                continue
+            conj = self._custom_conjugate(U)
+            per_sample(self.custom.conjugate, U, conj, "conjugate")
+            residual, tol = self._fenchel_young(U, conj, Z, rows)
+            if not bool((residual.abs() <= tol).all()):
+                k = int((~(residual.abs() <= tol)).nonzero()[0, 0])
+                raise ValueError(f"custom loss {name!r}: conjugate(∇ℓ(z), y) must equal ⟨∇ℓ(z), z⟩ − ℓ(z) "
+                                 f"(Fenchel–Young equality), but ℓ(z) + ℓ*(u) − ⟨u, z⟩ = {float(residual[k]):.3e}"
+                                 f" for label {k} at a probe point: the conjugate is not that of the loss")
 
     # ----- the full matrices --------------------------------------------------------------------------
     def dense(self, p: Point) -> tuple[np.ndarray, np.ndarray]:

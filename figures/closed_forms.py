@@ -10,6 +10,7 @@ from figures import runs
 from figures.style import THEORY, plt
 from ufm.checks.theory import closed_form
 from ufm.config import SimConfig
+from ufm.problem import resolve
 
 CAPTION = ("The UFM's optimum against weight decay λ = λ_W = λ_H (K = 10, n = 20, d = 32, float64 L-BFGS): "
            "measured objective F, ‖W‖² and ‖H‖² (points) on the closed-form curves (dashed) for cross-entropy "
@@ -28,7 +29,7 @@ def build(out: Path, smoke: bool) -> plt.Figure:
     fig, axes = plt.subplots(2, 3, figsize=(11, 6), constrained_layout=True)
     for row, loss in zip(axes, ("ce", "mse"), strict=True):
         dense = np.geomspace(grids[loss][0] / 1.5, grids[loss][-1] * 1.5, 200)
-        theory = [closed_form(_cfg(loss, wd, smoke, certificate=False)).predicted for wd in dense]
+        theory = [closed_form(resolve(_cfg(loss, wd, smoke, certificate=False))).predicted for wd in dense]
         finals = [runs.summary(runs.simulate(out, f"{loss}-wd{wd:.3g}", _cfg(loss, wd, smoke, certificate=False)))
                   ["final"] for wd in grids[loss]]
         for ax, (key, label) in zip(row, QUANTITIES, strict=True):

@@ -10,7 +10,7 @@ import numpy as np
 from figures import runs
 from figures.style import THEORY, plt
 from ufm.config import SimConfig
-from ufm.problem import class_tree, frame_gram
+from ufm.problem import resolve
 
 CAPTION = ("HAFrame on the CIFAR-100 tree (UFM with the fixed frame, γ = 2, α = 0.4, λ_H = 5e-4, n = 5, d = 128): "
            "the frame's Gram S and the cosines of the learned class means (classes in tree order), and the angular "
@@ -21,15 +21,16 @@ CAPTION = ("HAFrame on the CIFAR-100 tree (UFM with the fixed frame, γ = 2, α 
 
 def build(out: Path, smoke: bool) -> plt.Figure:
     tree = "balanced:2,3" if smoke else "cifar100"
-    cfg = SimConfig(hierarchy=tree, K=6 if smoke else 100, n=5, d=16 if smoke else 128, loss="haframe",
-                    optimizer="lbfgs", dtype="float64", steps=50 if smoke else 300)
+    cfg = SimConfig.from_dict(dict(hierarchy=tree, K=6 if smoke else 100, n=5, d=16 if smoke else 128, loss="haframe",
+                    optimizer="lbfgs", dtype="float64", steps=50 if smoke else 300))
     run = runs.simulate(out, "haframe", cfg)
     summary, hist = runs.summary(run), runs.history(run)
-    classes = class_tree(cfg.hierarchy, cfg.K)
+    problem = resolve(cfg)
+    classes = problem.tree
     # classes in the tree's order (grouped by their chain of ancestors), so the hierarchy shows as blocks
     order = sorted(range(cfg.K), key=lambda k: classes.path_to_root(classes.leaves[k])[::-1])
     learned = np.array(summary["grams"]["means_cos"]["measured"])[np.ix_(order, order)]
-    S = frame_gram(cfg)[0][np.ix_(order, order)]
+    S = problem.frame_gram[np.ix_(order, order)]
     low = min(S.min(), learned.min(), 0.0)
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), constrained_layout=True)
     for ax, M, title in ((axes[0], S, "frame Gram S (γ = 2, s_min at the PSD bound)"),

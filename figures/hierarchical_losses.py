@@ -7,6 +7,7 @@ from pathlib import Path
 from figures import runs
 from figures.style import plt
 from ufm.backbone.config import TrainConfig
+from ufm.losses import LossConfig
 
 CAPTION = ("An MLP on a tree-structured Gaussian mixture (12 classes, tree balanced:2,2,3, noise of the size of the "
            "class separation) trained with HXE over α and with soft labels over β, against CE (dotted): test "
@@ -26,8 +27,10 @@ def build(out: Path, smoke: bool) -> plt.Figure:
                 test_per_class=20 if smoke else 200, epochs=3 if smoke else 60, mlp_width=32 if smoke else 256)
     alphas, betas = ((0.5,), (5.0,)) if smoke else ((0.1, 0.5, 1.0, 2.0), (2.0, 5.0, 10.0, 30.0))
     ce = runs.summary(runs.train(out, "ce", TrainConfig(loss="ce", **base)))
-    hxe = [runs.summary(runs.train(out, f"hxe{a:g}", TrainConfig(loss="hxe", alpha=a, **base))) for a in alphas]
-    soft = [runs.summary(runs.train(out, f"soft{b:g}", TrainConfig(loss="soft", beta=b, **base))) for b in betas]
+    hxe = [runs.summary(runs.train(out, f"hxe{a:g}", TrainConfig(loss=LossConfig("hxe", alpha=a), **base)))
+           for a in alphas]
+    soft = [runs.summary(runs.train(out, f"soft{b:g}", TrainConfig(loss=LossConfig("soft", beta=b), **base)))
+            for b in betas]
     fig, axes = plt.subplots(2, 4, figsize=(13, 5.6), constrained_layout=True)
     for row, (name, values, results) in enumerate((("HXE", alphas, hxe), ("soft labels", betas, soft))):
         for ax, (block, key, title, ylabel) in zip(axes[row], PANELS, strict=True):

@@ -16,7 +16,7 @@ from ufm.output.rundir import read_history
 
 def simulate(runs: Path, name: str, cfg: SimConfig) -> Path:
     """Run the UFM of `cfg` into runs/name (quietly); return the run directory."""
-    from ufm.fit.loop import simulate as run
+    from ufm.api import run
 
     out = runs / name
     run(cfg, out, progress=False)

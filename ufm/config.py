@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
-from ufm.losses import HIERARCHICAL_LOSSES, HXE_WEIGHTINGS, LOSSES
+from ufm.losses.config import ConfigError, LossConfig
 
-HUG_MEASURES = ("energy", "gram", "maxgap")
 ACTIVATIONS = ("linear", "relu")
-HUG_PROXIES = ("learned", "fixed")
 
 OPTIMIZERS = ("gd", "sgd", "adam", "lbfgs")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -21,24 +18,22 @@ DEFAULT_STEPS = {"gd": 5000, "sgd": 5000, "adam": 5000, "lbfgs": 500}
 DEFAULT_LR = {"gd": 1.5, "sgd": 0.5, "adam": 1e-3, "lbfgs": 1.0}
 DEEP_STEPS_FACTOR = 2  # depth > 1: twice the steps (measured: the SQI norms reach 1e-4 at 10 000 GD steps)
 
-
-# α by loss when --alpha is not given: HXE 0.1 (Bertinetto et al. 2020 use 0.1 and 0.5); HAFrame 0.4
-# (the cosine-loss weight of the authors' CIFAR-100 and FGVC scripts, with γ = 2)
-DEFAULT_ALPHA = {"hxe": 0.1, "haframe": 0.4}
-
 DEFAULT_WD = 5e-4
 DEFAULT_INIT_SCALE = 0.1
 
 MAX_SEED = 2**62  # torch generators take 64-bit seeds; the loop also uses seed + 1
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message names the flag and the offending value."""
-
-
 @dataclass
 class SimConfig:
-    """One UFM run. Objective: (1/N) Σ_i ℓ(W h_i + b, y_i) + λ_W/2‖W‖² + λ_H/2‖H‖² + λ_b/2‖b‖²."""
+    """One UFM run. Objective: (1/N) Σ_i ℓ(W h_i + b, y_i) + λ_W/2‖W‖² + λ_H/2‖H‖² + λ_b/2‖b‖².
+
+    Values, defaults and their validation only (the tree, frame and loss options are resolved once by
+    ufm.problem.resolve). `loss` takes a LossConfig or a loss name; `wd` sets the blocks left at None.
+    >>> cfg = SimConfig(K=4, loss="ls", wd=1e-3)
+    >>> cfg.loss.name, cfg.loss.smoothing, cfg.wd_H, cfg.N
+    ('ls', 0.1, 0.001, 400)
+    """
 
     K: int = 10
     n: int | None = 100  # samples per class; with counts: counts[0] if balanced, else None
@@ -49,8 +44,9 @@ class SimConfig:
     depth: int = 1  # L: free features H, then L − 1 hidden layers, then the classifier W
     act: str = "linear"  # activation after each hidden layer: linear or relu
     width: int | None = None  # hidden-layer width (None: d)
-    loss: str = "mse"
-    wd_W: float | None = None  # None: DEFAULT_WD (0 under HUG, whose loss is scale-invariant)
+    loss: LossConfig = field(default_factory=LossConfig)  # or a loss name: LossConfig(name)
+    wd: float | None = None  # weight decay of every block left at None below (None: DEFAULT_WD, 0 under HUG)
+    wd_W: float | None = None  # None: wd
     wd_H: float | None = None
     wd_b: float | None = None
     wd_M: float | None = None  # weight decay of the hidden layers (None: the default, like wd_W)
@@ -64,26 +60,13 @@ class SimConfig:
     device: str = "auto"
     dtype: str = "float32"
     seed: int = 0
-    smoothing: float = 0.1  # loss "ls"
-    target_scale: float = 1.0  # loss "mse"
     tol: float = 0.0  # stop early once the gradient norm is <= tol (checked at evaluations)
     evals_per_decade: int = 10
     certificate: bool = True  # solve the convex program and report the gap to the global optimum
-    hierarchy: str | None = None  # class tree: built-in name, balanced:b1,b2,…, flat:K, or a JSON path
-    alpha: float | None = None  # hxe: λ(C) = exp(−α·h(C)); haframe: cosine-loss weight (None: DEFAULT_ALPHA)
-    beta: float = 10.0  # soft: targets softmax(−β·LCA height / tree height)
-    hxe_weighting: str = "height"  # hxe: "height" (the paper) or "depth" (the authors' code: exp(−α·depth))
-    gamma: float = 2.0  # haframe: S = (1 − s_min)·exp(−γ·d/d_max) + s_min
-    s_min: float | None = None  # haframe: S_ij's limit for large d_ij; None = the smallest value keeping S PSD
-    hug_measure: str = "energy"  # hug: uniformity of the proxies, one of HUG_MEASURES
-    hug_s: float = 1.0  # hug energy: Riesz exponent (0: log energy)
-    hug_sigma: float = 2 ** -0.5  # hug gram: kernel exp(−r²/(2σ²)) width; 1/√2 gives exp(−r²)
-    hug_sharpness: float = 64.0  # hug maxgap: t of the smooth minimum distance
-    hug_inter: float = 1.0  # hug: weight of the inter-class term
-    hug_intra: float = 1.0  # hug: weight of the intra-class term
-    hug_proxies: str = "learned"  # hug: "learned" (trained) or "fixed" (the spherical code, not trained)
 
     def __post_init__(self) -> None:
+        if isinstance(self.loss, str):
+            self.loss = LossConfig(self.loss)
         if self.imbalance is not None and self.counts is None:
             if self.minority is None or not 1 <= self.minority < self.K or self.n is None or self.n < 1:
                 raise ConfigError(f"--imbalance needs --minority K_B with 1 <= K_B < K = {self.K} (got "
@@ -102,14 +85,12 @@ class SimConfig:
             self.steps = DEFAULT_STEPS[self.optimizer] * (DEEP_STEPS_FACTOR if self.depth > 1 else 1)
         if self.lr is None and self.optimizer in DEFAULT_LR:
             self.lr = DEFAULT_LR[self.optimizer]
-        if self.alpha is None:
-            self.alpha = DEFAULT_ALPHA.get(self.loss)
         # HUG normalizes features and proxies: weight decay has nothing to balance (it would shrink
         # them toward 0 without a minimizer), and unit-norm starts keep the steps of size lr
-        hug = self.loss == "hug"
+        hug = self.loss.name == "hug"
         for block in ("wd_W", "wd_H", "wd_b", "wd_M"):
             if getattr(self, block) is None:
-                setattr(self, block, 0.0 if hug else DEFAULT_WD)
+                setattr(self, block, self.wd if self.wd is not None else 0.0 if hug else DEFAULT_WD)
         if self.init_scale is None:
             self.init_scale = 1.0 if hug else DEFAULT_INIT_SCALE
         if self.width is None:
@@ -123,7 +104,7 @@ class SimConfig:
     @property
     def fixed_classifier(self) -> bool:
         """W is not trained (HAFrame, HUG with fixed proxies): no weight decay, wd_W plays no role."""
-        return self.loss == "haframe" or (self.loss == "hug" and self.hug_proxies == "fixed")
+        return self.loss.name == "haframe" or (self.loss.name == "hug" and self.loss.hug_proxies == "fixed")
 
     @property
     def feature_dim(self) -> int:
@@ -158,8 +139,11 @@ class SimConfig:
         need(self.act in ACTIVATIONS, f"--act must be one of {ACTIVATIONS}, got {self.act!r}")
         need(self.width >= 1, f"--width must be at least 1, got {self.width}")
         if self.depth > 1:
-            need(self.loss in ("mse", "ce", "ls"), f"--depth > 1 supports --loss mse, ce or ls, not {self.loss}")
-        need(self.loss in LOSSES, f"--loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
+            need(self.loss.name not in ("hxe", "soft", "haframe", "hug"),
+                 f"--depth > 1 supports --loss mse, ce, ls or a registered loss, not {self.loss.name}")
+        need(isinstance(self.loss, LossConfig), f"loss must be a LossConfig or a loss name, got {self.loss!r}")
+        self.loss.validate()
+        self.loss.require_tree()
         for flag, value in (("--wd-W", self.wd_W), ("--wd-H", self.wd_H), ("--wd-b", self.wd_b),
                             ("--wd-M", self.wd_M)):
             need(math.isfinite(value) and value >= 0, f"{flag} must be a finite number >= 0, got {value}")
@@ -175,75 +159,35 @@ class SimConfig:
              f"--init-scale must be > 0, got {self.init_scale}")
         need(self.device in DEVICES, f"--device must be one of {DEVICES}, got {self.device!r}")
         need(self.dtype in DTYPES, f"--dtype must be one of {DTYPES}, got {self.dtype!r}")
-        need(0 <= self.smoothing < 1, f"--smoothing must lie in [0, 1), got {self.smoothing}")
-        need(math.isfinite(self.target_scale) and self.target_scale > 0,
-             f"--target-scale must be > 0, got {self.target_scale}")
         need(self.tol >= 0, f"--tol must be >= 0, got {self.tol}")
         need(0 <= self.seed <= MAX_SEED, f"--seed must lie in 0..{MAX_SEED}, got {self.seed}")
         need(self.evals_per_decade >= 1, f"--evals-per-decade must be >= 1, got {self.evals_per_decade}")
-        self._validate_hierarchy(need)
-        self._validate_hug(need)
-
-    def _validate_hug(self, need: Callable[[bool, str], None]) -> None:
-        need(self.hug_measure in HUG_MEASURES, f"--hug-measure must be one of {HUG_MEASURES}, got {self.hug_measure!r}")
-        need(self.hug_proxies in HUG_PROXIES, f"--hug-proxies must be one of {HUG_PROXIES}, got {self.hug_proxies!r}")
-        for flag, v in (("--hug-s", self.hug_s), ("--hug-inter", self.hug_inter), ("--hug-intra", self.hug_intra)):
-            need(math.isfinite(v) and v >= 0, f"{flag} must be a finite number >= 0, got {v}")
-        need(math.isfinite(self.hug_sharpness) and self.hug_sharpness > 0,
-             f"--hug-sharpness must be > 0, got {self.hug_sharpness}")
-        # distances on the unit sphere lie in [0, 2]: a much narrower kernel is the identity (no repulsion
-        # between proxies), a much wider one is all ones (singular, log det → −∞)
-        need(math.isfinite(self.hug_sigma) and 0.05 <= self.hug_sigma <= 5,
-             f"--hug-sigma must lie in [0.05, 5] (distances on the sphere are at most 2), got {self.hug_sigma}")
-        if self.loss == "hug":
+        if self.wd is not None:
+            need(math.isfinite(self.wd) and self.wd >= 0, f"--wd must be a finite number >= 0, got {self.wd}")
+        if self.loss.name == "haframe":
+            need(not self.bias, "--loss haframe uses the plain logits Wh of the fixed frame: drop --bias")
+        if self.loss.name == "hug":
             need(max(self.wd_W, self.wd_H, self.wd_b) == 0, "--loss hug normalizes features and proxies, so weight "
                  "decay only shrinks them toward 0 (the objective has no minimizer): use --wd 0")
             need(not self.bias, "--loss hug classifies by the nearest proxy (cosine): drop --bias")
             need(self.d > 1 or self.K == 2, f"--loss hug: the sphere in R^1 has two points, K = {self.K} needs d >= 2")
 
-    def _validate_hierarchy(self, need: Callable[[bool, str], None]) -> None:
-        need(self.hierarchy is not None or self.loss not in HIERARCHICAL_LOSSES,
-             f"--loss {self.loss} needs a class tree: give --hierarchy (e.g. cifar100, balanced:2,5,10)")
-        need(self.hxe_weighting in HXE_WEIGHTINGS,
-             f"--hxe-weighting must be one of {HXE_WEIGHTINGS}, got {self.hxe_weighting!r}")
-        if self.alpha is not None:
-            need(math.isfinite(self.alpha) and self.alpha >= 0,
-                 f"--alpha must be a finite number >= 0, got {self.alpha}")
-            need(self.loss in DEFAULT_ALPHA, f"--alpha applies to --loss hxe or haframe, not {self.loss}")
-            # α = 1 leaves only the cosine loss, which is scale-invariant: weight decay then drives H to 0
-            # and the objective has no minimizer
-            need(self.loss != "haframe" or self.alpha < 1, f"--alpha (HAFrame's cosine-loss weight) must lie in "
-                                                           f"[0, 1): α = 1 has no minimizer, got {self.alpha}")
-        need(math.isfinite(self.beta) and self.beta > 0, f"--beta must be > 0, got {self.beta}")
-        need(math.isfinite(self.gamma) and self.gamma > 0, f"--gamma must be > 0, got {self.gamma}")
-        if self.s_min is not None:
-            need(math.isfinite(self.s_min) and self.s_min < 1, f"--s-min must be a number < 1, got {self.s_min}")
-        if self.hierarchy is None:
-            return
-        from analysis.frames import FrameError
-        from analysis.hierarchy import HierarchyError
-        from ufm.problem import class_tree, frame_gram, frame_of  # late: the tree loads only when one is asked for
-
-        try:
-            class_tree(self.hierarchy, self.K)
-        except HierarchyError as e:
-            raise ConfigError(f"--hierarchy: {e}") from None
-        try:
-            frame_gram(self)  # the reference Gram of the angular metrics, for every loss
-            if self.loss == "haframe":
-                need(not self.bias, "--loss haframe uses the plain logits Wh of the fixed frame: drop --bias")
-                frame_of(self)
-        except FrameError as e:
-            raise ConfigError(f"--hierarchy {self.hierarchy}: {e}") from None
-
     def to_dict(self) -> dict:
-        d = asdict(self)
+        """The flat dict of config.json: the loss's fields flat ("loss" is its name), counts and N (not `wd`, a
+        constructor shorthand: the blocks wd_W, wd_H, wd_b, wd_M hold the values)."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("loss", "wd")}
+        d.update(self.loss.to_flat())
         d["counts"] = list(self.class_counts)
         d["N"] = self.N
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> SimConfig:
-        """Rebuild from `to_dict()` output or a run's config.json (keys that are not fields are ignored)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        """Rebuild from `to_dict()` output, a run's config.json or any flat dict of fields (the loss's fields flat,
+        as in to_dict; keys that are neither are ignored).
+        >>> SimConfig.from_dict({"K": 3, "loss": "ls", "smoothing": 0.3}).loss.smoothing
+        0.3
+        """
+        names = {f.name for f in fields(cls)} - {"loss"}
+        loss = d["loss"] if isinstance(d.get("loss"), LossConfig) else LossConfig.from_flat(d)
+        return cls(loss=loss, **{k: v for k, v in d.items() if k in names})

@@ -9,16 +9,10 @@ import numpy as np
 import torch
 
 from ufm.config import SimConfig
-from ufm.losses import LOSSES
-from ufm.problem import frame_of, gnc_code, loss_options
+from ufm.problem import Problem
 
 
-def labels(counts: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """y = (0,…,0, 1,…,1, …): n_k samples of class k, grouped by class."""
-    return torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts)).to(device)
-
-
-def init_params(cfg: SimConfig, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def init_params(problem: Problem, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """Rows of H and W drawn from N(0, init_scale²/dim · I) (norm ≈ init_scale), b = 0; hidden layers
     M_l with entries N(0, gain²/fan_in), gain 1 (linear) or √2 (ReLU), so that they preserve the scale
     of the signal (layers as small as H would start the deep product at its flat saddle at 0).
@@ -27,6 +21,7 @@ def init_params(cfg: SimConfig, device: torch.device, dtype: torch.dtype) -> dic
     on every device and in both dtypes. Under `--loss haframe` W is the fixed frame (not trained:
     requires_grad is False, and it carries no weight decay).
     """
+    cfg = problem.cfg
     g = torch.Generator().manual_seed(cfg.seed)
     std = cfg.init_scale / math.sqrt(cfg.d)
     params = {
@@ -43,10 +38,10 @@ def init_params(cfg: SimConfig, device: torch.device, dtype: torch.dtype) -> dic
         params["b"] = torch.zeros(cfg.K, dtype=torch.float64)
     params = {k: v.to(device=device, dtype=dtype).requires_grad_(True) for k, v in params.items()}
     # fixed classifiers (HAFrame's frame, HUG's fixed proxies) replace the drawn W, untrained
-    if cfg.loss == "haframe":
-        params["W"] = torch.as_tensor(frame_of(cfg).W, dtype=dtype, device=device)
-    if cfg.loss == "hug" and cfg.hug_proxies == "fixed":
-        params["W"] = torch.as_tensor(np.array(gnc_code(cfg).points), dtype=dtype, device=device)
+    if cfg.loss.name == "haframe":
+        params["W"] = torch.as_tensor(problem.frame.W, dtype=dtype, device=device)
+    if cfg.loss.name == "hug" and cfg.loss.hug_proxies == "fixed":
+        params["W"] = torch.as_tensor(np.array(problem.code.points), dtype=dtype, device=device)
     return params
 
 
@@ -100,25 +95,25 @@ def regularizer(params: dict[str, torch.Tensor], cfg: SimConfig) -> torch.Tensor
                for k, p in trainable(params).items())
 
 
-def data_loss(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig,
+def data_loss(params: dict[str, torch.Tensor], y: torch.Tensor, problem: Problem,
               rows: torch.Tensor | None = None) -> torch.Tensor:
     """mean_i ℓ(z_i, y_i) over all samples, or over the mini-batch `rows`."""
-    X = layer_inputs(params, cfg.act, rows)[-1]
-    return LOSSES[cfg.loss](classify(params, X), y if rows is None else y[rows], loss_options(cfg), features=X,
-                            classifier=params["W"])
+    X = layer_inputs(params, problem.cfg.act, rows)[-1]
+    return problem.loss(classify(params, X), y if rows is None else y[rows], problem.options, features=X,
+                        classifier=params["W"])
 
 
-def objective_and_grad(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig,
+def objective_and_grad(params: dict[str, torch.Tensor], y: torch.Tensor, problem: Problem,
                        rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(F, data loss) with ∇F left in each parameter's .grad; F = data loss + regularizer.
 
     Autograd runs through the data loss only; the regularizer's gradient λp is added in place
     (its backward through p.square() costs several passes over H, more than the matrix products).
     """
-    moving = trainable(params)
+    cfg, moving = problem.cfg, trainable(params)
     for p in moving.values():
         p.grad = None
-    data = data_loss(params, y, cfg, rows)
+    data = data_loss(params, y, problem, rows)
     data.backward()
     with torch.no_grad():
         for k, p in moving.items():

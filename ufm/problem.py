@@ -1,16 +1,23 @@
-"""The class tree, the HAFrame, the spherical code and the loss options of a configuration, built once
-and cached."""
+"""The problem of a configuration, resolved once: labels, class tree, HAFrame, spherical code and loss options.
+
+`resolve(cfg)` loads and checks everything a run reads besides the numbers of the configuration (a tree
+whose leaf count is not K, a frame Gram that is not PSD: ConfigError), so the model, the loop, the
+measurements and the checks read one `Problem` and nothing is rebuilt per step or per check.
+"""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
 
 import numpy as np
+import torch
 
-from analysis.frames import Frame, SphericalCode, frame_from_gram, haframe_gram, psd_bound, spherical_code
-from analysis.hierarchy import Tree, load
+from analysis.frames import Frame, FrameError, SphericalCode, frame_from_gram, haframe_gram, psd_bound, spherical_code
+from analysis.hierarchy import HierarchyError, Tree, load
 from ufm.config import SimConfig
-from ufm.losses import HugOptions, LossOptions, hierarchy_data
+from ufm.losses import LOSSES, HugOptions, LossConfig, LossEntry, LossOptions, hierarchy_data
+from ufm.losses.config import ConfigError
 
 
 @lru_cache(maxsize=16)
@@ -19,96 +26,99 @@ def class_tree(spec: str, K: int | None = None) -> Tree:
     return load(spec, K)
 
 
-@lru_cache(maxsize=16)
-def _gram(spec: str, K: int, gamma: float, s_min: float | None) -> tuple[np.ndarray, float]:
-    lca = class_tree(spec, K).lca_heights
-    s = psd_bound(lca, gamma) if s_min is None else s_min
-    return haframe_gram(lca, gamma, s), s
+def tree_of(loss: LossConfig, K: int) -> Tree | None:
+    """The class tree of `loss` for K classes (None without --hierarchy); ConfigError when it does not load."""
+    if loss.hierarchy is None:
+        return None
+    try:
+        return class_tree(loss.hierarchy, K)
+    except HierarchyError as e:
+        raise ConfigError(f"--hierarchy: {e}") from None
 
 
-@lru_cache(maxsize=16)
-def _frame(spec: str, K: int, gamma: float, s_min: float | None, d: int) -> Frame:
-    S, s = _gram(spec, K, gamma, s_min)
-    return Frame(S=S, W=frame_from_gram(S, d), gamma=gamma, s_min=s)
+def frame_gram_of(loss: LossConfig, tree: Tree) -> tuple[np.ndarray, float]:
+    """(S, s_min) of the HAFrame of the tree with the loss's γ and s_min (None: the PSD bound)."""
+    lca = tree.lca_heights
+    try:
+        s = psd_bound(lca, loss.gamma) if loss.s_min is None else loss.s_min
+        return haframe_gram(lca, loss.gamma, s), s
+    except FrameError as e:
+        raise ConfigError(f"--hierarchy {loss.hierarchy}: {e}") from None
 
 
-def frame_gram(cfg: SimConfig) -> tuple[np.ndarray, float]:
-    """(S, s_min) of the HAFrame of `cfg`'s tree (s_min None in cfg: the PSD bound); no d needed."""
-    return _gram(cfg.hierarchy, cfg.K, cfg.gamma, cfg.s_min)
-
-
-def frame_of(cfg: SimConfig) -> Frame:
-    """The HAFrame of `cfg`'s tree with its γ and s_min (s_min None: the PSD bound), embedded in R^d."""
-    return _frame(cfg.hierarchy, cfg.K, cfg.gamma, cfg.s_min, cfg.d)
-
-
-def gnc_code(cfg: SimConfig) -> SphericalCode:
-    """The generalized-NC target of `cfg`'s K and d: the simplex ETF for K <= d + 1, else the numerical
-    spherical code — max-min angle for HUG's maxgap measure, minimal Riesz energy (HUG's exponent s,
-    else the Thomson s = 1) otherwise."""
-    kind = "maxmin" if cfg.loss == "hug" and cfg.hug_measure == "maxgap" else "energy"
-    return spherical_code(cfg.K, cfg.feature_dim, kind=kind, s=gnc_exponent(cfg))
-
-
-def gnc_exponent(cfg: SimConfig) -> float:
-    """The Riesz exponent of the GNC energies: HUG's s under its energy measure, else 1 (Thomson)."""
-    return cfg.hug_s if cfg.loss == "hug" and cfg.hug_measure == "energy" else 1.0
-
-
-@lru_cache(maxsize=16)
-def _options(smoothing: float, target_scale: float, loss: str, spec: str | None, K: int, alpha: float | None,
-             beta: float, weighting: str, gamma: float, s_min: float | None, d: int,
-             hug: HugOptions) -> LossOptions:
+def loss_options(loss: LossConfig, tree: Tree | None, S: np.ndarray | None) -> LossOptions:
+    """The options the built-in losses read, tensors built once."""
     hier = None
-    if spec is not None:
-        tree = class_tree(spec, K)
-        gram = _gram(spec, K, gamma, s_min)[0] if loss == "haframe" else None
-        hier = hierarchy_data(tree, alpha=alpha if loss == "hxe" else 0.0, beta=beta if loss == "soft" else None,
-                              weighting=weighting, frame_gram=gram)
-    return LossOptions(smoothing=smoothing, target_scale=target_scale,
-                       cosine_weight=alpha if loss == "haframe" else 0.0, hierarchy=hier, hug=hug)
+    if tree is not None:
+        hier = hierarchy_data(tree, alpha=loss.alpha if loss.name == "hxe" else 0.0,
+                              beta=loss.beta if loss.name == "soft" else None, weighting=loss.hxe_weighting,
+                              frame_gram=S if loss.name == "haframe" else None)
+    hug = HugOptions(loss.hug_measure, loss.hug_s, loss.hug_sigma, loss.hug_sharpness, loss.hug_inter,
+                     loss.hug_intra)
+    return LossOptions(smoothing=loss.smoothing, target_scale=loss.target_scale,
+                       cosine_weight=loss.alpha if loss.name == "haframe" else 0.0, hierarchy=hier, hug=hug)
 
 
-def soft_targets(cfg: SimConfig) -> np.ndarray:
-    """The K×K soft-label targets of `cfg` (row y: softmax(−β·d(y, ·)/tree height))."""
-    return loss_options(cfg).hierarchy.soft_targets.numpy()
+@dataclass
+class Problem:
+    """A configuration with everything resolved from it. The frame (in R^d) and the spherical code are computed
+    on first use (the code of K = 1000 points can take minutes), the rest by `resolve`."""
+
+    cfg: SimConfig
+    tree: Tree | None
+    frame_gram: np.ndarray | None  # the HAFrame Gram S of the tree (the reference of the angular measures)
+    s_min: float | None
+    options: LossOptions
+
+    @property
+    def loss(self) -> LossEntry:
+        return LOSSES[self.cfg.loss.name]
+
+    def labels(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """y = (0,…,0, 1,…,1, …): n_k samples of class k, grouped by class."""
+        counts = self.cfg.class_counts
+        return torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts)).to(device)
+
+    @cached_property
+    def frame(self) -> Frame:
+        """The HAFrame of the tree embedded in R^d (the fixed classifier of --loss haframe)."""
+        return Frame(S=self.frame_gram, W=frame_from_gram(self.frame_gram, self.cfg.d), gamma=self.cfg.loss.gamma,
+                     s_min=self.s_min)
+
+    @property
+    def gnc_exponent(self) -> float:
+        """The Riesz exponent of the GNC energies: HUG's s under its energy measure, else 1 (Thomson)."""
+        loss = self.cfg.loss
+        return loss.hug_s if loss.name == "hug" and loss.hug_measure == "energy" else 1.0
+
+    @cached_property
+    def code(self) -> SphericalCode:
+        """The generalized-NC target of K and the classifier's input dimension: the simplex ETF for K <= d + 1,
+        else the numerical spherical code — max-min angle for HUG's maxgap measure, minimal Riesz energy
+        (HUG's exponent s, else the Thomson s = 1) otherwise."""
+        loss = self.cfg.loss
+        kind = "maxmin" if loss.name == "hug" and loss.hug_measure == "maxgap" else "energy"
+        return spherical_code(self.cfg.K, self.cfg.feature_dim, kind=kind, s=self.gnc_exponent)
+
+    @property
+    def soft_targets(self) -> np.ndarray:
+        """The K×K soft-label targets (row y: softmax(−β·d(y, ·)/tree height)); --loss soft only."""
+        return self.options.hierarchy.soft_targets.numpy()
 
 
-def loss_options(cfg: SimConfig) -> LossOptions:
-    """The options every loss of `cfg` reads (tensors built once per configuration)."""
-    hug = HugOptions(cfg.hug_measure, cfg.hug_s, cfg.hug_sigma, cfg.hug_sharpness, cfg.hug_inter, cfg.hug_intra)
-    return _options(cfg.smoothing, cfg.target_scale, cfg.loss, cfg.hierarchy, cfg.K, cfg.alpha, cfg.beta,
-                    cfg.hxe_weighting, cfg.gamma, cfg.s_min, cfg.d, hug)
-
-
-# a run whose final NC1 is below this counts as collapsed (within-class variability ≪ between-class)
-NC1_COLLAPSED = 1e-3
-
-
-def hierarchy_summary(cfg: SimConfig, final: dict) -> dict:
-    """The "hierarchy" block of summary.json: the tree, the loss's hierarchy parameters, the frame S
-    the angular measures refer to, and the end-of-run hierarchical measurements."""
-    tree = class_tree(cfg.hierarchy, cfg.K)
-    S, s_min = frame_gram(cfg)
-    out = {
-        "tree": cfg.hierarchy, "name": tree.name, "K": tree.K, "height": tree.tree_height,
-        "lca_convention": "d_ij = max of the two leaves' distances to their LCA (equal when leaves share a depth)",
-        "frame": {"gamma": cfg.gamma, "s_min": s_min, "s_min_is_psd_bound": cfg.s_min is None,
-                  "role": "the fixed classifier" if cfg.loss == "haframe"
-                  else "reference Gram of the angular measures (not used by the loss)"},
-        "measured": {k: final[k] for k in ("accuracy", "mistake_severity", "angular_mean", "angular_std",
-                                           "angular_mean_W", "angular_std_W", "hier_nc2", "nc2")
-                     if k in final} | {k: v for k, v in final.items() if k.startswith("hier_dist@")},
-    }
-    if cfg.loss == "hxe":
-        out["hxe"] = {"alpha": cfg.alpha, "weighting": cfg.hxe_weighting,
-                      "weights": "exp(-alpha * height(C))" if cfg.hxe_weighting == "height"
-                      else "exp(-alpha * depth(C)) (the authors' code, before its normalization to sum 1)"}
-    if cfg.loss == "soft":
-        out["soft_labels"] = {"beta": cfg.beta, "targets": "softmax(-beta * LCA height / tree height)"}
-    if cfg.loss == "haframe":
-        out["haframe"] = {"alpha": cfg.alpha, "loss": "(1 - alpha) * CE(Wh) + alpha * sum_k (cos(w_k, h) - S_ky)^2"}
-    if "nc1" in final:
-        out["nc1"] = final["nc1"]
-        out["nc1_collapsed"] = bool(final["nc1"] < NC1_COLLAPSED)
-    return out
+def resolve(cfg: SimConfig) -> Problem:
+    """The Problem of `cfg`; ConfigError when its tree does not load or does not have K leaves, or its frame
+    Gram is not positive semidefinite. Example:
+    >>> p = resolve(SimConfig(K=4, loss="hxe", hierarchy="balanced:2,2"))
+    >>> p.tree.K, p.frame_gram.shape, p.labels().tolist()[:3]
+    (4, (4, 4), [0, 0, 0])
+    """
+    tree = tree_of(cfg.loss, cfg.K)
+    S, s_min = frame_gram_of(cfg.loss, tree) if tree is not None else (None, None)
+    problem = Problem(cfg, tree, S, s_min, loss_options(cfg.loss, tree, S))
+    if cfg.loss.name == "haframe":
+        try:
+            problem.frame  # noqa: B018 - checked now: a frame that cannot be embedded in R^d is bad input
+        except FrameError as e:
+            raise ConfigError(f"--hierarchy {cfg.loss.hierarchy}: {e}") from None
+    return problem

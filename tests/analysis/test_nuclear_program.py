@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from analysis.certificate import initial_point
-from analysis.nuclear_program import NuclearProgram, Point
+from analysis.nuclear_program import CustomLoss, NuclearProgram, Point
 
 COUNTS = [7, 7, 7, 3, 3, 1]  # groups of 3, 2 and 1 classes
 LOSSES = ["ce", "ls", "mse", "soft"]
@@ -146,3 +146,122 @@ def test_programs_that_are_not_bounded_below_are_refused(kwargs, message):
     args = {"counts": [3, 3, 2], "wd_W": 1e-2, "wd_H": 1e-2, **kwargs}
     with pytest.raises(ValueError, match=message):
         NuclearProgram.from_counts(**args)
+
+
+# ----- custom losses (a torch function of the logits, the general K×K program) -------------------------------
+def mse_loss(Z, y):
+    return 0.5 * ((Z - torch.nn.functional.one_hot(y, Z.shape[1])) ** 2).sum(1)
+
+
+def mse_conjugate(U, y):
+    return 0.5 * (U**2).sum(1) + U.gather(1, y[:, None])[:, 0]
+
+
+def ce_loss(Z, y):
+    return torch.logsumexp(Z, 1) - Z.gather(1, y[:, None])[:, 0]
+
+
+def ce_conjugate(U, y):
+    """Σ_j p_j log p_j at p = u + e_y, +inf off the simplex (rows of u sum to 0: the program projects)."""
+    P = U + torch.nn.functional.one_hot(y, U.shape[1])
+    value = torch.xlogy(P, P).sum(1)
+    return torch.where((P >= 0).all(1), value, torch.full_like(value, math.inf))
+
+
+MY_MSE = CustomLoss("my-mse", mse_loss, mse_conjugate)
+MY_CE = CustomLoss("my-ce", ce_loss, ce_conjugate, shift_invariant=True)
+CUSTOM_COUNTS = [5, 5, 2]
+
+
+@pytest.mark.parametrize("bias,wd_b", BIASES)
+def test_custom_mse_is_the_builtin_general_program(bias, wd_b):
+    """The generic path (the loss by the user's function, its gradient by autograd, f* from the user's
+    conjugate) computes the same f, ∇f and dual bound as the hand-written MSE of the general program."""
+    mine = NuclearProgram.from_counts(CUSTOM_COUNTS, MY_MSE, 1e-2, 2e-2, wd_b, bias)
+    ref = NuclearProgram.from_counts(CUSTOM_COUNTS, "mse", 1e-2, 2e-2, wd_b, bias, grouped=False)
+    assert (mine.kind, mine.G, mine.K, mine.shift_invariant, mine.has_dual) == ("custom", 3, 3, False, True)
+    for seed, scale in enumerate([0.01, 0.5, 3.0]):
+        p = random_point(ref, seed, scale)
+        assert mine.objective(p) == pytest.approx(ref.objective(p), rel=1e-14)
+        a, b = mine.smooth(p), ref.smooth(p)
+        assert torch.allclose(a.Y_M, b.Y_M, rtol=1e-13, atol=1e-16)
+        assert torch.allclose(a.g_beta, b.g_beta, rtol=1e-13, atol=1e-16)
+        assert mine.dual_bound(p) == pytest.approx(ref.dual_bound(p), rel=1e-13)
+
+
+@pytest.mark.parametrize("bias,wd_b", BIASES)
+def test_custom_ce_value_gradient_and_weak_duality(bias, wd_b):
+    """CE written by the user: the value and gradient of the built-in CE (general program); its dual bound
+    (no mixing into the simplex: an infeasible candidate gives no bound) obeys weak duality everywhere."""
+    mine = NuclearProgram.from_counts(CUSTOM_COUNTS, MY_CE, 1e-3, 1e-3, wd_b, bias)
+    ref = NuclearProgram.from_counts(CUSTOM_COUNTS, "ce", 1e-3, 1e-3, wd_b, bias, grouped=False)
+    assert mine.shift_invariant and mine.bias_scale == pytest.approx(ref.bias_scale / 4)
+    points = [random_point(ref, s, scale) for s, scale in enumerate([0.01, 0.3, 1.0, 5.0, 30.0])]
+    # a point's bias is beta·bias_scale, and the built-in CE's scale is 4× the custom one: the same b
+    points = [Point(p.M, p.d, p.beta * ref.bias_scale / mine.bias_scale) for p in points]
+    lowest = min(mine.objective(q) for q in points)
+    for p in points:
+        q = Point(p.M, p.d, p.beta * mine.bias_scale / ref.bias_scale)  # p for the built-in program
+        assert mine.objective(p) == pytest.approx(ref.objective(q), rel=1e-13)
+        assert torch.allclose(mine.smooth(p).Y_M, ref.smooth(q).Y_M, rtol=1e-12, atol=1e-15)
+        lower = mine.dual_bound(p)
+        assert lower <= lowest * (1 + 1e-14) or lower == -math.inf
+
+
+def test_custom_loss_without_conjugate_has_no_dual_bound():
+    prog = NuclearProgram.from_counts(CUSTOM_COUNTS, CustomLoss("no-conj", mse_loss), 1e-2, 1e-2)
+    assert not prog.has_dual
+    assert prog.dual_bound(random_point(prog, 0)) == -math.inf
+
+
+def _bad_shape(U, y):
+    return (U**2).sum()  # a scalar, not one value per row
+
+
+@pytest.mark.parametrize("custom, message", [
+    (CustomLoss("shape", lambda Z, y: (Z**2).sum(), mse_conjugate), "shape"),
+    (CustomLoss("per-class", lambda Z, y: (Z**2).sum(0), mse_conjugate), "shape"),  # (K,): right only when M = K
+    (CustomLoss("batch-mean", lambda Z, y: mse_loss(Z, y) - mse_loss(Z, y).mean(), None), "not per sample"),
+    (CustomLoss("float32", lambda Z, y: mse_loss(Z, y).float(), mse_conjugate), "float64"),
+    (CustomLoss("numpy", lambda Z, y: mse_loss(Z, y).detach().numpy(), mse_conjugate), "float64 tensor"),
+    (CustomLoss("conj-shape", mse_loss, _bad_shape), "conjugate must return"),
+    (CustomLoss("conj-2d", mse_loss, lambda U, y: U**2), "conjugate must return"),
+    (CustomLoss("raises", lambda Z, y: Z[:, 5], None), "failed"),
+    (CustomLoss("nan", mse_loss, lambda U, y: torch.full((U.shape[0],), math.nan, dtype=U.dtype)), "NaN"),
+    # wrong conjugates: Fenchel–Young equality at u = ∇ℓ(z) fails at the probe
+    (CustomLoss("no-u_y", mse_loss, lambda U, y: 0.5 * (U**2).sum(1)), "Fenchel–Young"),
+    (CustomLoss("too-low", mse_loss, lambda U, y: mse_conjugate(U, y) - 1e-6), "Fenchel–Young"),
+    (CustomLoss("sign", mse_loss, lambda U, y: -mse_conjugate(U, y)), "Fenchel–Young"),
+    (CustomLoss("not-shift", mse_loss, mse_conjugate, shift_invariant=True), "shift_invariant"),
+])
+def test_custom_losses_that_break_the_contract_are_refused(custom, message):
+    """Shapes, dtypes, NaN and conjugates that are not the loss's are refused at construction: a bound
+    from them would be false or meaningless."""
+    with pytest.raises(ValueError, match=message):
+        NuclearProgram.from_counts(CUSTOM_COUNTS, custom, 1e-2, 1e-2)
+
+
+def test_custom_loss_fields_and_builtin_options_are_checked():
+    with pytest.raises(ValueError, match="name"):
+        CustomLoss("", mse_loss)
+    with pytest.raises(ValueError, match="callable"):
+        CustomLoss("x", "mse")
+    with pytest.raises(ValueError, match="callable"):
+        CustomLoss("x", mse_loss, conjugate=0.5)
+    with pytest.raises(ValueError, match="built-in"):
+        NuclearProgram.from_counts(CUSTOM_COUNTS, MY_MSE, 1e-2, 1e-2, smoothing=0.1)
+    with pytest.raises(ValueError, match="wd_W > 0"):
+        NuclearProgram.from_counts(CUSTOM_COUNTS, MY_MSE, 0.0, 1e-2)
+
+
+def test_a_conjugate_wrong_only_far_from_the_probe_is_caught_by_fenchel_young():
+    """ℓ*(u) too low only where ‖u‖_∞ > 100 (the probe points never reach it): the first dual point there
+    violates ℓ(z) + ℓ*(u) ≥ ⟨u, z⟩ and the bound is refused instead of returned."""
+    def cheat(U, y):
+        return mse_conjugate(U, y) - (U.abs().amax(1) > 100).double()
+
+    # ρ = 1000: the gradient at logits of ~1000 lies in the spectral ball and is a dual candidate as it is
+    prog = NuclearProgram.from_counts(CUSTOM_COUNTS, CustomLoss("cheat", mse_loss, cheat), 1e3, 1e3)
+    assert math.isfinite(prog.dual_bound(random_point(prog, 0)))  # small logits: fine
+    with pytest.raises(ValueError, match="Fenchel–Young"):
+        prog.dual_bound(random_point(prog, 0, scale=1000.0))

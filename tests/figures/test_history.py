@@ -1,10 +1,10 @@
 from figures.history import main
+from ufm import run
 from ufm.config import SimConfig
-from ufm.fit.loop import simulate
 
 
 def test_history_plot_is_written(tmp_path):
-    simulate(SimConfig(K=3, n=4, d=4, steps=20), tmp_path / "run", progress=False)
+    run(SimConfig(K=3, n=4, d=4, steps=20), tmp_path / "run", progress=False)
     assert main([str(tmp_path / "run")]) == 0
     png = tmp_path / "run" / "history.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

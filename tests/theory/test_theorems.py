@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import ufm
 from analysis import symbolic
 from analysis.convex import critical_ratios, minority_collapse, nuclear_norm_certificate
 from analysis.theory import (
@@ -23,9 +24,9 @@ from analysis.theory import (
     stationary_norm_identity,
 )
 from ufm.config import SimConfig
-from ufm.fit.loop import simulate
 from ufm.fit.optimizers import make_optimizer
-from ufm.model import init_params, labels, logits, objective_and_grad
+from ufm.model import init_params, logits, objective_and_grad
+from ufm.problem import resolve
 
 # three (K, n, λ) settings; d = K + 2 leaves room for every geometry
 SETTINGS = [(3, 4, 1e-2), (4, 5, 5e-3), (6, 3, 2e-3)]
@@ -34,8 +35,8 @@ SETTINGS = [(3, 4, 1e-2), (4, 5, 5e-3), (6, 3, 2e-3)]
 def ufm_optimum(tmp_path, **kw):
     """The end point of a float64 L-BFGS run, with its summary (closed form and certificate)."""
     K = kw.get("K", 4)
-    cfg = SimConfig(d=K + 2, optimizer="lbfgs", dtype="float64", steps=1500, **kw)
-    return simulate(cfg, tmp_path / f"run-{len(list(tmp_path.iterdir()))}", progress=False)
+    cfg = SimConfig.from_dict(dict(d=K + 2, optimizer="lbfgs", dtype="float64", steps=1500, **kw))
+    return ufm.run(cfg, tmp_path / f"run-{len(list(tmp_path.iterdir()))}", progress=False).summary
 
 
 def assert_matches_theory(s, name):
@@ -130,7 +131,7 @@ def test_convex_target_refused_when_d_is_below_its_rank(tmp_path):
     assert s["theory"]["applies"]  # d = K + 2: reachable
     cfg = SimConfig(K=6, counts=(5, 5, 5, 5, 5, 2), d=3, wd_W=5e-3, wd_H=5e-3, wd_b=5e-3, loss="ce",
                     optimizer="lbfgs", dtype="float64", steps=200)
-    s = simulate(cfg, tmp_path / "low-d", progress=False)
+    s = ufm.run(cfg, tmp_path / "low-d", progress=False).summary
     assert not s["theory"]["applies"] and "lower bound" in s["theory"]["reason"]
     assert s["certificate"]["lower_bound_only"] and s["certificate"]["gap"] > 0
 
@@ -171,7 +172,7 @@ def test_sqi_relations_at_a_critical_point():
     cfg = SimConfig(K=K, n=n, d=6, bias=True, wd_W=lam, wd_H=lam, wd_b=0.0, optimizer="lbfgs",
                     dtype="float64", steps=1500)
     params = _optimize(cfg)
-    y = labels(cfg.class_counts, params["H"].device).numpy()
+    y = resolve(cfg).labels(params["H"].device).numpy()
     F = logits(params).detach().numpy()
     H, W = params["H"].detach().numpy(), params["W"].detach().numpy()
     eps = float(np.mean(1 - F[np.arange(len(y)), y]))
@@ -190,7 +191,7 @@ def test_stationary_norm_identity_holds_without_sqi():
     K, n, lam = 4, 5, 4e-3
     cfg = SimConfig(K=K, n=n, d=6, wd_W=lam, wd_H=lam, optimizer="lbfgs", dtype="float64", steps=1500)
     params = _optimize(cfg)
-    y = labels(cfg.class_counts, params["H"].device).numpy()
+    y = resolve(cfg).labels(params["H"].device).numpy()
     F = logits(params).detach().numpy()
     W = params["W"].detach().numpy()
     assert np.abs(F[np.arange(K)[None, :] != y[:, None]]).max() < 1e-8  # not SQI
@@ -200,11 +201,12 @@ def test_stationary_norm_identity_holds_without_sqi():
 def _optimize(cfg):
     """L-BFGS to convergence (the loop of ufm.fit.loop without measurements or files)."""
     device = torch.device("cpu")
-    params = init_params(cfg, device, torch.float64)
-    y = labels(cfg.class_counts, device)
+    problem = resolve(cfg)
+    params = init_params(problem, device, torch.float64)
+    y = problem.labels(device)
     opt = make_optimizer(cfg, params)
     for _ in range(cfg.steps):
-        opt.step(lambda: objective_and_grad(params, y, cfg)[0])
+        opt.step(lambda: objective_and_grad(params, y, problem)[0])
         if opt.stalled:
             break
     return params

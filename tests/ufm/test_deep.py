@@ -6,21 +6,22 @@ import math
 import pytest
 import torch
 
+import ufm
 from analysis.theory import mse_free_bias
 from ufm.config import ConfigError, SimConfig
-from ufm.fit.loop import simulate
 from ufm.model import init_params, layer_inputs, logits
+from ufm.problem import resolve
 
 
 def run(tmp_path, **kw):
     base = {"K": 4, "n": 5, "d": 8, "width": 8, "loss": "mse", "wd_W": 5e-3, "wd_H": 5e-3, "wd_b": 5e-3,
             "wd_M": 5e-3, "optimizer": "lbfgs", "dtype": "float64", "steps": 1500}
-    return simulate(SimConfig(**{**base, **kw}), tmp_path / "run", progress=False)
+    return ufm.run(SimConfig.from_dict({**base, **kw}), tmp_path / "run", progress=False).summary
 
 
 def test_deep_forward_against_a_manual_product():
     cfg = SimConfig(K=3, n=2, d=5, width=4, depth=3, act="relu", bias=True)
-    p = init_params(cfg, torch.device("cpu"), torch.float64)
+    p = init_params(resolve(cfg), torch.device("cpu"), torch.float64)
     X = torch.relu(torch.relu(p["H"] @ p["M1"].T) @ p["M2"].T)
     torch.testing.assert_close(logits(p, act="relu"), X @ p["W"].T + p["b"], rtol=0, atol=0)
     assert [t.shape[1] for t in layer_inputs(p, "relu")] == [5, 4, 4]

@@ -3,17 +3,17 @@
 import pytest
 import torch
 
+import ufm
 from analysis.metrics import nc_metrics
 from ufm.config import SimConfig
-from ufm.fit.loop import simulate
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
 def test_cuda_run_matches_cpu_run(tmp_path):
     kw = {"K": 4, "n": 5, "d": 6, "wd_W": 5e-3, "wd_H": 5e-3, "dtype": "float64", "optimizer": "lbfgs"}
-    cpu = simulate(SimConfig(device="cpu", **kw), tmp_path / "cpu", progress=False)
-    gpu = simulate(SimConfig(device="cuda", **kw), tmp_path / "gpu", progress=False)
+    cpu = ufm.run(SimConfig(device="cpu", **kw), tmp_path / "cpu", progress=False).summary
+    gpu = ufm.run(SimConfig(device="cuda", **kw), tmp_path / "gpu", progress=False).summary
     assert gpu["device"].startswith("cuda")
     for key in ("loss", "W_norm_sq", "H_norm_sq"):
         assert gpu["final"][key] == pytest.approx(cpu["final"][key], rel=1e-10)

@@ -2,15 +2,15 @@
 
 import pytest
 
+import ufm
 from ufm.cli.simulate import main
 from ufm.config import SimConfig
-from ufm.fit.loop import simulate
 
 
 def run(tmp_path, **kw):
-    cfg = SimConfig(**{"K": 6, "n": 5, "d": 8, "wd_W": 5e-3, "wd_H": 5e-3, "wd_b": 5e-3,
-                       "hierarchy": "balanced:2,3", "optimizer": "lbfgs", "dtype": "float64", **kw})
-    return simulate(cfg, tmp_path / "run", progress=False)
+    cfg = SimConfig.from_dict(dict(**{"K": 6, "n": 5, "d": 8, "wd_W": 5e-3, "wd_H": 5e-3, "wd_b": 5e-3,
+                       "hierarchy": "balanced:2,3", "optimizer": "lbfgs", "dtype": "float64", **kw}))
+    return ufm.run(cfg, tmp_path / "run", progress=False).summary
 
 
 def test_haframe_run_reaches_the_fixed_frame_optimum(tmp_path):

@@ -23,11 +23,11 @@ def compare_with_ufm(summary: dict, *, progress: bool = True) -> dict:
     """Run the twin into RUN/ufm, add summary["ufm"], the twin's theory target and the backbone's gap to
     it (NC and accuracy: a backbone's features are not free, so its norms and objective are not the
     UFM's), rewrite summary.json and draw RUN/comparison.png."""
-    from ufm.fit.loop import simulate
+    from ufm.api import run
 
     run_dir = Path(summary["run_dir"])
     sim: SimConfig = twin_config(TrainConfig.from_dict(summary["config"]), summary["config"]["counts"])
-    twin = simulate(sim, run_dir / "ufm", progress=progress)
+    twin = run(sim, run_dir / "ufm", progress=progress).summary
     predicted = twin["theory"].get("predicted", {}) if twin["theory"].get("applies") else {}
     compared = {k: v for k, v in predicted.items() if k in COMPARED}
     gap, rel_gap = gaps(summary["final"], compared)
@@ -97,8 +97,8 @@ def plot_comparison(run_dir: Path, summary: dict) -> Path:
             ax.legend(handles=handles, fontsize=7, loc="lower left")
         elif p is not None:
             ax.legend(handles=handles[-1:], fontsize=7, loc="lower left")
-    fig.suptitle(f"{cfg.arch} on {cfg.dataset}, loss {cfg.loss}, λ = {cfg.wd:g} vs the UFM with the same K, counts, "
-                 f"d and λ (theory: {summary['theory']['name']})", fontsize=10)
+    fig.suptitle(f"{cfg.arch} on {cfg.dataset}, loss {cfg.loss.name}, λ = {cfg.wd:g} vs the UFM with the same K, "
+                 f"counts, d and λ (theory: {summary['theory']['name']})", fontsize=10)
     path = run_dir / "comparison.png"
     tmp = path.with_name(".comparison.tmp.png")
     fig.savefig(tmp, dpi=120)

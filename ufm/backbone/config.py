@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
-from ufm.config import DEVICES, HUG_MEASURES, MAX_SEED, ConfigError
-from ufm.losses import HXE_WEIGHTINGS, LOSSES
+from ufm.config import DEVICES, MAX_SEED, ConfigError
+from ufm.losses import LossConfig
 
 ARCHS = ("mlp", "resnet18", "wrn28")
 DATASETS = ("digits", "mnist1d", "synthetic", "synthetic-hier", "mnist", "fashionmnist", "cifar10", "cifar100")
@@ -46,19 +46,7 @@ class TrainConfig:
     separation: float = 3.0  # synthetic: ‖class mean‖ (synthetic-hier: of the coarsest level's offset)
     noise: float = 1.0  # synthetic: ‖within-class noise‖ (expected)
     level_decay: float = 0.5  # synthetic-hier: each level's offsets are this much smaller than its parent's
-    loss: str = "ce"
-    smoothing: float = 0.1
-    target_scale: float = 1.0
-    hierarchy: str | None = None  # class tree (cifar100 and synthetic-hier bring their own)
-    alpha: float | None = None
-    beta: float = 10.0
-    hxe_weighting: str = "height"
-    gamma: float = 2.0
-    s_min: float | None = None
-    hug_measure: str = "energy"
-    hug_s: float = 1.0
-    hug_inter: float = 1.0
-    hug_intra: float = 1.0
+    loss: LossConfig = field(default_factory=lambda: LossConfig("ce"))  # or a loss name
     wd: float = 5e-4
     epochs: int = 100
     batch_size: int = 128
@@ -74,11 +62,13 @@ class TrainConfig:
     ufm_steps: int | None = None  # the twin's steps (None: the UFM default)
 
     def __post_init__(self) -> None:
+        if isinstance(self.loss, str):
+            self.loss = LossConfig(self.loss)
         self.input_shape = tuple(int(s) for s in self.input_shape)
         if self.lr is None and self.optimizer in DEFAULT_LR:
             self.lr = DEFAULT_LR[self.optimizer]
-        if self.hierarchy is None:
-            self.hierarchy = {"cifar100": "cifar100", "synthetic-hier": DEFAULT_SYNTHETIC_TREE}.get(self.dataset)
+        if self.loss.hierarchy is None:  # datasets with a tree of their own
+            self.loss.hierarchy = {"cifar100": "cifar100", "synthetic-hier": DEFAULT_SYNTHETIC_TREE}.get(self.dataset)
         self.validate()
 
     def validate(self) -> None:
@@ -88,7 +78,9 @@ class TrainConfig:
 
         need(self.arch in ARCHS, f"--arch must be one of {ARCHS}, got {self.arch!r}")
         need(self.dataset in DATASETS, f"--dataset must be one of {DATASETS}, got {self.dataset!r}")
-        need(self.loss in LOSSES, f"--loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
+        need(isinstance(self.loss, LossConfig), f"loss must be a LossConfig or a loss name, got {self.loss!r}")
+        self.loss.validate()
+        self.loss.require_tree()
         for flag, v, lo in (("--mlp-width", self.mlp_width, 1), ("--mlp-depth", self.mlp_depth, 1),
                             ("--resnet-width", self.resnet_width, 1), ("--wrn-widen", self.wrn_widen, 1),
                             ("--epochs", self.epochs, 0), ("--batch-size", self.batch_size, 1),
@@ -114,25 +106,24 @@ class TrainConfig:
         need(self.amp in AMP_MODES, f"--amp must be one of {AMP_MODES}, got {self.amp!r}")
         need(0 <= self.seed <= MAX_SEED and 0 <= self.data_seed <= MAX_SEED, f"--seed and --data-seed must lie in "
                                                                              f"0..{MAX_SEED}")
-        need(self.hxe_weighting in HXE_WEIGHTINGS, f"--hxe-weighting must be one of {HXE_WEIGHTINGS}")
-        need(self.hug_measure in HUG_MEASURES, f"--hug-measure must be one of {HUG_MEASURES}, got {self.hug_measure!r}")
         need(self.ufm_steps is None or self.ufm_steps >= 0, f"--ufm-steps must be >= 0, got {self.ufm_steps}")
-        if self.loss in ("haframe", "hug"):
-            need(not self.bias, f"--loss {self.loss} classifies without a bias: add --no-bias")
-        if self.dataset == "synthetic-hier":
-            need(self.hierarchy is not None, "--dataset synthetic-hier needs a class tree (--hierarchy)")
+        if self.loss.name in ("haframe", "hug"):
+            need(not self.bias, f"--loss {self.loss.name} classifies without a bias: add --no-bias")
 
     @property
     def image_input(self) -> bool:
         return self.arch != "mlp"
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        """The flat dict of config.json (the loss's fields flat, "loss" its name)."""
+        d = {k: v for k, v in asdict(self).items() if k != "loss"}
+        d.update(self.loss.to_flat())
         d["input_shape"] = list(self.input_shape)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         """Rebuild from `to_dict()` output or a run's config.json (keys that are not fields are ignored)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        names = {f.name for f in fields(cls)} - {"loss"}
+        loss = d["loss"] if isinstance(d.get("loss"), LossConfig) else LossConfig.from_flat({"loss": "ce", **d})
+        return cls(loss=loss, **{k: v for k, v in d.items() if k in names})

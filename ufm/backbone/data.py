@@ -119,7 +119,7 @@ def synthetic_hier(cfg: TrainConfig) -> Dataset:
     every offset above them, so classes close in the tree are close in input space."""
     from ufm.problem import class_tree
 
-    tree = class_tree(cfg.hierarchy)
+    tree = class_tree(cfg.loss.hierarchy)
     rng = np.random.default_rng(cfg.data_seed)
     p = int(np.prod(cfg.input_shape))
     offsets = rng.standard_normal((len(tree.names), p)) / math.sqrt(p)

@@ -170,12 +170,12 @@ def build_network(cfg: TrainConfig, shape: tuple[int, int, int], K: int,
         body = ResNet18(shape[0], cfg.resnet_width)
     else:
         body = WideResNet(shape[0], cfg.wrn_depth, cfg.wrn_widen)
-    head = HAFrameHead(body.out_features, K) if cfg.loss == "haframe" else None
+    head = HAFrameHead(body.out_features, K) if cfg.loss.name == "haframe" else None
     return Network(body, head, K, cfg.bias, fixed_classifier)
 
 
 def feature_dim(cfg: TrainConfig, K: int) -> int:
     """The dimension of the features h that `cfg`'s network gives the classifier."""
-    if cfg.loss == "haframe":
+    if cfg.loss.name == "haframe":
         return K
     return {"mlp": cfg.mlp_width, "resnet18": 8 * cfg.resnet_width, "wrn28": 64 * cfg.wrn_widen}[cfg.arch]

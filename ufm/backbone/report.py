@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ufm.output.table import _fmt
+from ufm.checks import milestones
+from ufm.output.format import fmt
 
 ROWS = ("data_loss", "accuracy", "nc1", "nc2", "nc3", "nc4", "ncc_accuracy", "W_norm_sq", "mistake_severity",
         "hier_dist@1", "hier_dist@5", "angular_mean", "hier_nc2")
@@ -20,19 +21,17 @@ def format_backbone_table(summary: dict) -> str:
     for k in ROWS:
         if k not in final:
             continue
-        line = f"{k:<18}  {_fmt(final[k]):>12}  {_fmt(test.get(TEST_NAME.get(k, k))):>12}"
+        line = f"{k:<18}  {fmt(final[k]):>12}  {fmt(test.get(TEST_NAME.get(k, k))):>12}"
         if ufm:
-            line += f"  {_fmt(ufm['final'].get(k)):>12}  {_fmt(predicted.get(k)):>12}"
+            line += f"  {fmt(ufm['final'].get(k)):>12}  {fmt(predicted.get(k)):>12}"
         lines.append(line)
-    cfg, t, m = summary["config"], summary["timing"], summary["milestones"]
-    epoch = lambda v: f"epoch {v}" if v is not None else "never"  # noqa: E731
-    lines.append(f"interpolates (training loss → 0): {epoch(m['interpolation_epoch'])}; NC1 <= 1e-3: "
-                 f"{epoch(m['nc1_reached_epoch'])}")
+    cfg, t = summary["config"], summary["timing"]
+    lines.extend(milestones.lines(summary["milestones"]))
     if ufm:
         lines.append(f"UFM twin ({ufm['run_dir']}): theory {theory['name']}, {ufm['steps']} steps, "
                      f"{'converged' if ufm['converged'] else 'not converged'}; plot: {summary.get('plot')}")
     eps = t["epochs_per_second"]
     lines.append(f"{cfg['arch']} on {cfg['dataset']} ({cfg['K']} classes, d = {cfg['d']}), {summary['epochs']} epochs "
-                 f"in {t['train_seconds']:.1f} s ({_fmt(eps)} epochs/s) + {t['measurements']} NC measurements "
-                 f"({_fmt(t['mean_measure_seconds'])} s each) on {summary['device']}, amp {summary['amp']}")
+                 f"in {t['train_seconds']:.1f} s ({fmt(eps)} epochs/s) + {t['measurements']} NC measurements "
+                 f"({fmt(t['mean_measure_seconds'])} s each) on {summary['device']}, amp {summary['amp']}")
     return "\n".join(lines)

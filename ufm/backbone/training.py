@@ -22,12 +22,11 @@ from ufm.backbone.data import Dataset, load_dataset
 from ufm.backbone.measure import TEST_KEYS, measure_split
 from ufm.backbone.networks import Network, build_network
 from ufm.backbone.twin import twin_config
+from ufm.checks.milestones import milestones
 from ufm.config import ConfigError, SimConfig
 from ufm.fit.schedule import log_schedule
-from ufm.losses import LOSSES, LossOptions
 from ufm.output.rundir import environment, new_run_dir, write_csv, write_json
-from ufm.output.summary import milestones
-from ufm.problem import class_tree, frame_gram, frame_of, loss_options
+from ufm.problem import Problem, resolve
 
 MEASURE_BATCH = 1024
 
@@ -62,10 +61,10 @@ class Run:
     opt: torch.optim.Optimizer
     amp: torch.dtype | None
     scaler: torch.amp.GradScaler | None
-    opts: LossOptions  # the loss's options, built once (not per batch)
+    problem: Problem  # the UFM twin's problem: the loss, its options, the tree and frame (built once)
 
     def loss(self, h: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return LOSSES[self.cfg.loss](z, y, self.opts, features=h, classifier=self.net.W)
+        return self.problem.loss(z, y, self.problem.options, features=h, classifier=self.net.W)
 
 
 def train_epoch(run: Run, epoch: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -99,14 +98,14 @@ def train_epoch(run: Run, epoch: int, x: torch.Tensor, y: torch.Tensor) -> torch
 
 def evaluate(run: Run, epoch: int) -> dict[str, float]:
     """One history row: NC of the training set (and, prefixed test_, of the test set), norms, objective."""
-    cfg, sim, ctx, data = run.cfg, run.sim, run.ctx, run.data
+    cfg, ctx, data = run.cfg, run.ctx, run.data
     lca = S = None
-    if sim.hierarchy is not None:
-        lca = torch.tensor(class_tree(sim.hierarchy, sim.K).lca_heights)  # copies: the cached arrays are read-only
-        S = torch.tensor(frame_gram(sim)[0])
-    common = dict(batch_size=MEASURE_BATCH, device=ctx.device, reduce=ctx.reduce(), normalized=cfg.loss == "hug",
-                  lca=lca, frame_gram=S)
-    opts, loss_fn = run.opts, LOSSES[cfg.loss]
+    if run.problem.tree is not None:
+        lca = torch.tensor(run.problem.tree.lca_heights)  # copies: the cached arrays are read-only
+        S = torch.tensor(run.problem.frame_gram)
+    common = dict(batch_size=MEASURE_BATCH, device=ctx.device, reduce=ctx.reduce(),
+                  normalized=cfg.loss.name == "hug", lca=lca, frame_gram=S)
+    opts, loss_fn = run.problem.options, run.problem.loss
     distributed.sync_buffers(ctx, run.net)
     part = ctx.shard
     train = measure_split(run.net, data.x_train[part], data.y_train[part], data.K, loss_fn, opts, **common)
@@ -153,13 +152,14 @@ def setup_run(cfg: TrainConfig, ctx: distributed.Context) -> Run:
         raise ConfigError(f"--amp on needs CUDA; this run is on {ctx.device.type}")
     data = _load_data(cfg, ctx)
     sim = twin_config(cfg, data.counts)
-    fixed = torch.as_tensor(frame_of(sim).W) if cfg.loss == "haframe" else None
+    problem = resolve(sim)
+    fixed = torch.as_tensor(problem.frame.W) if cfg.loss.name == "haframe" else None
     torch.manual_seed(cfg.seed)  # the same initial network in every process (DDP also broadcasts it)
     net = build_network(cfg, data.shape, data.K, fixed).to(ctx.device)
     _check_batches(cfg, ctx, data, net)
     # weight_decay = λ adds λθ to the gradient: the gradient of λ/2‖θ‖² (the UFM's convention). HUG's
     # loss does not see the proxies' scale, so decay would only shrink them: W gets none (as in the UFM)
-    decay_W = cfg.wd if cfg.loss != "hug" else 0.0
+    decay_W = cfg.wd if cfg.loss.name != "hug" else 0.0
     groups = [{"params": [p for p in net.parameters() if p.requires_grad and p is not net.W], "weight_decay": cfg.wd}]
     if net.W.requires_grad:
         groups.append({"params": [net.W], "weight_decay": decay_W})
@@ -177,7 +177,7 @@ def setup_run(cfg: TrainConfig, ctx: distributed.Context) -> Run:
     if ctx.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    return Run(cfg, sim, ctx, data, net, model, opt, amp, scaler, loss_options(sim))
+    return Run(cfg, sim, ctx, data, net, model, opt, amp, scaler, problem)
 
 
 def _divergence(run: Run, losses: torch.Tensor, epoch: int, history: list[dict]) -> dict | None:
@@ -214,12 +214,21 @@ def train(cfg: TrainConfig, out: Path | str | None = None, *, progress: bool = T
     """Train the backbone of `cfg`; write config.json, history.csv, checkpoint.pt (every epoch) and
     summary.json under `out` (a fresh directory under runs/ when None); return the summary. With
     `resume`, continue from out/checkpoint.pt when there is one (CheckpointError if it does not match)."""
+    return train_backbone(cfg, out, progress=progress, resume=resume, fresh_dir=True)[0]
+
+
+def train_backbone(cfg: TrainConfig, out: Path | str | None = None, *, progress: bool = True, resume: bool = False,
+                   fresh_dir: bool = False) -> tuple[dict, list[dict], Network]:
+    """`train`, returning (summary, history, network); with out None, files only when `fresh_dir` (a new
+    directory under runs/), else nothing is written (no checkpoint either)."""
     ctx = distributed.setup(cfg.device)
-    out = _run_dir(cfg, out, ctx)
+    out = _run_dir(cfg, out, ctx) if out is not None or fresh_dir else None
     run = setup_run(cfg, ctx)
-    ckpt = out / CHECKPOINT
-    start_epoch, history, train_seconds = _resume(run, ckpt) if resume and ckpt.exists() else (0, [], 0.0)
-    if ctx.main:
+    ckpt = out / CHECKPOINT if out is not None else None
+    resumable = resume and ckpt is not None and ckpt.exists()
+    start_epoch, history, train_seconds = _resume(run, ckpt) if resumable else (0, [], 0.0)
+    write = ctx.main and out is not None
+    if write:
         write_json(out / "config.json", {**cfg.to_dict(), "K": run.data.K, "counts": list(run.data.counts),
                                          "feature_dim": run.net.feature_dim, "world_size": ctx.world,
                                          "device_used": str(ctx.device), "environment": environment()})
@@ -243,7 +252,7 @@ def train(cfg: TrainConfig, out: Path | str | None = None, *, progress: bool = T
             if measured:
                 history.append(_timed_row(run, epoch + 1, train_seconds))
                 bar.set_postfix(loss=f"{history[-1]['data_loss']:.4g}", nc1=f"{history[-1]['nc1']:.2e}", refresh=False)
-            if ctx.main:
+            if write:
                 save_checkpoint(ckpt, {"config": cfg.to_dict(), "epoch": epoch + 1, "model": run.net.state_dict(),
                                        "optimizer": run.opt.state_dict(), "history": history,
                                        "scaler": run.scaler.state_dict() if run.scaler else {},
@@ -257,13 +266,13 @@ def train(cfg: TrainConfig, out: Path | str | None = None, *, progress: bool = T
     finally:
         bar.close()
     summary = build_summary(run, history, status, divergence, done, train_seconds, out)
-    if ctx.main:
+    if write:
         write_csv(out / "history.csv", history)
         write_json(out / "summary.json", summary)
     distributed.barrier(ctx)
     distributed.teardown(ctx)
     summary["rank"] = ctx.rank
-    return summary
+    return summary, history, run.net
 
 
 def _timed_row(run: Run, epoch: int, train_seconds: float) -> dict:
@@ -276,7 +285,7 @@ def _timed_row(run: Run, epoch: int, train_seconds: float) -> dict:
 def _run_dir(cfg: TrainConfig, out: Path | str | None, ctx: distributed.Context) -> Path:
     """`out`, or a fresh directory under runs/ (created by the main process and shared with the others)."""
     if out is None:
-        name = [str(new_run_dir("runs", f"{cfg.arch}-{cfg.dataset}-{cfg.loss}"))] if ctx.main else [None]
+        name = [str(new_run_dir("runs", f"{cfg.arch}-{cfg.dataset}-{cfg.loss.name}"))] if ctx.main else [None]
         if ctx.world > 1:
             torch.distributed.broadcast_object_list(name, src=0)
         out = name[0]
@@ -286,7 +295,7 @@ def _run_dir(cfg: TrainConfig, out: Path | str | None, ctx: distributed.Context)
 
 
 def build_summary(run: Run, history: list[dict], status: str, divergence: dict | None, epochs_done: int,
-                  train_seconds: float, out: Path) -> dict:
+                  train_seconds: float, out: Path | None) -> dict:
     """summary.json: the final training-set measurements (`final`), the test set's (`test`), timing and
     milestones; `theory`/`gap` are filled by the UFM comparison (--compare-ufm)."""
     last = dict(history[-1]) if history else {}
@@ -296,7 +305,7 @@ def build_summary(run: Run, history: list[dict], status: str, divergence: dict |
     return {
         "status": status, "mode": "backbone",
         "config": {**run.cfg.to_dict(), "K": run.data.K, "counts": list(run.data.counts),
-                   "d": run.net.feature_dim, "loss": run.cfg.loss,
+                   "d": run.net.feature_dim, "loss": run.cfg.loss.name,
                    "wd_W": run.opt.param_groups[-1]["weight_decay"] if run.net.W.requires_grad else 0.0, "wd_H": None,
                    "wd_b": run.cfg.wd if run.cfg.bias else None,
                    "wd_note": "λ = --wd on every trained parameter (network, W, b; HUG: not on W, whose scale its "
@@ -312,5 +321,5 @@ def build_summary(run: Run, history: list[dict], status: str, divergence: dict |
                    if train_seconds > 0 else None, "measurements": len(measure_times),
                    "mean_measure_seconds": sum(measure_times) / len(measure_times) if measure_times else None},
         "milestones": milestones(history, unit="epoch"),
-        "run_dir": str(out),
+        "run_dir": None if out is None else str(out),
     }

@@ -21,6 +21,9 @@ import torch
 
 from ufm.config import SimConfig
 from ufm.model import final_state
+from ufm.output.format import fmt
+
+NAME, ORDER = "minority", 60
 
 # the LPM is a 2K×2K semidefinite program (cvxpy): measured 6 s at K = 30 on 2 cores, minutes beyond
 LPM_MAX_K = 30
@@ -40,7 +43,7 @@ def _count_groups(cfg: SimConfig) -> tuple[list[int], list[int], float, float]:
 
 def _margin(cfg: SimConfig) -> float | None:
     """q_own − q_other of the loss's targets (the collapse threshold's scale), None where not applicable."""
-    return {"ce": 1.0, "ls": 1 - cfg.smoothing, "mse": cfg.target_scale}.get(cfg.loss)
+    return {"ce": 1.0, "ls": 1 - cfg.loss.smoothing, "mse": cfg.loss.target_scale}.get(cfg.loss.name)
 
 
 def minority_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig, convex=None,
@@ -82,7 +85,7 @@ def minority_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimC
     if ok_theory and two_groups:
         out["ufm_parallel_ratio_closed_form"] = minority_parallel_ratio(K_A, K_B, n_A, cfg.wd_W, cfg.wd_H,
                                                                          _margin(cfg))
-    if cfg.loss != "ce" or not cfg.certificate or cfg.depth > 1 or not two_groups:
+    if cfg.loss.name != "ce" or not cfg.certificate or cfg.depth > 1 or not two_groups:
         out.setdefault("skipped", "the bisection and the LPM need --loss ce, depth 1, two count groups and the "
                                   "certificate")
         return out
@@ -115,26 +118,29 @@ def is_imbalanced(cfg: SimConfig) -> bool:
     return cfg.imbalance is not None or not cfg.balanced
 
 
-def seli_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig, convex=None) -> dict:
-    """The `seli` block of an imbalanced CE run: normalized Gram distances ‖G/‖G‖ − G*/‖G*‖‖_F of W and of
-    the (uncentered) class means to the SELI geometry (Thrampoulidis et al. 2022), the λ → 0 limit of the
-    bias-free UFM, for the run and for the certified optimum at this λ (how far finite weight decay sits
-    from the limit). `convex`: the certified optimum, or None."""
-    from analysis.metrics import class_means, gram_distance
-    from analysis.theory import seli_grams
+def applies(run) -> bool:
+    return is_imbalanced(run.cfg) and run.measured
 
-    ref = seli_grams(cfg.class_counts)
-    with torch.no_grad():
-        p, X = final_state(params, cfg.act)
-        means = class_means(X, y, cfg.K)
-        measured = {"W": p["W"] @ p["W"].T, "means": means @ means.T}
-    out = {"reference": "SELI: WWᵀ ∝ (PDP)^{1/2}, class-mean Gram ∝ (PDP)^{+1/2}, P = I − 11ᵀ/K, D = diag(n)",
-           "applies_to": "the bias-free UFM as weight decay → 0" + ("" if not cfg.bias else
-                                                                    " (this run has a bias: a reference only)")}
-    for key, G in measured.items():
-        out[f"{key}_distance"] = gram_distance(G, ref[key])
-    if convex is not None:
-        F = convex.features
-        out["optimum_W_distance"] = gram_distance(convex.grams["W"], ref["W"])
-        out["optimum_means_distance"] = gram_distance(F @ F.T, ref["means"])
-    return out
+
+def compute(run) -> dict:
+    return minority_summary(run.params, run.y, run.cfg, run.certified_convex)
+
+
+def lines(m: dict) -> list[str]:
+    lines = [f"minority collapse (R = {m['ratio']:g}, K_A = {m['K_A']}, K_B = {m['K_B']}): mean cosine between "
+             f"minority classifiers {fmt(m['cosine'])}, minority/majority norm {fmt(m['norm_ratio'])}"]
+    if len(m.get("groups", [])) > 2:
+        lines.append("  per count group (count × classes: cosine, norm / largest group's): " + "; ".join(
+            f"{g['count']} × {g['classes']}: {fmt(g['cosine'])}, {fmt(g['norm_ratio'])}" for g in m["groups"]))
+    if "ufm_optimum_cosine" in m:
+        par = (f"; parallel (cosine >= 0.999) from R = {fmt(m['ufm_parallel_ratio'])}"
+               if "ufm_parallel_ratio" in m else "")
+        lines.append(f"  UFM global optimum (convex certificate): cosine {fmt(m['ufm_optimum_cosine'])}{par}")
+    if "ufm_parallel_ratio_closed_form" in m:
+        lines.append(f"  closed form: the optimum's minority classifiers coincide from R = "
+                     f"{fmt(m['ufm_parallel_ratio_closed_form'])} (√n_B <= N·sqrt(wd_W·wd_H)/margin)")
+    if "lpm_cosine" in m:
+        lines.append(f"  layer-peeled model with the run's budgets E_W = {m['lpm_E_W']:.4g}, E_H = {m['lpm_E_H']:.4g}: "
+                     f"cosine {fmt(m['lpm_cosine'])}; parallel (cosine >= 0.999) from R = "
+                     f"{fmt(m['lpm_parallel_ratio'])}")
+    return lines

@@ -21,6 +21,8 @@ from analysis.theory import sqi_classifier, sqi_classifier_norm_sq, stationary_n
 from ufm.config import SimConfig
 from ufm.model import classify, final_state
 
+NAME, ORDER = "sqi", 50
+
 # outputs count as symmetric quasi-interpolating when the off-class outputs match ε/(K−1) this closely
 # (relative to ε/(K−1), in mean and in spread) and ε is positive
 SQI_RTOL = 1e-2
@@ -38,7 +40,7 @@ def sqi_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig
         p, X = final_state(params, cfg.act)
         W, b = p["W"], p.get("b")
         F = classify(p, X)
-        K, s = cfg.K, cfg.target_scale
+        K, s = cfg.K, cfg.loss.target_scale
         Y = s * torch.nn.functional.one_hot(y, K).double()
         true = F.gather(1, y[:, None]).squeeze(1)
         off = F[Y == 0].reshape(len(y), K - 1)
@@ -80,3 +82,23 @@ def sqi_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig
         out["verdict"] += (f" (the stationarity identity is off by {out['identity_rel_error']:.1e}: the last layer "
                            "is not at a critical point yet)")
     return out
+
+
+def applies(run) -> bool:
+    return run.cfg.loss.name == "mse" and run.measured
+
+
+def compute(run) -> dict:
+    return sqi_summary(run.params, run.y, run.cfg)
+
+
+def lines(q: dict) -> list[str]:
+    lines = [q["verdict"]]
+    if "identity_rel_error" in q:
+        lines.append(f"stationarity identity ‖w_c‖² = (1/(λN)) Σ_i (y_i − f_i)_c (f_i − b)_c: max relative error "
+                     f"{q['identity_rel_error']:.2e}")
+    if q["is_sqi"]:
+        lines.append(f"SQI closed forms at ε = {q['epsilon']:.6g}: ‖w_c‖² = {q['sqi_W_row_norm_sq']:.6g} (max relative "
+                     f"error {q['sqi_norm_rel_error']:.2e}); w_c ∥ μ_c − μ_G (min cosine "
+                     f"{q['sqi_direction_cosine_min']:.8f}, relative error of W {q['sqi_W_rel_error']:.2e})")
+    return lines

@@ -7,9 +7,9 @@ import sys
 from collections.abc import Sequence
 
 from ufm.cli.common import EXIT_DIVERGED, EXIT_INTERRUPTED, OneLineParser, check_out_dir, number
+from ufm.cli.loss_flags import add_loss_flags, loss_config
 from ufm.config import DEFAULT_LR, DEFAULT_STEPS, DEVICES, DTYPES, OPTIMIZERS, ConfigError, SimConfig
 from ufm.devices import DeviceUnavailable
-from ufm.losses import LOSSES
 
 PROG = "python -m ufm.simulate"
 def _counts(text: str) -> tuple[int, ...]:
@@ -50,47 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--width", type=number(int, 1), default=None, help="hidden-layer width (default: --d)")
     g.add_argument("--wd-M", type=number(float, 0), default=None,
                    help="weight decay of the hidden layers (default: --wd)")
-    g.add_argument("--loss", choices=sorted(LOSSES), default="mse",
-                   help="mse: ½||z − s·e_y||²; ce: cross-entropy; ls: label-smoothed cross-entropy; hxe: "
-                        "hierarchical cross-entropy; soft: soft labels from the tree; haframe: fixed "
-                        "hierarchy-aware frame + cosine loss (these three need --hierarchy); hug: "
-                        "hyperspherical uniformity gap")
-    g.add_argument("--smoothing", type=number(float, 0, 1), default=0.1, help="label smoothing α (--loss ls)")
-    g.add_argument("--target-scale", type=number(float, 0, lo_open=True), default=1.0,
-                   help="MSE target scale s (targets s·e_y)")
-    g = p.add_argument_group("class hierarchy (losses hxe, soft, haframe; hierarchical metrics for any loss)")
-    g.add_argument("--hierarchy", default=None,
-                   help="class tree: cifar100, fgvc_aircraft, inaturalist19, tiered_imagenet_h, balanced:b1,b2,… "
-                        "(branching factors, e.g. balanced:2,5,10 has 100 classes), flat:K, or a JSON file "
-                        "(nested {name, children}, {parents: …} or {edges: […]}); sets K when --K is not given")
-    g.add_argument("--alpha", type=number(float, 0), default=None,
-                   help="hxe: edge weights exp(−α·height) (default 0.1); haframe: weight of the cosine loss, "
-                        "(1 − α)·CE + α·L_cos (default 0.4)")
-    g.add_argument("--hxe-weighting", choices=("height", "depth"), default="height",
-                   help="hxe: weight edges by the child's height (the paper) or its depth from the root (the "
-                        "authors' code)")
-    g.add_argument("--beta", type=number(float, 0, lo_open=True), default=10.0,
-                   help="soft: targets softmax(−β·LCA height/tree height)")
-    g.add_argument("--gamma", type=number(float, 0, lo_open=True), default=2.0,
-                   help="haframe: S_ij = (1 − s_min)·exp(−γ·d_ij/d_max) + s_min")
-    g.add_argument("--s-min", type=number(float, None, 1), default=None,
-                   help="haframe: the offset s_min of S (default: the smallest value keeping S positive "
-                        "semidefinite, −1/(1ᵀE⁻¹1 − 1) with E = exp(−γ·D/d_max))")
-    g = p.add_argument_group("HUG, hyperspherical uniformity gap (--loss hug; Liu et al. 2023)")
-    g.add_argument("--hug-measure", choices=("energy", "gram", "maxgap"), default="energy",
-                   help="uniformity of the proxies: energy (Riesz s-energy), gram (−log det of the Gaussian "
-                        "kernel), maxgap (smooth minimum pairwise distance)")
-    g.add_argument("--hug-s", type=number(float, 0), default=1.0, help="Riesz exponent s (0: log energy)")
-    g.add_argument("--hug-sigma", type=number(float, 0, lo_open=True), default=2 ** -0.5,
-                   help="gram: kernel exp(−r²/(2σ²)) width σ (default 1/√2: the kernel exp(−r²) of the authors' "
-                        "earlier Gram-determinant code)")
-    g.add_argument("--hug-sharpness", type=number(float, 0, lo_open=True), default=64.0,
-                   help="maxgap: t in (1/t)·log Σ exp(−t·r_ij)")
-    g.add_argument("--hug-inter", type=number(float, 0), default=1.0, help="weight of the inter-class term")
-    g.add_argument("--hug-intra", type=number(float, 0), default=1.0,
-                   help="weight of the intra-class term mean ||ĥ_i − p̂_y||²")
-    g.add_argument("--hug-proxies", choices=("learned", "fixed"), default="learned",
-                   help="learned: the classifier rows are trained; fixed: set to the spherical code (or ETF)")
+    add_loss_flags(p, default_loss="mse")
     g = p.add_argument_group("regularization (λ/2·||·||², per block)")
     g.add_argument("--wd", type=number(float, 0), default=None,
                    help="weight decay of W, H and b (default 5e-4; 0 under --loss hug, which is scale-invariant)")
@@ -130,9 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
-    def wd(block: float | None) -> float:
-        return args.wd if block is None else block
-
     K = len(args.counts) if args.counts else args.K
     if K is None and args.hierarchy is not None:
         from analysis.hierarchy import HierarchyError
@@ -144,16 +101,12 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
             raise ConfigError(f"--hierarchy: {e}") from None
     return SimConfig(
         K=K or 10, n=args.n, counts=args.counts, d=args.d,
-        loss=args.loss, wd_W=wd(args.wd_W), wd_H=wd(args.wd_H), wd_b=wd(args.wd_b), bias=args.bias,
+        loss=loss_config(args), wd=args.wd, wd_W=args.wd_W, wd_H=args.wd_H, wd_b=args.wd_b, bias=args.bias,
         steps=args.steps, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
         batch_size=args.batch_size, init_scale=args.init_scale, device=args.device, dtype=args.dtype,
-        seed=args.seed, smoothing=args.smoothing, target_scale=args.target_scale, tol=args.tol,
-        evals_per_decade=args.evals_per_decade, certificate=args.certificate, hierarchy=args.hierarchy,
-        alpha=args.alpha, beta=args.beta, hxe_weighting=args.hxe_weighting, gamma=args.gamma, s_min=args.s_min,
-        hug_measure=args.hug_measure, hug_s=args.hug_s, hug_sigma=args.hug_sigma, hug_sharpness=args.hug_sharpness,
-        hug_inter=args.hug_inter, hug_intra=args.hug_intra, hug_proxies=args.hug_proxies,
+        seed=args.seed, tol=args.tol, evals_per_decade=args.evals_per_decade, certificate=args.certificate,
         imbalance=args.imbalance, minority=args.minority, depth=args.depth, act=args.act, width=args.width,
-        wd_M=wd(args.wd_M),
+        wd_M=args.wd_M,
     )
 
 
@@ -171,18 +124,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         parser.error(str(e))
     check_out_dir(parser, args.out)
-    from ufm.fit.loop import simulate
-    from ufm.output.table import format_table  # imported late: --help and bad input stay fast
+    from ufm.api import run  # imported late: --help and bad input stay fast
+    from ufm.output.rundir import new_run_dir
+    from ufm.problem import resolve
 
     try:
-        summary = simulate(cfg, args.out, progress=not args.quiet)
+        resolve(cfg)  # the tree and the frame: bad input before any work
+    except ConfigError as e:
+        parser.error(str(e))
+
+    try:
+        out = args.out if args.out is not None else new_run_dir("runs", f"{cfg.loss.name}-K{cfg.K}")
+        result = run(cfg, out, progress=not args.quiet)
+        summary = result.summary
     except DeviceUnavailable as e:
         parser.error(str(e))
     except OSError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
     if not args.quiet:
-        print(format_table(summary))
+        print(result.table())
     print(f"run directory: {summary['run_dir']}", file=sys.stderr)
     if summary["status"] == "diverged":
         div = summary["divergence"]

@@ -12,14 +12,13 @@ from ufm.backbone.config import (
     ARCHS,
     DATASETS,
     DEFAULT_LR,
-    DEFAULT_SYNTHETIC_TREE,
     OPTIMIZERS,
     SCHEDULES,
     TrainConfig,
 )
 from ufm.cli.common import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, OneLineParser, check_out_dir, number
-from ufm.config import DEVICES, HUG_MEASURES, ConfigError
-from ufm.losses import LOSSES
+from ufm.cli.loss_flags import add_loss_flags, loss_config
+from ufm.config import DEVICES, ConfigError
 
 PROG = "python -m ufm.train"
 
@@ -78,24 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--noise", type=number(float, 0), default=1.0, help="synthetic: norm of the within-class noise")
     g.add_argument("--level-decay", type=number(float, 0), default=0.5,
                    help="synthetic-hier: ratio of each tree level's offsets to its parent level's")
-    g = p.add_argument_group("loss (the UFM's registry)")
-    g.add_argument("--loss", choices=sorted(LOSSES), default="ce",
-                   help="ce, ls (label smoothing), mse (½||z − s·e_y||²), hxe, soft, haframe (fixed frame after "
-                        "the paper's transformation layer; needs --no-bias), hug (needs --no-bias)")
-    g.add_argument("--smoothing", type=number(float, 0, 1), default=0.1, help="label smoothing α (--loss ls)")
-    g.add_argument("--target-scale", type=number(float, 0, lo_open=True), default=1.0, help="MSE target scale")
-    g.add_argument("--hierarchy", default=None,
-                   help=f"class tree (as for ufm.simulate); cifar100 uses the CIFAR-100 tree and synthetic-hier "
-                        f"{DEFAULT_SYNTHETIC_TREE} unless given")
-    g.add_argument("--alpha", type=number(float, 0), default=None, help="hxe: exp(−α·height); haframe: cosine weight")
-    g.add_argument("--beta", type=number(float, 0, lo_open=True), default=10.0, help="soft labels' β")
-    g.add_argument("--hxe-weighting", choices=("height", "depth"), default="height", help="hxe edge weights")
-    g.add_argument("--gamma", type=number(float, 0, lo_open=True), default=2.0, help="haframe: γ of S")
-    g.add_argument("--s-min", type=number(float, None, 1), default=None, help="haframe: s_min (default: PSD bound)")
-    g.add_argument("--hug-measure", choices=HUG_MEASURES, default="energy", help="hug: uniformity measure")
-    g.add_argument("--hug-s", type=number(float, 0), default=1.0, help="hug: Riesz exponent")
-    g.add_argument("--hug-inter", type=number(float, 0), default=1.0, help="hug: inter-class weight")
-    g.add_argument("--hug-intra", type=number(float, 0), default=1.0, help="hug: intra-class weight")
+    add_loss_flags(p, default_loss="ce")
     g = p.add_argument_group("optimization")
     g.add_argument("--wd", type=number(float, 0), default=5e-4,
                    help="weight decay λ on every trained parameter (λ/2||·||², PyTorch's weight_decay = λ)")
@@ -127,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    names = {f for f in TrainConfig.__dataclass_fields__}
-    return TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    names = set(TrainConfig.__dataclass_fields__) - {"loss"}
+    return TrainConfig(loss=loss_config(args), **{k: v for k, v in vars(args).items() if k in names})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

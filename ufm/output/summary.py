@@ -1,4 +1,5 @@
-"""summary.json: final measurements, the theory target, and the gap between them."""
+"""summary.json's core: final measurements, the theory target, the gap between them, and convergence (the
+end-of-run checks add their blocks: ufm.checks)."""
 
 from __future__ import annotations
 
@@ -36,24 +37,6 @@ def is_converged(final: dict, cfg: SimConfig) -> tuple[bool, str]:
         return final["suboptimality_estimate"] <= rtol, f"grad_norm^2/(2 {lam} |loss|) <= {rtol:g}"
     threshold = CONVERGED_GRAD_NORM[cfg.dtype]
     return final["grad_norm"] <= threshold, f"grad_norm <= {threshold:g}"
-
-
-# a run interpolates once its mean training loss is below INTERPOLATION_LOSS (absolute: ½‖f − y‖² of
-# 1e-5 is an RMS residual of ~4e-3 under MSE; weight decay 5e-4 keeps the MSE loss near 1e-4, so it never
-# counts as interpolating) with every sample classified correctly; NC is reached once NC1 <= NC1_REACHED
-INTERPOLATION_LOSS = 1e-5
-NC1_REACHED = 1e-3
-
-
-def milestones(history: list[dict], unit: str = "step") -> dict:
-    """The first evaluation `unit` (step, or epoch for a backbone) at which the run interpolates (data
-    loss <= INTERPOLATION_LOSS with accuracy 1) and at which NC1 <= NC1_REACHED; None where never reached."""
-    finite = [r for r in history if math.isfinite(r.get("data_loss", math.nan))]
-    interp = next((r[unit] for r in finite if r["data_loss"] <= INTERPOLATION_LOSS
-                   and r.get("accuracy", 0) == 1), None)
-    nc = next((r[unit] for r in finite if r.get("nc1", math.inf) <= NC1_REACHED), None)
-    return {f"interpolation_{unit}": interp, f"nc1_reached_{unit}": nc,
-            "criteria": f"data_loss <= {INTERPOLATION_LOSS:g} with accuracy 1; nc1 <= {NC1_REACHED:g}"}
 
 
 # a prediction this small is a zero: its gap is reported as absolute, not relative

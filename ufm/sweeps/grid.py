@@ -12,13 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from ufm.config import ConfigError, SimConfig
+from ufm.losses import LossConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-FIELD_TYPES = {f.name: str(f.type) for f in fields(SimConfig)}  # annotations are strings (postponed)
+# the flat keys of summary.json's config: SimConfig's fields with the loss's fields flat ("loss" its name);
+# annotations are strings (postponed)
+FIELD_TYPES = {**{f.name: str(f.type) for f in fields(SimConfig) if f.name not in ("loss", "wd")},
+               "loss": "str", **{f.name: str(f.type) for f in fields(LossConfig) if f.name != "name"}}
 FIELDS = set(FIELD_TYPES)
 ALIASES = {"wd": ("wd_W", "wd_H", "wd_b")}  # --wd sets all three blocks, as in ufm.simulate
 
@@ -142,7 +146,7 @@ def expand(fixed: dict[str, Any], grid: dict[str, list[Any]]) -> list[SimConfig]
     for values in itertools.product(*(grid[k] for k in keys)):
         point = dict(zip(keys, values, strict=True))
         try:
-            cfg = SimConfig(**_settings({**fixed, **point}))
+            cfg = SimConfig.from_dict(_settings({**fixed, **point}))
         except GridError as e:
             raise GridError(f"configuration {point}: {e}") from None
         except (ConfigError, TypeError, ValueError, AttributeError) as e:

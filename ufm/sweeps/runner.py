@@ -51,16 +51,15 @@ def run_task(configs: list[dict], outs: list[str]) -> list[dict]:
     """One task: its configurations as a batch when there are several (falling back to one by one if the
     batch fails), each alone otherwise. Returns one {"id", "status", "error"} per configuration; never
     raises for a configuration's failure."""
-    from ufm.fit.batched import simulate_batch
-    from ufm.fit.loop import simulate
+    from ufm.api import run, run_batch
 
     cfgs = [SimConfig.from_dict(c) for c in configs]
     for out in outs:
         (Path(out) / "error.txt").unlink(missing_ok=True)  # a new attempt: an old failure no longer applies
     if len(cfgs) > 1:
         try:
-            summaries = simulate_batch(cfgs, [Path(o) for o in outs])
-            return [{"status": s["status"], "error": ""} for s in summaries]
+            results = run_batch(cfgs, [Path(o) for o in outs])
+            return [{"status": r.status, "error": ""} for r in results]
         except Exception:  # noqa: BLE001 - one bad configuration must not cost the batch: run them alone
             pass
     results = []
@@ -69,7 +68,7 @@ def run_task(configs: list[dict], outs: list[str]) -> list[dict]:
             results.append({"status": json.loads((Path(out) / "summary.json").read_text())["status"], "error": ""})
             continue
         try:
-            results.append({"status": simulate(cfg, Path(out), progress=False)["status"], "error": ""})
+            results.append({"status": run(cfg, Path(out), progress=False).status, "error": ""})
         except Exception as e:  # noqa: BLE001 - recorded with its error, the others go on
             Path(out).mkdir(parents=True, exist_ok=True)
             atomic_write_text(Path(out) / "error.txt", traceback.format_exc())
@@ -79,7 +78,7 @@ def run_task(configs: list[dict], outs: list[str]) -> list[dict]:
 
 def plan(cfgs: Sequence[SimConfig], batch_size: int) -> list[list[int]]:
     """Indices of `cfgs` grouped into tasks: same batch_key, at most batch_size per task (in grid order)."""
-    from ufm.fit.batched import batch_key
+    from ufm.fit.steppers import batch_key
 
     groups: dict[Any, list[int]] = {}
     singles: list[list[int]] = []

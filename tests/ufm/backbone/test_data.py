@@ -46,8 +46,8 @@ def test_synthetic_mixture_shapes_counts_and_seed():
 
 def test_hierarchical_mixture_puts_siblings_closer_than_cousins():
     """Class means built along the tree: the mean distance between class means grows with the LCA height."""
-    cfg = TrainConfig(dataset="synthetic-hier", hierarchy="balanced:3,4", input_shape=(256,), per_class=400,
-                      noise=0.0)
+    cfg = TrainConfig.from_dict(dict(dataset="synthetic-hier", hierarchy="balanced:3,4", input_shape=(256,),
+                                     per_class=400, noise=0.0))
     data = load_dataset(cfg)
     assert data.K == 12
     x = data.x_train.flatten(1).double()

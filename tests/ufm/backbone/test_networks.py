@@ -7,7 +7,7 @@ import torch
 from ufm.backbone.config import TrainConfig
 from ufm.backbone.networks import build_network, feature_dim
 from ufm.backbone.twin import twin_config
-from ufm.problem import frame_of
+from ufm.problem import resolve
 
 
 @pytest.mark.parametrize("arch, extra, shape", [
@@ -28,9 +28,9 @@ def test_features_and_logits_have_the_configured_shapes(arch, extra, shape):
 def test_haframe_head_feeds_the_fixed_frame():
     """HAFrame: K-dimensional features from the transformation layer; W = the frame, a buffer (not trained),
     whose Gram is S (Liang & Davis 2023)."""
-    cfg = TrainConfig(loss="haframe", hierarchy="balanced:2,5", bias=False, mlp_width=32)
+    cfg = TrainConfig.from_dict(dict(loss="haframe", hierarchy="balanced:2,5", bias=False, mlp_width=32))
     sim = twin_config(cfg, (20,) * 10)
-    frame = frame_of(sim)
+    frame = resolve(sim).frame
     net = build_network(cfg, (1, 8, 8), 10, torch.as_tensor(frame.W))
     assert net.feature_dim == 10 and net.b is None
     assert all(p is not net.W for p in net.parameters())

@@ -5,15 +5,15 @@ an honest "not certified" when the solver stops short. Float64 L-BFGS runs."""
 import pytest
 
 import analysis.certificate
+import ufm
 from analysis.theory import ce_etf, minority_parallel_ratio
 from ufm.config import SimConfig
-from ufm.fit.loop import simulate
 from ufm.output.table import format_table
 
 
 def run(tmp_path, name="run", **kw):
-    cfg = SimConfig(**{"optimizer": "lbfgs", "dtype": "float64", **kw})
-    return simulate(cfg, tmp_path / name, progress=False)
+    cfg = SimConfig.from_dict({"optimizer": "lbfgs", "dtype": "float64", **kw})
+    return ufm.run(cfg, tmp_path / name, progress=False).summary
 
 
 @pytest.mark.parametrize("wd", [1e-8, 1e-10])

@@ -1,14 +1,15 @@
-"""The batched UFM (ufm.fit.batched): B configurations in one program give the summaries of B sequential runs
-(the issue's bar: 1e-6 in float64), a diverging member does not touch the others, incompatible batches are
-refused."""
+"""The batched UFM (ufm.run_batch, one fused stepper): B configurations in one program give the summaries of B
+sequential runs (the issue's bar: 1e-6 in float64), a diverging member does not touch the others,
+incompatible configurations run apart (and one stepper refuses them)."""
 
 import math
 
 import pytest
 
+import ufm
 from ufm.config import SimConfig
-from ufm.fit.batched import batch_key, simulate_batch
-from ufm.fit.loop import simulate
+from ufm.fit.steppers import batch_key, make_stepper
+from ufm.problem import resolve
 
 BASE = dict(K=4, n=5, d=6, bias=True, steps=200, dtype="float64", certificate=False)
 
@@ -16,9 +17,9 @@ BASE = dict(K=4, n=5, d=6, bias=True, steps=200, dtype="float64", certificate=Fa
 def test_batched_runs_equal_sequential_runs(tmp_path):
     cfgs = [SimConfig(**BASE, loss="ce", wd_W=w, wd_H=w, wd_b=w, lr=lr, seed=s, init_scale=i)
             for w, lr, s, i in [(5e-4, 1.0, 0, 0.1), (1e-2, 0.5, 1, 1.0), (0.0, 1.5, 2, 0.3)]]
-    batched = simulate_batch(cfgs, [tmp_path / f"b{i}" for i in range(3)])
+    batched = [r.summary for r in ufm.run_batch(cfgs, [tmp_path / f"b{i}" for i in range(3)])]
     for i, cfg in enumerate(cfgs):
-        alone = simulate(cfg, tmp_path / f"s{i}", progress=False)
+        alone = ufm.run(cfg, tmp_path / f"s{i}", progress=False).summary
         assert batched[i]["status"] == alone["status"] == "ok"
         assert len(batched[i]["final"]) == len(alone["final"])
         for key, value in alone["final"].items():
@@ -30,10 +31,10 @@ def test_batched_runs_equal_sequential_runs(tmp_path):
 
 def test_a_diverging_member_leaves_the_others_alone(tmp_path):
     cfgs = [SimConfig(**BASE, loss="mse", lr=lr) for lr in (1.0, 1e6, 0.5)]
-    out = simulate_batch(cfgs, [tmp_path / str(i) for i in range(3)])
+    out = [r.summary for r in ufm.run_batch(cfgs, [tmp_path / str(i) for i in range(3)])]
     assert [s["status"] for s in out] == ["ok", "diverged", "ok"]
     assert out[1]["divergence"]["step"] is not None
-    alone = simulate(cfgs[2], tmp_path / "alone", progress=False)
+    alone = ufm.run(cfgs[2], tmp_path / "alone", progress=False).summary
     assert out[2]["final"]["nc1"] == pytest.approx(alone["final"]["nc1"], rel=1e-6)
 
 
@@ -41,5 +42,8 @@ def test_only_compatible_configurations_share_a_batch(tmp_path):
     assert batch_key(SimConfig(**BASE, wd_W=1e-3)) == batch_key(SimConfig(**BASE, wd_W=1e-2, lr=0.3, seed=4))
     assert batch_key(SimConfig(**BASE, loss="ce")) != batch_key(SimConfig(**BASE, loss="mse"))
     assert batch_key(SimConfig(**BASE, optimizer="lbfgs")) is None  # no closed-form step
+    mixed = [SimConfig.from_dict({**BASE, "d": 6}), SimConfig.from_dict({**BASE, "d": 7})]
     with pytest.raises(ValueError, match="one batch_key"):
-        simulate_batch([SimConfig(**{**BASE, "d": 6}), SimConfig(**{**BASE, "d": 7})], [tmp_path / "a", tmp_path / "b"])
+        make_stepper([resolve(c) for c in mixed], [{}, {}], resolve(mixed[0]).labels())
+    results = ufm.run_batch(mixed)  # the library runs them apart, in order
+    assert [r.params["H"].shape[1] for r in results] == [6, 7]

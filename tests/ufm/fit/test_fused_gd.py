@@ -7,7 +7,8 @@ import torch
 from ufm.config import SimConfig
 from ufm.fit.fused_gd import GDStep, LossSpec, objective_and_grads
 from ufm.losses import LOSSES, LossOptions
-from ufm.model import init_params, labels, objective_and_grad
+from ufm.model import init_params, objective_and_grad
+from ufm.problem import resolve
 
 
 @pytest.mark.parametrize("loss, bias", [("ce", False), ("ce", True), ("ls", True), ("mse", False), ("mse", True)])
@@ -41,15 +42,16 @@ def test_fused_gd_follows_the_autograd_gd_trajectory(wd):
     leaves [1e-2, 1e2] and is written back mid-run) against torch.optim.SGD on the autograd objective."""
     cfg = SimConfig(K=3, n=4, d=5, loss="ce", bias=True, wd_W=wd, wd_H=wd, wd_b=1e-2, lr=0.9, steps=300,
                     dtype="float64")
-    y = labels(cfg.class_counts, torch.device("cpu"))
-    ref = init_params(cfg, torch.device("cpu"), torch.float64)
+    problem = resolve(cfg)
+    y = problem.labels(torch.device("cpu"))
+    ref = init_params(problem, torch.device("cpu"), torch.float64)
     fused = {k: v.detach().clone() for k, v in ref.items()}
     opt = torch.optim.SGD(list(ref.values()), lr=cfg.lr)
     hyper = [torch.tensor([v], dtype=torch.float64) for v in (cfg.lr, cfg.wd_W, cfg.wd_H, cfg.wd_b)]
     stepper = GDStep(y, LossSpec("ce"), *hyper)
     synced = 0
     for _ in range(cfg.steps):
-        opt.step(lambda: objective_and_grad(ref, y, cfg)[0])
+        opt.step(lambda: objective_and_grad(ref, y, problem)[0])
         stepper.step(fused["H"][None], fused["W"][None], fused["b"][None])
         synced += stepper.s == 1.0
     stepper.sync(fused["H"][None])

@@ -5,13 +5,13 @@ import json
 
 import pytest
 
+import ufm
 from ufm.config import SimConfig
-from ufm.fit.loop import simulate
 
 
 def run(tmp_path, **kw):
-    cfg = SimConfig(**{"K": 4, "n": 5, "d": 6, "wd_W": 5e-3, "wd_H": 5e-3, "wd_b": 5e-3, **kw})
-    return simulate(cfg, tmp_path / "run", progress=False)
+    cfg = SimConfig.from_dict({"K": 4, "n": 5, "d": 6, "wd_W": 5e-3, "wd_H": 5e-3, "wd_b": 5e-3, **kw})
+    return ufm.run(cfg, tmp_path / "run", progress=False).summary
 
 
 @pytest.mark.parametrize("kw,target", [
@@ -116,5 +116,5 @@ def test_no_closed_form_falls_back_to_the_convex_optimum(tmp_path):
 def test_config_json_reruns_the_same_run(tmp_path):
     first = run(tmp_path / "a", steps=40, counts=(6, 4, 3), loss="ce", bias=True)
     config = json.loads((tmp_path / "a" / "run" / "config.json").read_text())
-    again = simulate(SimConfig.from_dict(config), tmp_path / "b", progress=False)
+    again = ufm.run(SimConfig.from_dict(config), tmp_path / "b", progress=False).summary
     assert again["final"] == first["final"]

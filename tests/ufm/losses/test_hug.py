@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+import ufm
 from analysis.frames import spherical_code
 from ufm.config import ConfigError, SimConfig
-from ufm.fit.loop import simulate
 from ufm.fit.optimizers import make_optimizer
 from ufm.losses import LOSSES, HugOptions, LossOptions
-from ufm.model import init_params, labels, objective_and_grad
+from ufm.model import init_params, objective_and_grad
+from ufm.problem import resolve
 
 
 def naive_hug(H, W, y, o: HugOptions):
@@ -43,8 +44,8 @@ def test_hug_loss_against_its_definition(opts):
 
 
 def run(tmp_path, **kw):
-    cfg = SimConfig(**{"n": 5, "loss": "hug", "optimizer": "lbfgs", "dtype": "float64", **kw})
-    return simulate(cfg, tmp_path / "run", progress=False)
+    cfg = SimConfig.from_dict({"n": 5, "loss": "hug", "optimizer": "lbfgs", "dtype": "float64", **kw})
+    return ufm.run(cfg, tmp_path / "run", progress=False).summary
 
 
 @pytest.mark.parametrize("measure", ["energy", "gram", "maxgap"])
@@ -67,18 +68,19 @@ def test_hug_beyond_d_plus_1_ends_at_the_spherical_code(tmp_path):
 
 def test_ce_beyond_d_plus_1_is_reported_against_the_same_code(tmp_path):
     cfg = SimConfig(K=8, d=3, n=5, loss="ce", wd_W=5e-3, wd_H=5e-3, optimizer="lbfgs", dtype="float64")
-    s = simulate(cfg, tmp_path / "ce", progress=False)
+    s = ufm.run(cfg, tmp_path / "ce", progress=False).summary
     assert s["gnc"]["target"]["energy"] == pytest.approx(spherical_code(8, 3).energy)
     assert "energy_rel_gap_W" in s["gnc"] and "angle_gap_W_deg" in s["gnc"]
 
 
 def _trajectory(intra: float, steps: int = 300):
-    cfg = SimConfig(K=6, d=3, n=4, loss="hug", hug_intra=intra, dtype="float64", lr=0.5)
-    y = labels(cfg.class_counts, torch.device("cpu"))
-    params = init_params(cfg, torch.device("cpu"), torch.float64)
+    cfg = SimConfig.from_dict(dict(K=6, d=3, n=4, loss="hug", hug_intra=intra, dtype="float64", lr=0.5))
+    problem = resolve(cfg)
+    y = problem.labels(torch.device("cpu"))
+    params = init_params(problem, torch.device("cpu"), torch.float64)
     opt = make_optimizer(cfg, params)
     for _ in range(steps):
-        opt.step(lambda: objective_and_grad(params, y, cfg)[0])
+        opt.step(lambda: objective_and_grad(params, y, problem)[0])
     from analysis.metrics import nc_metrics
 
     H = params["H"].detach()
@@ -104,7 +106,7 @@ def test_hug_decouples_compactness_from_separation():
 ])
 def test_hug_configuration_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        SimConfig(**kwargs)
+        SimConfig.from_dict(kwargs)
 
 
 def test_hug_defaults_have_no_weight_decay_and_unit_scale():

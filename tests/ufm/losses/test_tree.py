@@ -11,6 +11,7 @@ from analysis.frames import haframe
 from analysis.hierarchy import from_nested, load
 from ufm.config import ConfigError, SimConfig
 from ufm.losses import LOSSES, LossOptions, hierarchy_data
+from ufm.problem import resolve
 
 UNEVEN = from_nested({"name": "r", "children": [
     {"name": "x", "children": [{"name": "y", "children": [{"name": "a"}, {"name": "b"}]}, {"name": "c"}]},
@@ -112,4 +113,4 @@ def test_haframe_loss_against_the_definition():
 ])
 def test_configuration_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        SimConfig(**kwargs)
+        resolve(SimConfig.from_dict(kwargs))

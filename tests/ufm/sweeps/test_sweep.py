@@ -19,7 +19,7 @@ def test_grid_expands_in_order_with_the_wd_alias(tmp_path):
     spec.write_text('steps = 60\nK = 3\n[grid]\nwd = [1e-4, 1e-3]\nloss = ["ce", "mse"]\n')
     fixed, grid = read_spec(spec)
     cfgs = expand(fixed, grid)
-    assert [(c.wd_W, c.wd_H, c.wd_b, c.loss) for c in cfgs] == [
+    assert [(c.wd_W, c.wd_H, c.wd_b, c.loss.name) for c in cfgs] == [
         (1e-4, 1e-4, 1e-4, "ce"), (1e-4, 1e-4, 1e-4, "mse"), (1e-3, 1e-3, 1e-3, "ce"), (1e-3, 1e-3, 1e-3, "mse")]
     assert all(c.steps == 60 and c.K == 3 for c in cfgs)
     assert len({config_id(c) for c in cfgs}) == 4 and config_id(cfgs[0]) == config_id(expand(fixed, grid)[0])
@@ -33,7 +33,7 @@ def test_plan_batches_compatible_configurations():
     tasks = plan(cfgs, batch_size=2)
     assert sorted(i for t in tasks for i in t) == list(range(len(cfgs)))
     for t in tasks:
-        assert len(t) <= 2 and len({(cfgs[i].loss, cfgs[i].optimizer) for i in t}) == 1
+        assert len(t) <= 2 and len({(cfgs[i].loss.name, cfgs[i].optimizer) for i in t}) == 1
         if cfgs[t[0]].optimizer == "lbfgs":
             assert len(t) == 1  # no batched step for L-BFGS
 

@@ -1,0 +1,160 @@
+"""The library (ufm/__init__.py): the issue's five-line example in memory (nothing written without out=), a
+registered loss run with metrics, table and certificate, a registered check found in the summary and the
+table, and the in-memory result equal to what the run directory holds."""
+
+import json
+import math
+import os
+
+import pytest
+import torch
+
+import ufm
+from ufm.config import SimConfig
+
+SMALL = dict(K=4, n=5, d=6, dtype="float64")
+
+
+def test_the_example_runs_in_memory_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = ufm.run(ufm.SimConfig(K=10, n=20, d=32, loss=ufm.LossConfig("ce"), wd=5e-4, steps=100), progress=False)
+    assert os.listdir(tmp_path) == []  # no runs/ directory, no file
+    assert isinstance(r, ufm.RunResult) and r.run_dir is None and r.status == "ok"
+    assert r.params["W"].shape == (10, 32) and r.params["H"].shape == (200, 32) and r.params["W"].device.type == "cpu"
+    assert r.history[0]["step"] == 0 and r.history[-1]["step"] == 100
+    assert r.summary["gap"]["loss"] == pytest.approx(r.final["loss"] - r.summary["theory"]["predicted"]["loss"])
+    table = r.table()
+    assert table.startswith("theory: ce_etf") and "certificate: certified" in table
+
+
+def test_with_out_the_run_directory_holds_the_same_result(tmp_path):
+    r = ufm.run(SimConfig(**SMALL, loss="mse", wd=5e-3, steps=300), tmp_path / "run", progress=False)
+    assert r.run_dir == tmp_path / "run"
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert saved["final"] == pytest.approx(r.final, rel=1e-15)
+    params = torch.load(tmp_path / "run" / "params.pt", weights_only=True)
+    assert torch.equal(params["W"], r.params["W"])
+    assert (tmp_path / "run" / "history.csv").read_text().count("\n") == len(r.history) + 1
+
+
+def squared_hinge(z, y):
+    """ℓ(z, y) = Σ_{j≠y} max(0, 1 + z_j − z_y)² (convex in z)."""
+    margins = torch.relu(1 + z - z.gather(1, y[:, None])).scatter(1, y[:, None], 0.0)  # j = y left out
+    return margins.square().sum(1)
+
+
+def mse_conjugate(u, y):
+    """ℓ*(u; y) of ℓ = ½‖z − e_y‖²: ½‖u‖² + u_y."""
+    return 0.5 * u.square().sum(1) + u.gather(1, y[:, None]).squeeze(1)
+
+
+@pytest.fixture
+def registered():
+    names = []
+
+    def register(name, fn, **kw):
+        names.append(name)
+        return ufm.register_loss(name, fn, **kw)
+
+    yield register
+    for name in names:
+        ufm.unregister_loss(name)
+
+
+def test_a_registered_loss_runs_with_metrics_and_table(registered):
+    registered("sq_hinge", squared_hinge, convex=True)
+    r = ufm.run(SimConfig(**SMALL, loss="sq_hinge", wd=5e-3, optimizer="lbfgs", steps=300), progress=False)
+    # the squared hinge at its regularized optimum: every sample classified, NC1 collapsed (no theory target)
+    assert r.status == "ok" and r.final["accuracy"] == 1.0 and r.final["nc1"] < 1e-6
+    assert math.isfinite(r.final["nc2"]) and r.summary["theory"]["applies"] is False
+    # a direct evaluation of the objective at the returned parameters: the run measures the registered loss
+    H, W = r.params["H"], r.params["W"]
+    y = torch.arange(4).repeat_interleave(5)
+    F = squared_hinge(H @ W.T, y).mean() + 0.5 * 5e-3 * (H.square().sum() + W.square().sum())
+    assert r.final["loss"] == pytest.approx(float(F), rel=1e-12)
+    cert = r.summary["certificate"]
+    assert cert["applies"] and not cert["certified"]  # convex, but no conjugate: an upper value only
+    assert r.final["loss"] >= cert["upper"] - 1e-9 * abs(cert["upper"])
+    assert "certificate: NOT certified" in r.table() and "accuracy" in r.table()
+
+
+def test_a_registered_loss_with_its_conjugate_is_certified(registered):
+    """MSE registered by hand, with its conjugate: the certificate proves the same optimum as the built-in
+    MSE, whose closed form (DESIGN §5.2, bias-free: F* = Kc − K²c²/2 with c = √(nλ_Wλ_H)) it must equal."""
+    registered("my_mse", lambda z, y: 0.5 * (z - torch.nn.functional.one_hot(y, z.shape[1])).square().sum(1),
+               convex=True, conjugate=mse_conjugate)
+    r = ufm.run(SimConfig(**SMALL, loss="my_mse", wd=5e-3, optimizer="lbfgs", steps=300), progress=False)
+    c = math.sqrt(5 * 5e-3 * 5e-3)
+    F_star = 4 * c - 16 * c * c / 2
+    cert = r.summary["certificate"]
+    assert cert["certified"] and cert["lower"] == pytest.approx(F_star, rel=1e-9)
+    assert r.final["loss"] == pytest.approx(F_star, rel=1e-8)
+
+
+def test_registered_losses_are_refused_when_malformed():
+    with pytest.raises(ValueError, match="built-in"):
+        ufm.register_loss("ce", squared_hinge)
+    with pytest.raises(ufm.ConfigError, match="--loss must be one of"):
+        SimConfig(loss="no_such_loss")
+    ufm.register_loss("bad_shape", lambda z, y: z.sum())  # a scalar, not one value per sample
+    try:
+        with pytest.raises(ValueError, match="one value per sample"):
+            ufm.run(SimConfig(K=3, n=2, d=3, loss="bad_shape", steps=2), progress=False)
+    finally:
+        ufm.unregister_loss("bad_shape")
+
+
+class ToyCheck:
+    """A check written in a notebook: the mean logit gap, and one table line."""
+
+    NAME, ORDER = "toy", 95
+
+    @staticmethod
+    def applies(run):
+        return run.measured
+
+    @staticmethod
+    def compute(run):
+        return {"logit_gap": run.final["logit_gap"], "K": run.cfg.K}
+
+    @staticmethod
+    def lines(block):
+        return [f"toy check: logit gap {block['logit_gap']:.6f} over K = {block['K']}"]
+
+
+def test_a_registered_check_is_in_the_summary_and_the_table(tmp_path):
+    ufm.register_check(ToyCheck)
+    try:
+        r = ufm.run(SimConfig(**SMALL, loss="mse", wd=5e-3, steps=300), tmp_path / "run", progress=False)
+    finally:
+        ufm.unregister_check("toy")
+    assert r.summary["toy"] == {"logit_gap": r.final["logit_gap"], "K": 4}
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["toy"]["K"] == 4
+    assert f"toy check: logit gap {r.final['logit_gap']:.6f} over K = 4" in r.table().splitlines()
+    after = ufm.run(SimConfig(**SMALL, loss="mse", wd=5e-3, steps=5), progress=False)
+    assert "toy" not in after.summary
+
+
+def test_a_new_check_is_one_file(tmp_path, monkeypatch):
+    """Dropping a module with NAME, ORDER, applies, compute and lines into ufm/checks/ makes it a check."""
+    import ufm.checks
+
+    path = os.path.join(ufm.checks.__path__[0], "zz_toy_file_check.py")
+    with open(path, "w") as f:
+        f.write('NAME, ORDER = "toy_file", 96\n\n\ndef applies(run):\n    return True\n\n\n'
+                'def compute(run):\n    return {"steps": run.summary["steps"]}\n\n\n'
+                'def lines(block):\n    return [f"file check: {block[\'steps\']} steps"]\n')
+    try:
+        r = ufm.run(SimConfig(**SMALL, loss="mse", wd=5e-3, steps=7), progress=False)
+    finally:
+        os.remove(path)
+    assert r.summary["toy_file"] == {"steps": 7} and "file check: 7 steps" in r.table()
+
+
+def test_run_batch_returns_results_in_order_and_batches_what_it_can():
+    cfgs = [SimConfig(**SMALL, loss="mse", wd=w, steps=300) for w in (1e-3, 1e-2)]
+    cfgs.insert(1, SimConfig(**SMALL, loss="mse", wd=5e-3, optimizer="lbfgs", steps=50))  # cannot be batched
+    results = ufm.run_batch(cfgs)
+    assert [r.config.wd_W for r in results] == [1e-3, 5e-3, 1e-2]
+    alone = ufm.run(cfgs[2], progress=False)
+    assert results[2].final["loss"] == pytest.approx(alone.final["loss"], rel=1e-10)

@@ -1,0 +1,101 @@
+"""The loss registry: one entry per `--loss` name. A built-in loss is one entry here; a researcher adds their
+own per-sample loss of the logits with `register_loss` and runs the UFM under it like any other."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ufm.losses.flat import cross_entropy, label_smoothing, mse
+from ufm.losses.hug import hug
+from ufm.losses.options import LossOptions
+from ufm.losses.tree import haframe_loss, hierarchical_cross_entropy, soft_labels
+
+PerSample = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LossEntry:
+    """A loss: `fn(logits, y, options, features=None, classifier=None)` → the mean over samples (a scalar).
+
+    convex: convex in the logits, so the UFM's global optimum is a nuclear-norm program and the run gets a
+    certificate; tree: needs a class tree; fused: has the closed-form GD step of ufm.fit.fused_gd. A
+    registered loss also keeps its per-sample function and, when given, its convex conjugate ℓ*(u; y)
+    (which turns the certificate's bound into a proof)."""
+
+    name: str
+    fn: Callable[..., torch.Tensor]
+    description: str = ""
+    convex: bool = False
+    tree: bool = False
+    fused: bool = False
+    per_sample: PerSample | None = None
+    conjugate: PerSample | None = None
+
+    @property
+    def builtin(self) -> bool:
+        return self.per_sample is None
+
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, features=None,
+                 classifier=None) -> torch.Tensor:
+        return self.fn(logits, y, opts, features=features, classifier=classifier)
+
+
+LOSSES: dict[str, LossEntry] = {e.name: e for e in (
+    LossEntry("mse", mse, "½||z − s·e_y||²", convex=True, fused=True),
+    LossEntry("ce", cross_entropy, "cross-entropy", convex=True, fused=True),
+    LossEntry("ls", label_smoothing, "label-smoothed cross-entropy", convex=True, fused=True),
+    LossEntry("hxe", hierarchical_cross_entropy, "hierarchical cross-entropy", tree=True),
+    LossEntry("soft", soft_labels, "soft labels from the tree", convex=True, tree=True),
+    LossEntry("haframe", haframe_loss, "fixed hierarchy-aware frame + cosine loss", tree=True),
+    LossEntry("hug", hug, "hyperspherical uniformity gap"),
+)}
+BUILTIN_LOSSES = tuple(LOSSES)
+HIERARCHICAL_LOSSES = tuple(name for name, e in LOSSES.items() if e.tree)
+
+
+def register_loss(name: str, loss: PerSample, *, convex: bool = False, conjugate: PerSample | None = None,
+                  description: str = "", replace: bool = False) -> LossEntry:
+    """Register a per-sample loss ℓ(z, y) of the logits: `loss(logits (N, K), labels (N,))` → (N,) losses (torch,
+    differentiable). The UFM then runs under --loss `name` with every metric and report. Declare
+    `convex=True` when ℓ is convex in z: the run gets the convex program's optimum; give `conjugate(u, y)`
+    = sup_z ⟨u, z⟩ − ℓ(z, y) (row-wise, +inf outside its domain) and that optimum is certified by a dual
+    bound; without it the value is an upper bound only, and the summary says so. Example:
+    >>> import torch
+    >>> def sq_hinge(z, y):  # Σ_{j≠y} max(0, 1 + z_j − z_y)²
+    ...     return torch.relu(1 + z - z.gather(1, y[:, None])).scatter(1, y[:, None], 0.0).square().sum(1)
+    >>> register_loss("sq_hinge", sq_hinge, convex=True, replace=True).convex
+    True
+    """
+    if name in BUILTIN_LOSSES:
+        raise ValueError(f"{name!r} is a built-in loss; choose another name")
+    if name in LOSSES and not replace:
+        raise ValueError(f"a loss named {name!r} is registered already (pass replace=True to replace it)")
+    if not callable(loss) or (conjugate is not None and not callable(conjugate)):
+        raise ValueError("loss (and conjugate, when given) must be functions (logits, labels) -> per-sample values")
+
+    def mean_loss(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, features=None,
+                  classifier=None) -> torch.Tensor:
+        values = loss(logits, y)
+        if values.shape != y.shape:
+            raise ValueError(f"loss {name!r} must return one value per sample, shape {tuple(y.shape)}; "
+                             f"got {tuple(values.shape)}")
+        return values.mean()
+
+    entry = LossEntry(name, mean_loss, description or f"registered loss {name}", convex=convex,
+                      per_sample=loss, conjugate=conjugate)
+    LOSSES[name] = entry
+    return entry
+
+
+def unregister_loss(name: str) -> None:
+    """Remove a registered loss (built-ins stay).
+    >>> register_loss("tmp", lambda z, y: z.square().sum(1)).name; unregister_loss("tmp"); "tmp" in LOSSES
+    'tmp'
+    False
+    """
+    if name in BUILTIN_LOSSES:
+        raise ValueError(f"{name!r} is a built-in loss")
+    LOSSES.pop(name, None)

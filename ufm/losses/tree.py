@@ -1,0 +1,123 @@
+"""The hierarchical losses (DESIGN §5.3): hierarchical cross-entropy, soft labels, and HAFrame's fixed
+frame with its cosine loss; they read their tree data from `options.hierarchy` (built once per run)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from analysis.hierarchy import Tree
+from ufm.losses.options import LossOptions
+
+HXE_WEIGHTINGS = ("height", "depth")
+
+
+@dataclass(frozen=True)
+class HierarchyData:
+    """What the hierarchical losses need from the class tree, as float64/int64 CPU tensors.
+
+    HXE: internal nodes grouped by height (children before parents), each group with its children's
+    columns (padded with the index of a −inf column); per class the edges of its path to the root
+    (child node, parent node, weight λ(child)); soft labels: the K×K target matrix; HAFrame: its Gram S.
+    """
+
+    n_nodes: int
+    leaf_nodes: torch.Tensor  # (K,) node index of each class
+    levels: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # (nodes (g,), children (g, m))
+    path_child: torch.Tensor  # (K, H) nodes on each class's path, leaf first (root-padded)
+    path_parent: torch.Tensor  # (K, H) their parents (root-padded)
+    path_weight: torch.Tensor  # (K, H) λ(child) = exp(−α·height) or exp(−α·depth); 0 on padding
+    soft_targets: torch.Tensor | None  # (K, K) row y: softmax(−β·d(y, ·)/tree height)
+    frame_gram: torch.Tensor | None  # (K, K) HAFrame S
+
+
+def hierarchy_data(tree: Tree, alpha: float = 0.0, beta: float | None = None, weighting: str = "height",
+                   frame_gram: np.ndarray | None = None) -> HierarchyData:
+    """Precompute the tensors of `HierarchyData` for a tree (HXE weights with `alpha` and `weighting`,
+    soft labels with `beta` when given, the HAFrame Gram when given)."""
+    if weighting not in HXE_WEIGHTINGS:
+        raise ValueError(f"HXE weighting must be one of {HXE_WEIGHTINGS}, got {weighting!r}")
+    n = len(tree.names)
+    levels = []
+    for h in range(1, tree.tree_height + 1):
+        nodes = [v for v in tree.topological_order if tree.height[v] == h]
+        width = max(len(tree.children[v]) for v in nodes)
+        kids = [list(tree.children[v]) + [n] * (width - len(tree.children[v])) for v in nodes]
+        levels.append((torch.tensor(nodes), torch.tensor(kids)))
+    paths = [tree.path_to_root(v) for v in tree.leaves]
+    H = max(len(p) for p in paths) - 1
+    root = tree.root
+    child = np.full((tree.K, H), root)
+    parent = np.full((tree.K, H), root)
+    weight = np.zeros((tree.K, H))
+    level_of = tree.height if weighting == "height" else tree.depth
+    for k, p in enumerate(paths):
+        for s in range(len(p) - 1):
+            child[k, s], parent[k, s] = p[s], p[s + 1]
+            weight[k, s] = math.exp(-alpha * float(level_of[p[s]]))
+    soft = None
+    if beta is not None:
+        dist = tree.lca_heights / tree.tree_height
+        soft = torch.softmax(torch.tensor(-beta * dist), dim=1)
+    return HierarchyData(
+        n_nodes=n, leaf_nodes=torch.tensor(tree.leaves), levels=tuple(levels),
+        path_child=torch.tensor(child), path_parent=torch.tensor(parent), path_weight=torch.tensor(weight),
+        soft_targets=soft, frame_gram=None if frame_gram is None else torch.as_tensor(frame_gram, dtype=torch.float64),
+    )
+
+
+def _tree(opts: LossOptions, loss: str) -> HierarchyData:
+    if opts.hierarchy is None:
+        raise ValueError(f"loss {loss!r} needs a class hierarchy (--hierarchy)")
+    return opts.hierarchy
+
+
+def node_log_probs(logits: torch.Tensor, tree: HierarchyData) -> torch.Tensor:
+    """(N, nodes + 1): log p(node) = log Σ_{classes below} softmax(z), built bottom-up by log-sum-exp
+    over children; the last column is −inf (the padding of the children lists)."""
+    L = logits.new_full((logits.shape[0], tree.n_nodes + 1), -math.inf)
+    L[:, tree.leaf_nodes.to(logits.device)] = logits.log_softmax(1)
+    for nodes, kids in tree.levels:
+        L[:, nodes.to(logits.device)] = torch.logsumexp(L[:, kids.to(logits.device)], dim=2)
+    return L
+
+
+def hierarchical_cross_entropy(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions,
+                               features=None, classifier=None) -> torch.Tensor:
+    """HXE (Bertinetto et al. 2020): ℓ = −Σ_{edges C→parent on y's path} λ(C)·log p(C | parent(C)),
+    p(C | parent) = p(C)/p(parent), λ(C) = exp(−α·h(C)). With α = 0 the sum telescopes to −log p(y)."""
+    tree = _tree(opts, "hxe")
+    L = node_log_probs(logits, tree)
+    dev = logits.device
+    child, parent = tree.path_child.to(dev)[y], tree.path_parent.to(dev)[y]
+    weight = tree.path_weight.to(device=dev, dtype=logits.dtype)[y]
+    conditional = L.gather(1, child) - L.gather(1, parent)
+    return -(weight * conditional).sum(1).mean()
+
+
+def soft_labels(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, features=None,
+                classifier=None) -> torch.Tensor:
+    """Soft labels (Bertinetto et al. 2020): ℓ = −Σ_A q_A log softmax(z)_A, q = softmax(−β·d(A, y)),
+    d = LCA height / tree height. As β → ∞, q → e_y and the loss → CE."""
+    tree = _tree(opts, "soft")
+    q = tree.soft_targets.to(device=logits.device, dtype=logits.dtype)[y]
+    return -(q * logits.log_softmax(1)).sum(1).mean()
+
+
+def haframe_loss(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, features=None,
+                 classifier=None) -> torch.Tensor:
+    """HAFrame (Liang & Davis 2023): (1 − α)·CE(Wh) + α·Σ_k (cos(w_k, h) − S_{k,y})², W the fixed frame
+    with unit rows, so cos(w_k, h) = z_k/‖h‖ (no bias: the logits are the plain Wh)."""
+    tree = _tree(opts, "haframe")
+    if features is None:
+        raise ValueError("the HAFrame loss needs the features h")
+    a = opts.cosine_weight
+    S = tree.frame_gram.to(device=logits.device, dtype=logits.dtype)
+    norms = features.norm(dim=1, keepdim=True).clamp_min(torch.finfo(logits.dtype).tiny)
+    cosine = ((logits / norms - S[y]) ** 2).sum(1).mean()
+    return (1 - a) * F.cross_entropy(logits, y) + a * cosine
+
