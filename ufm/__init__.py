@@ -12,6 +12,7 @@ network lives in `analysis` (NCAccumulator, NCTracker).
 """
 
 from ufm.api import RunResult, TrainResult, run, run_batch, sweep, train
+from ufm.backbone.config import TrainConfig
 from ufm.checks import EndOfRun, register_check, unregister_check
 from ufm.config import SimConfig
 from ufm.losses import LOSSES, LossConfig, register_loss, unregister_loss
@@ -19,15 +20,6 @@ from ufm.losses.config import ConfigError
 from ufm.problem import Problem, resolve
 
 __version__ = "0.1.0"
-
-
-def __getattr__(name: str):
-    # TrainConfig pulls in the backbone's networks and data: loaded only when asked for
-    if name == "TrainConfig":
-        from ufm.backbone.config import TrainConfig
-
-        return TrainConfig
-    raise AttributeError(f"module 'ufm' has no attribute {name!r}")
 
 
 __all__ = ["LOSSES", "ConfigError", "EndOfRun", "LossConfig", "Problem", "RunResult", "SimConfig", "TrainConfig",

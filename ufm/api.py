@@ -150,7 +150,7 @@ def train(cfg, out: Path | str | None = None, *, progress: bool = True, resume: 
     >>> r.summary["epochs"], sorted(r.history[-1])[:3], r.run_dir
     (2, ['H_norm_sq', 'W_norm_sq', 'accuracy'], None)
     """
-    from ufm.backbone.training import train as train_backbone
+    from ufm.backbone.training import train_backbone
 
     summary, history, network = train_backbone(cfg, out, progress=progress, resume=resume)
     return TrainResult(cfg, summary, history, network, None if out is None else Path(out))

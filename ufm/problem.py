@@ -109,7 +109,7 @@ class Problem:
 def resolve(cfg: SimConfig) -> Problem:
     """The Problem of `cfg`; ConfigError when its tree does not load or does not have K leaves, or its frame
     Gram is not positive semidefinite. Example:
-    >>> p = resolve(SimConfig(K=4, loss="hxe", hierarchy="balanced:2,2"))
+    >>> p = resolve(SimConfig(K=4, loss=LossConfig("hxe", hierarchy="balanced:2,2")))
     >>> p.tree.K, p.frame_gram.shape, p.labels().tolist()[:3]
     (4, (4, 4), [0, 0, 0])
     """

@@ -158,3 +158,16 @@ def test_run_batch_returns_results_in_order_and_batches_what_it_can():
     assert [r.config.wd_W for r in results] == [1e-3, 5e-3, 1e-2]
     alone = ufm.run(cfgs[2], progress=False)
     assert results[2].final["loss"] == pytest.approx(alone.final["loss"], rel=1e-10)
+
+
+def test_train_returns_the_network_and_writes_nothing_without_out(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = ufm.TrainConfig(dataset="synthetic", classes=3, per_class=8, test_per_class=4, mlp_width=8, epochs=2,
+                          batch_size=8, device="cpu", loss=ufm.LossConfig("ls", smoothing=0.2))
+    r = ufm.train(cfg, progress=False)
+    assert os.listdir(tmp_path) == [] and r.run_dir is None and r.summary["run_dir"] is None
+    assert r.summary["config"]["loss"] == "ls" and r.summary["config"]["smoothing"] == 0.2  # flat, as before
+    assert [row["epoch"] for row in r.history] == [0, 1, 2]
+    # the returned network is the trained one: its classifier is the summary's
+    W_norm_sq = float(r.network.W.detach().double().square().sum())
+    assert r.summary["final"]["W_norm_sq"] == pytest.approx(W_norm_sq, rel=1e-12)

@@ -13,6 +13,7 @@ from typing import Any
 
 from ufm.config import ConfigError, SimConfig
 from ufm.losses import LossConfig
+from ufm.problem import resolve
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -139,14 +140,15 @@ def config_id(cfg: SimConfig) -> str:
 
 def expand(fixed: dict[str, Any], grid: dict[str, list[Any]]) -> list[SimConfig]:
     """The cartesian product of the grid over the fixed settings, in a stable order, without duplicates
-    (equal configurations, e.g. lr = 1 and 1.0, run once); every configuration is typed and validated
-    (GridError naming the first invalid one)."""
+    (equal configurations, e.g. lr = 1 and 1.0, run once); every configuration is typed, validated and
+    resolved (GridError naming the first invalid one)."""
     keys = list(grid)
     configs: dict[str, SimConfig] = {}
     for values in itertools.product(*(grid[k] for k in keys)):
         point = dict(zip(keys, values, strict=True))
         try:
             cfg = SimConfig.from_dict(_settings({**fixed, **point}))
+            resolve(cfg)  # its tree and frame load: a bad one is refused now, not when its run starts
         except GridError as e:
             raise GridError(f"configuration {point}: {e}") from None
         except (ConfigError, TypeError, ValueError, AttributeError) as e:
