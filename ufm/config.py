@@ -29,7 +29,9 @@ class SimConfig:
     """One UFM run. Objective: (1/N) Σ_i ℓ(W h_i + b, y_i) + λ_W/2‖W‖² + λ_H/2‖H‖² + λ_b/2‖b‖².
 
     Values, defaults and their validation only (the tree, frame and loss options are resolved once by
-    ufm.problem.resolve). `loss` takes a LossConfig or a loss name; `wd` sets the blocks left at None.
+    ufm.problem.resolve). `loss` takes a LossConfig or a loss name; `wd` sets the blocks left at None (they
+    are filled in at construction, so vary λ with wd_W/wd_H/wd_b, or build a new config: a
+    dataclasses.replace(cfg, wd=…) keeps the blocks of cfg).
     >>> cfg = SimConfig(K=4, loss="ls", wd=1e-3)
     >>> cfg.loss.name, cfg.loss.smoothing, cfg.wd_H, cfg.N
     ('ls', 0.1, 0.001, 400)

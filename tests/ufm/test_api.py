@@ -171,3 +171,26 @@ def test_train_returns_the_network_and_writes_nothing_without_out(tmp_path, monk
     # the returned network is the trained one: its classifier is the summary's
     W_norm_sq = float(r.network.W.detach().double().square().sum())
     assert r.summary["final"]["W_norm_sq"] == pytest.approx(W_norm_sq, rel=1e-12)
+
+
+def ce_conjugate(u, y):
+    """ℓ*(u; y) of CE: Σ_j p_j log p_j with p = u + e_y on the simplex, +inf off it."""
+    p = u + torch.nn.functional.one_hot(y, u.shape[1]).to(u.dtype)
+    inside = (p >= 0).all(1) & ((p.sum(1) - 1).abs() <= 1e-12)
+    value = torch.where(p > 0, p * torch.log(p.clamp_min(1e-300)), torch.zeros_like(p)).sum(1)
+    return torch.where(inside, value, torch.full_like(value, math.inf))
+
+
+def test_a_registered_shift_invariant_loss_is_certified_at_the_closed_form(registered):
+    """CE registered by hand, declared shift-invariant, with its conjugate: certified at Zhu et al.'s closed
+    form F* = −ln(1 − (K−1)c) + (K−1)c·u*, c = √(nλ_Wλ_H), u* = ln(1/c − (K−1)) (DESIGN §5.2)."""
+    ce = registered("my_ce", lambda z, y: torch.logsumexp(z, 1) - z.gather(1, y[:, None]).squeeze(1), convex=True,
+                    conjugate=ce_conjugate, shift_invariant=True)
+    assert ce.shift_invariant
+    r = ufm.run(SimConfig(**SMALL, loss="my_ce", wd=5e-3, optimizer="lbfgs", steps=300), progress=False)
+    K, c = 4, math.sqrt(5 * 5e-3 * 5e-3)
+    u = math.log(1 / c - (K - 1))
+    F_star = -math.log(1 - (K - 1) * c) + (K - 1) * c * u
+    cert = r.summary["certificate"]
+    assert cert["certified"] and cert["lower"] <= F_star * (1 + 1e-12) and cert["upper"] >= F_star * (1 - 1e-12)
+    assert cert["upper"] == pytest.approx(F_star, rel=1e-9)

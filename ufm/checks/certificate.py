@@ -20,7 +20,7 @@ def program_loss(problem: Problem):
         return entry.name
     from analysis.nuclear_program import CustomLoss
 
-    return CustomLoss(entry.name, entry.per_sample, entry.conjugate)
+    return CustomLoss(entry.name, entry.per_sample, entry.conjugate, shift_invariant=entry.shift_invariant)
 
 
 def convex_optimum(problem: Problem, progress: bool = False):

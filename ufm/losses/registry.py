@@ -33,6 +33,7 @@ class LossEntry:
     fused: bool = False
     per_sample: PerSample | None = None
     conjugate: PerSample | None = None
+    shift_invariant: bool = False  # ℓ(z + c1, y) = ℓ(z, y): the convex program restricts to X1 = 0
 
     @property
     def builtin(self) -> bool:
@@ -57,12 +58,14 @@ HIERARCHICAL_LOSSES = tuple(name for name, e in LOSSES.items() if e.tree)
 
 
 def register_loss(name: str, loss: PerSample, *, convex: bool = False, conjugate: PerSample | None = None,
-                  description: str = "", replace: bool = False) -> LossEntry:
+                  shift_invariant: bool = False, description: str = "", replace: bool = False) -> LossEntry:
     """Register a per-sample loss ℓ(z, y) of the logits: `loss(logits (N, K), labels (N,))` → (N,) losses (torch,
     differentiable). The UFM then runs under --loss `name` with every metric and report. Declare
     `convex=True` when ℓ is convex in z: the run gets the convex program's optimum; give `conjugate(u, y)`
     = sup_z ⟨u, z⟩ − ℓ(z, y) (row-wise, +inf outside its domain) and that optimum is certified by a dual
-    bound; without it the value is an upper bound only, and the summary says so. Example:
+    bound; without it the value is an upper bound only, and the summary says so. Declare `shift_invariant`
+    when ℓ(z + c·1, y) = ℓ(z, y) (CE-like losses; checked): the program then works in the subspace X1 = 0 and
+    the conjugate is only evaluated where Σ_j u_j = 0. Example:
     >>> import torch
     >>> def sq_hinge(z, y):  # Σ_{j≠y} max(0, 1 + z_j − z_y)²
     ...     return torch.relu(1 + z - z.gather(1, y[:, None])).scatter(1, y[:, None], 0.0).square().sum(1)
@@ -85,7 +88,7 @@ def register_loss(name: str, loss: PerSample, *, convex: bool = False, conjugate
         return values.mean()
 
     entry = LossEntry(name, mean_loss, description or f"registered loss {name}", convex=convex,
-                      per_sample=loss, conjugate=conjugate)
+                      per_sample=loss, conjugate=conjugate, shift_invariant=shift_invariant)
     LOSSES[name] = entry
     return entry
 
