@@ -10,6 +10,7 @@ import numpy as np
 from figures import runs
 from figures.style import THEORY, plt
 from ufm.config import SimConfig
+from ufm.losses import LossConfig
 from ufm.problem import resolve
 
 CAPTION = ("HAFrame on the CIFAR-100 tree (UFM with the fixed frame, γ = 2, α = 0.4, λ_H = 5e-4, n = 5, d = 128): "
@@ -21,8 +22,8 @@ CAPTION = ("HAFrame on the CIFAR-100 tree (UFM with the fixed frame, γ = 2, α 
 
 def build(out: Path, smoke: bool) -> plt.Figure:
     tree = "balanced:2,3" if smoke else "cifar100"
-    cfg = SimConfig.from_dict(dict(hierarchy=tree, K=6 if smoke else 100, n=5, d=16 if smoke else 128, loss="haframe",
-                    optimizer="lbfgs", dtype="float64", steps=50 if smoke else 300))
+    cfg = SimConfig(K=6 if smoke else 100, n=5, d=16 if smoke else 128, loss=LossConfig("haframe", hierarchy=tree),
+                    optimizer="lbfgs", dtype="float64", steps=50 if smoke else 300)
     run = runs.simulate(out, "haframe", cfg)
     summary, hist = runs.summary(run), runs.history(run)
     problem = resolve(cfg)

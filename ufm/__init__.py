@@ -15,8 +15,8 @@ from ufm.api import RunResult, TrainResult, run, run_batch, sweep, train
 from ufm.backbone.config import TrainConfig
 from ufm.checks import EndOfRun, register_check, unregister_check
 from ufm.config import SimConfig
+from ufm.errors import ConfigError
 from ufm.losses import LOSSES, LossConfig, register_loss, unregister_loss
-from ufm.losses.config import ConfigError
 from ufm.problem import Problem, resolve
 
 __version__ = "0.1.0"

@@ -20,7 +20,7 @@ from ufm.model import init_params
 from ufm.output.rundir import atomic_write, environment, write_csv, write_json
 from ufm.output.summary import build_summary
 from ufm.output.table import format_table
-from ufm.problem import resolve
+from ufm.problem import Problem, resolve
 
 
 @dataclass
@@ -55,9 +55,10 @@ class RunResult:
         return format_table(self.summary, self.check_lines)
 
 
-def run(cfg: SimConfig, out: Path | str | None = None, *, progress: bool = True) -> RunResult:
+def run(cfg: SimConfig | Problem, out: Path | str | None = None, *, progress: bool = True) -> RunResult:
     """Simulate one UFM (DESIGN §5.2) and hold its end point against theory. With `out`, also write the run
-    directory there (config.json, history.csv as it goes, params.pt, summary.json). Example:
+    directory there (config.json, history.csv as it goes, params.pt, summary.json). `cfg` may be a resolved
+    Problem (ufm.resolve(cfg)), which is then not resolved again. Example:
     >>> r = run(SimConfig(K=4, n=5, d=6, loss="ce", wd=5e-3, steps=300, dtype="float64"), progress=False)
     >>> r.summary["theory"]["name"], abs(r.summary["rel_gap"]["loss"]) < 1e-3
     ('ce_etf', True)
@@ -65,7 +66,7 @@ def run(cfg: SimConfig, out: Path | str | None = None, *, progress: bool = True)
     return run_batch([cfg], None if out is None else [out], progress=progress)[0]
 
 
-def run_batch(cfgs: Sequence[SimConfig], outs: Sequence[Path | str] | None = None, *,
+def run_batch(cfgs: Sequence[SimConfig | Problem], outs: Sequence[Path | str] | None = None, *,
               progress: bool = False) -> list[RunResult]:
     """Run many configurations: those of one `batch_key` (same shapes, loss and steps; full-batch GD on the
     one-layer UFM under a loss with a closed-form step) step together as one batched program, the others
@@ -78,8 +79,8 @@ def run_batch(cfgs: Sequence[SimConfig], outs: Sequence[Path | str] | None = Non
     if outs is not None and len(outs) != len(cfgs):
         raise ValueError(f"{len(cfgs)} configurations but {len(outs)} output directories")
     groups: dict[Any, list[int]] = {}
-    for i, cfg in enumerate(cfgs):
-        key = batch_key(cfg)
+    for i, item in enumerate(cfgs):
+        key = batch_key(item.cfg if isinstance(item, Problem) else item)
         groups.setdefault(("alone", i) if key is None else key, []).append(i)
     results: list[RunResult | None] = [None] * len(cfgs)
     for members in groups.values():
@@ -89,11 +90,11 @@ def run_batch(cfgs: Sequence[SimConfig], outs: Sequence[Path | str] | None = Non
     return results  # type: ignore[return-value]
 
 
-def _run_group(cfgs: list[SimConfig], outs: list[Path] | None, progress: bool) -> list[RunResult]:
+def _run_group(items: list[SimConfig | Problem], outs: list[Path] | None, progress: bool) -> list[RunResult]:
     """Configurations that step together (one stepper): problem → parameters → the loop → checks → output."""
-    first = cfgs[0]
-    device, dtype = resolve_device(first.device), resolve_dtype(first.dtype)
-    problems = [resolve(c) for c in cfgs]
+    problems = [p if isinstance(p, Problem) else resolve(p) for p in items]
+    cfgs = [p.cfg for p in problems]
+    device, dtype = resolve_device(cfgs[0].device), resolve_dtype(cfgs[0].dtype)
     if outs is not None:
         for cfg, out in zip(cfgs, outs, strict=True):
             out.mkdir(parents=True, exist_ok=True)
@@ -117,12 +118,14 @@ def _run_group(cfgs: list[SimConfig], outs: list[Path] | None, progress: bool) -
         end.summary = build_summary(problem.cfg, done.histories[i], end.target, status=end.status,
                                     steps=done.steps_of(i), seconds=done.seconds, device=str(device),
                                     divergence=done.watch.report(i))
-        run_checks(end)
         cpu = {k: v.detach().cpu() for k, v in final.items()}
         out = None if outs is None else outs[i]
         if out is not None:
-            # the final iterate, for figures and notebooks (tensors only: torch.load(..., weights_only=True))
+            # the final iterate, for figures and notebooks (tensors only: torch.load(..., weights_only=True)),
+            # written before the checks run
             atomic_write(out / "params.pt", lambda f, cpu=cpu: torch.save(cpu, f), binary=True)
+        run_checks(end)
+        if out is not None:
             write_json(out / "summary.json", end.summary)
             end.summary["run_dir"] = str(out)
         results.append(RunResult(problem.cfg, end.summary, done.histories[i], cpu, out, check_lines(end.summary)))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 
-from ufm.losses.config import ConfigError, LossConfig
+from ufm.errors import ConfigError
+from ufm.losses.config import LossConfig
 
 ACTIVATIONS = ("linear", "relu")
 
@@ -69,6 +70,8 @@ class SimConfig:
     def __post_init__(self) -> None:
         if isinstance(self.loss, str):
             self.loss = LossConfig(self.loss)
+        if not isinstance(self.loss, LossConfig):
+            raise ConfigError(f"loss must be a LossConfig or a loss name, got {self.loss!r}")
         if self.imbalance is not None and self.counts is None:
             if self.minority is None or not 1 <= self.minority < self.K or self.n is None or self.n < 1:
                 raise ConfigError(f"--imbalance needs --minority K_B with 1 <= K_B < K = {self.K} (got "
@@ -143,7 +146,6 @@ class SimConfig:
         if self.depth > 1:
             need(self.loss.name not in ("hxe", "soft", "haframe", "hug"),
                  f"--depth > 1 supports --loss mse, ce, ls or a registered loss, not {self.loss.name}")
-        need(isinstance(self.loss, LossConfig), f"loss must be a LossConfig or a loss name, got {self.loss!r}")
         self.loss.validate()
         self.loss.require_tree()
         for flag, value in (("--wd-W", self.wd_W), ("--wd-H", self.wd_H), ("--wd-b", self.wd_b),

@@ -16,8 +16,8 @@ import torch
 from analysis.frames import Frame, FrameError, SphericalCode, frame_from_gram, haframe_gram, psd_bound, spherical_code
 from analysis.hierarchy import HierarchyError, Tree, load
 from ufm.config import SimConfig
+from ufm.errors import ConfigError
 from ufm.losses import LOSSES, HugOptions, LossConfig, LossEntry, LossOptions, hierarchy_data
-from ufm.losses.config import ConfigError
 
 
 @lru_cache(maxsize=16)

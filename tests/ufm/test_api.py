@@ -194,3 +194,28 @@ def test_a_registered_shift_invariant_loss_is_certified_at_the_closed_form(regis
     cert = r.summary["certificate"]
     assert cert["certified"] and cert["lower"] <= F_star * (1 + 1e-12) and cert["upper"] >= F_star * (1 - 1e-12)
     assert cert["upper"] == pytest.approx(F_star, rel=1e-9)
+
+
+class BrokenCheck(ToyCheck):
+    NAME, ORDER = "broken", 94
+
+    @staticmethod
+    def compute(run):
+        raise RuntimeError("a bug in a plug-in")
+
+
+def test_a_failing_check_costs_the_run_nothing(tmp_path):
+    ufm.register_check(BrokenCheck)
+    try:
+        r = ufm.run(SimConfig(**SMALL, loss="mse", wd=5e-3, steps=20), tmp_path / "run", progress=False)
+    finally:
+        ufm.unregister_check("broken")
+    assert r.summary["broken"] == {"failed": "RuntimeError: a bug in a plug-in"}
+    assert "milestones" in r.summary and (tmp_path / "run" / "summary.json").exists()
+    assert "broken: the check failed (RuntimeError: a bug in a plug-in)" in r.table()
+
+
+def test_a_resolved_problem_runs_as_its_configuration():
+    cfg = SimConfig(**SMALL, loss="ce", wd=5e-3, steps=50)
+    a, b = ufm.run(cfg, progress=False), ufm.run(ufm.resolve(cfg), progress=False)
+    assert a.final["loss"] == b.final["loss"] and torch.equal(a.params["W"], b.params["W"])

@@ -39,7 +39,15 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def check_config(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
-    """The checkpoint's configuration must be the current one, up to RESUMABLE settings."""
+    """The checkpoint's configuration must be the current one, up to RESUMABLE settings. A checkpoint of an
+    earlier version is read with today's defaults for the settings it lacks (e.g. a loss field added since)."""
+    from ufm.backbone.config import TrainConfig
+    from ufm.errors import ConfigError
+
+    try:
+        saved = TrainConfig.from_dict(saved).to_dict()
+    except (ConfigError, TypeError, ValueError):
+        pass  # compared as saved: the difference is reported key by key
     diff = [f"{k} {saved.get(k)!r} (checkpoint) vs {current.get(k)!r} (now)" for k in current
             if k not in RESUMABLE and saved.get(k) != current.get(k)]
     if diff:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from ufm.config import DEVICES, MAX_SEED, ConfigError
 from ufm.losses import LossConfig
@@ -64,11 +64,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.loss, str):
             self.loss = LossConfig(self.loss)
+        if not isinstance(self.loss, LossConfig):
+            raise ConfigError(f"loss must be a LossConfig or a loss name, got {self.loss!r}")
         self.input_shape = tuple(int(s) for s in self.input_shape)
         if self.lr is None and self.optimizer in DEFAULT_LR:
             self.lr = DEFAULT_LR[self.optimizer]
-        if self.loss.hierarchy is None:  # datasets with a tree of their own
-            self.loss.hierarchy = {"cifar100": "cifar100", "synthetic-hier": DEFAULT_SYNTHETIC_TREE}.get(self.dataset)
+        own_tree = {"cifar100": "cifar100", "synthetic-hier": DEFAULT_SYNTHETIC_TREE}.get(self.dataset)
+        if self.loss.hierarchy is None and own_tree is not None:  # a copy: the caller's LossConfig stays as given
+            self.loss = replace(self.loss, hierarchy=own_tree)
         self.validate()
 
     def validate(self) -> None:
@@ -78,7 +81,6 @@ class TrainConfig:
 
         need(self.arch in ARCHS, f"--arch must be one of {ARCHS}, got {self.arch!r}")
         need(self.dataset in DATASETS, f"--dataset must be one of {DATASETS}, got {self.dataset!r}")
-        need(isinstance(self.loss, LossConfig), f"loss must be a LossConfig or a loss name, got {self.loss!r}")
         self.loss.validate()
         self.loss.require_tree()
         for flag, v, lo in (("--mlp-width", self.mlp_width, 1), ("--mlp-depth", self.mlp_depth, 1),
@@ -109,6 +111,8 @@ class TrainConfig:
         need(self.ufm_steps is None or self.ufm_steps >= 0, f"--ufm-steps must be >= 0, got {self.ufm_steps}")
         if self.loss.name in ("haframe", "hug"):
             need(not self.bias, f"--loss {self.loss.name} classifies without a bias: add --no-bias")
+        need(self.loss.hug_proxies == "learned", "--hug-proxies fixed is a UFM option: a backbone trains its "
+                                                 "classifier (the proxies)")
 
     @property
     def image_input(self) -> bool:

@@ -6,7 +6,7 @@
     compute(run) -> dict      the block, from the run's end state (`EndOfRun`)
     lines(block) -> [str]     what the end-of-run table prints for it
 
-Every module of this package that defines `compute` is a built-in check, so adding a check is adding one
+Every module of this package that defines all five is a built-in check, so adding a check is adding one
 file; `register_check` adds one from anywhere else (a notebook, a plug-in package). The theory target and
 the gaps to it are the summary's core (keys theory, gap, rel_gap), built before the checks run.
 """
@@ -83,11 +83,11 @@ _REGISTERED: dict[str, Check] = {}
 
 
 def builtin_checks() -> list[Check]:
-    """The modules of this package that define `compute`."""
+    """The modules of this package that define NAME, ORDER, applies, compute and lines."""
     found = []
     for info in pkgutil.iter_modules(__path__):
         module = importlib.import_module(f"{__name__}.{info.name}")
-        if callable(getattr(module, "compute", None)):
+        if all(hasattr(module, a) for a in ("NAME", "ORDER", "applies", "compute", "lines")):
             found.append(module)
     return found
 
@@ -122,14 +122,28 @@ def unregister_check(name: str) -> None:
 
 
 def run_checks(run: EndOfRun) -> dict[str, dict]:
-    """The blocks of the checks that apply, in ORDER (each also stored in run.summary, so later checks see it)."""
+    """The blocks of the checks that apply, in ORDER (each also stored in run.summary, so later checks see it).
+    A check that raises gets the block {"failed": "<error>"}: one failing check (a plug-in, say) must not cost
+    the run its summary or the other checks."""
     blocks = {}
     for check in checks():
-        if check.applies(run):
-            blocks[check.NAME] = run.summary[check.NAME] = check.compute(run)
+        try:
+            if not check.applies(run):
+                continue
+            block = check.compute(run)
+        except Exception as e:  # noqa: BLE001 - reported in the summary and the table
+            block = {"failed": f"{type(e).__name__}: {e}"}
+        blocks[check.NAME] = run.summary[check.NAME] = block
     return blocks
 
 
 def check_lines(summary: dict) -> list[str]:
-    """The table lines of every check whose block is in `summary`."""
-    return [line for check in checks() if summary.get(check.NAME) for line in check.lines(summary[check.NAME])]
+    """The table lines of every check whose block is in `summary` (a failed check: one line saying so)."""
+    lines = []
+    for check in checks():
+        block = summary.get(check.NAME)
+        if block and set(block) == {"failed"}:
+            lines.append(f"{check.NAME}: the check failed ({block['failed']})")
+        elif block:
+            lines.extend(check.lines(block))
+    return lines

@@ -15,13 +15,14 @@ def loss_help() -> str:
     return "; ".join(f"{name}: {entry.description}" for name, entry in LOSSES.items())
 
 
-def add_loss_flags(p: argparse.ArgumentParser, default_loss: str) -> None:
-    """The loss's flags in three groups (loss, class hierarchy, HUG), with LossConfig's defaults."""
+def add_loss_flags(p: argparse.ArgumentParser, default_loss: str, *, hierarchy_note: str = "") -> None:
+    """The loss's flags in three groups (loss, class hierarchy, HUG), with LossConfig's defaults; `hierarchy_note`
+    ends --hierarchy's help (what the tool does with a tree besides)."""
     d = LossConfig(default_loss)
     g = p.add_argument_group("loss")
     g.add_argument("--loss", choices=sorted(LOSSES), default=default_loss,
                    help=loss_help() + " (hxe, soft and haframe need --hierarchy; haframe and hug classify "
-                                      "without a bias)")
+                                      "without a bias: --no-bias)")
     g.add_argument("--smoothing", type=number(float, 0, 1), default=d.smoothing, help="label smoothing α (--loss ls)")
     g.add_argument("--target-scale", type=number(float, 0, lo_open=True), default=d.target_scale,
                    help="MSE target scale s (targets s·e_y)")
@@ -29,7 +30,7 @@ def add_loss_flags(p: argparse.ArgumentParser, default_loss: str) -> None:
     g.add_argument("--hierarchy", default=None,
                    help="class tree: cifar100, fgvc_aircraft, inaturalist19, tiered_imagenet_h, balanced:b1,b2,… "
                         "(branching factors, e.g. balanced:2,5,10 has 100 classes), flat:K, or a JSON file "
-                        "(nested {name, children}, {parents: …} or {edges: […]})")
+                        "(nested {name, children}, {parents: …} or {edges: […]})" + hierarchy_note)
     g.add_argument("--alpha", type=number(float, 0), default=None,
                    help="hxe: edge weights exp(−α·height) (default 0.1); haframe: weight of the cosine loss, "
                         "(1 − α)·CE + α·L_cos (default 0.4)")

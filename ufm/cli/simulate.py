@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--width", type=number(int, 1), default=None, help="hidden-layer width (default: --d)")
     g.add_argument("--wd-M", type=number(float, 0), default=None,
                    help="weight decay of the hidden layers (default: --wd)")
-    add_loss_flags(p, default_loss="mse")
+    add_loss_flags(p, default_loss="mse", hierarchy_note="; sets K when --K is not given")
     g = p.add_argument_group("regularization (λ/2·||·||², per block)")
     g.add_argument("--wd", type=number(float, 0), default=None,
                    help="weight decay of W, H and b (default 5e-4; 0 under --loss hug, which is scale-invariant)")
@@ -124,18 +124,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         parser.error(str(e))
     check_out_dir(parser, args.out)
-    from ufm.api import run  # imported late: --help and bad input stay fast
+    from ufm.api import run
     from ufm.output.rundir import new_run_dir
     from ufm.problem import resolve
 
     try:
-        resolve(cfg)  # the tree and the frame: bad input before any work
+        problem = resolve(cfg)  # the tree and the frame: bad input before any work
     except ConfigError as e:
         parser.error(str(e))
 
     try:
         out = args.out if args.out is not None else new_run_dir("runs", f"{cfg.loss.name}-K{cfg.K}")
-        result = run(cfg, out, progress=not args.quiet)
+        result = run(problem, out, progress=not args.quiet)
         summary = result.summary
     except DeviceUnavailable as e:
         parser.error(str(e))

@@ -12,6 +12,7 @@ from ufm.backbone.config import (
     ARCHS,
     DATASETS,
     DEFAULT_LR,
+    DEFAULT_SYNTHETIC_TREE,
     OPTIMIZERS,
     SCHEDULES,
     TrainConfig,
@@ -77,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--noise", type=number(float, 0), default=1.0, help="synthetic: norm of the within-class noise")
     g.add_argument("--level-decay", type=number(float, 0), default=0.5,
                    help="synthetic-hier: ratio of each tree level's offsets to its parent level's")
-    add_loss_flags(p, default_loss="ce")
+    add_loss_flags(p, default_loss="ce", hierarchy_note=f"; cifar100 brings the CIFAR-100 tree and "
+                   f"synthetic-hier {DEFAULT_SYNTHETIC_TREE} unless given")
     g = p.add_argument_group("optimization")
     g.add_argument("--wd", type=number(float, 0), default=5e-4,
                    help="weight decay λ on every trained parameter (λ/2||·||², PyTorch's weight_decay = λ)")

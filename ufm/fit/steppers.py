@@ -20,7 +20,7 @@ from ufm.model import objective_and_grad
 from ufm.problem import Problem
 
 # what may differ between the configurations of one fused batch
-PER_CONFIG = ("wd", "wd_W", "wd_H", "wd_b", "wd_M", "lr", "seed", "init_scale", "certificate")
+PER_CONFIG = ("wd_W", "wd_H", "wd_b", "wd_M", "lr", "seed", "init_scale", "certificate")
 
 
 def fused(cfg: SimConfig) -> bool:

@@ -5,13 +5,12 @@ your own) · options (what the built-in losses read) · flat (CE, label smoothin
 labels, HAFrame) · hug (HUG). HAFrame's cosine loss and HUG also read the features h, and HUG the classifier.
 """
 
-from ufm.losses.config import DEFAULT_ALPHA, FLAT_FIELDS, HUG_MEASURES, HUG_PROXIES, HXE_WEIGHTINGS, LossConfig
+from ufm.losses.config import DEFAULT_ALPHA, HUG_MEASURES, HUG_PROXIES, HXE_WEIGHTINGS, LossConfig
 from ufm.losses.flat import cross_entropy, label_smoothing, mse
 from ufm.losses.hug import hug, inter_class_nonuniformity
 from ufm.losses.options import HugOptions, LossOptions
 from ufm.losses.registry import (
     BUILTIN_LOSSES,
-    HIERARCHICAL_LOSSES,
     LOSSES,
     LossEntry,
     register_loss,
@@ -26,7 +25,7 @@ from ufm.losses.tree import (
     soft_labels,
 )
 
-__all__ = ["BUILTIN_LOSSES", "DEFAULT_ALPHA", "FLAT_FIELDS", "HIERARCHICAL_LOSSES", "HUG_MEASURES", "HUG_PROXIES",
+__all__ = ["BUILTIN_LOSSES", "DEFAULT_ALPHA", "HUG_MEASURES", "HUG_PROXIES",
            "HXE_WEIGHTINGS", "LOSSES", "HierarchyData", "HugOptions", "LossConfig", "LossEntry", "LossOptions",
            "cross_entropy", "haframe_loss", "hierarchical_cross_entropy", "hierarchy_data", "hug",
            "inter_class_nonuniformity", "label_smoothing", "mse", "node_log_probs", "register_loss", "soft_labels",

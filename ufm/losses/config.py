@@ -7,6 +7,9 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
+from ufm.errors import ConfigError
+from ufm.losses.registry import LOSSES
+
 HXE_WEIGHTINGS = ("height", "depth")
 HUG_MEASURES = ("energy", "gram", "maxgap")
 HUG_PROXIES = ("learned", "fixed")
@@ -14,10 +17,6 @@ HUG_PROXIES = ("learned", "fixed")
 # α by loss when --alpha is not given: HXE 0.1 (Bertinetto et al. 2020 use 0.1 and 0.5); HAFrame 0.4
 # (the cosine-loss weight of the authors' CIFAR-100 and FGVC scripts, with γ = 2)
 DEFAULT_ALPHA = {"hxe": 0.1, "haframe": 0.4}
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message names the flag and the offending value."""
 
 
 @dataclass
@@ -55,14 +54,10 @@ class LossConfig:
     @property
     def entry(self):
         """The registry entry of this loss (ufm.losses.LOSSES)."""
-        from ufm.losses.registry import LOSSES
-
         return LOSSES[self.name]
 
     def validate(self) -> None:
         """Values only (the tree itself is loaded and checked by ufm.problem.resolve)."""
-        from ufm.losses.registry import LOSSES
-
         def need(ok: bool, message: str) -> None:
             if not ok:
                 raise ConfigError(message)
@@ -120,5 +115,3 @@ class LossConfig:
         names = {f.name for f in fields(cls)} - {"name"}
         return cls(d.get("loss", cls.name), **{k: v for k, v in d.items() if k in names})
 
-
-FLAT_FIELDS = ("loss", *(f.name for f in fields(LossConfig) if f.name != "name"))

@@ -54,7 +54,6 @@ LOSSES: dict[str, LossEntry] = {e.name: e for e in (
     LossEntry("hug", hug, "hyperspherical uniformity gap"),
 )}
 BUILTIN_LOSSES = tuple(LOSSES)
-HIERARCHICAL_LOSSES = tuple(name for name, e in LOSSES.items() if e.tree)
 
 
 def register_loss(name: str, loss: PerSample, *, convex: bool = False, conjugate: PerSample | None = None,

@@ -226,3 +226,16 @@ def test_weight_decay_drives_a_real_network_further_into_collapse(tmp_path):
     assert on["final"]["nc1"] < start / 40
     assert on["final"]["nc1"] < off["final"]["nc1"] / 2
     assert off["final"]["data_loss"] < 1e-4 < on["final"]["data_loss"]  # only the run without decay interpolates
+
+
+def test_a_checkpoint_of_an_earlier_version_resumes():
+    """A checkpoint saved before the loss fields were shared (no hug_sigma/hug_sharpness/hug_proxies, α left
+    None) is the same configuration; a real difference is still refused."""
+    from ufm.backbone.checkpoint import CheckpointError, check_config
+
+    current = TrainConfig.from_dict(dict(dataset="synthetic", loss="hxe", hierarchy="balanced:2,2", classes=4))
+    old = {k: v for k, v in current.to_dict().items() if k not in ("hug_sigma", "hug_sharpness", "hug_proxies")}
+    old["alpha"] = None
+    check_config(old, current.to_dict(), Path("ckpt.pt"))
+    with pytest.raises(CheckpointError, match="wd"):
+        check_config({**old, "wd": 1e-2}, current.to_dict(), Path("ckpt.pt"))
