@@ -16,12 +16,15 @@ SMALL = dict(K=4, n=5, d=6, dtype="float64")
 
 
 def test_the_example_runs_in_memory_and_writes_nothing(tmp_path, monkeypatch):
+    """The issue's example, verbatim: the default CE run (K = 10, n = 100, d = 512, 5000 GD steps)."""
     monkeypatch.chdir(tmp_path)
-    r = ufm.run(ufm.SimConfig(K=10, n=20, d=32, loss=ufm.LossConfig("ce"), wd=5e-4, steps=100), progress=False)
+    r = ufm.run(ufm.SimConfig(K=10, loss=ufm.LossConfig("ce"), wd=5e-4))
     assert os.listdir(tmp_path) == []  # no runs/ directory, no file
     assert isinstance(r, ufm.RunResult) and r.run_dir is None and r.status == "ok"
-    assert r.params["W"].shape == (10, 32) and r.params["H"].shape == (200, 32) and r.params["W"].device.type == "cpu"
-    assert r.history[0]["step"] == 0 and r.history[-1]["step"] == 100
+    assert r.params["W"].shape == (10, 512) and r.params["H"].shape == (1000, 512)
+    assert r.params["W"].device.type == "cpu"
+    assert r.history[0]["step"] == 0 and r.history[-1]["step"] == 5000
+    assert abs(r.summary["rel_gap"]["loss"]) < 1e-3  # GD reached Zhu et al.'s closed form
     assert r.summary["gap"]["loss"] == pytest.approx(r.final["loss"] - r.summary["theory"]["predicted"]["loss"])
     table = r.table()
     assert table.startswith("theory: ce_etf") and "certificate: certified" in table
