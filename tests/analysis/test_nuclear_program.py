@@ -11,6 +11,7 @@ import torch
 
 from analysis.certificate import initial_point
 from analysis.nuclear_program import CustomLoss, NuclearProgram, Point
+from tests.custom_losses import ce_conjugate, ce_loss, mse_conjugate, mse_loss
 
 COUNTS = [7, 7, 7, 3, 3, 1]  # groups of 3, 2 and 1 classes
 LOSSES = ["ce", "ls", "mse", "soft"]
@@ -149,25 +150,6 @@ def test_programs_that_are_not_bounded_below_are_refused(kwargs, message):
 
 
 # ----- custom losses (a torch function of the logits, the general K×K program) -------------------------------
-def mse_loss(Z, y):
-    return 0.5 * ((Z - torch.nn.functional.one_hot(y, Z.shape[1])) ** 2).sum(1)
-
-
-def mse_conjugate(U, y):
-    return 0.5 * (U**2).sum(1) + U.gather(1, y[:, None])[:, 0]
-
-
-def ce_loss(Z, y):
-    return torch.logsumexp(Z, 1) - Z.gather(1, y[:, None])[:, 0]
-
-
-def ce_conjugate(U, y):
-    """Σ_j p_j log p_j at p = u + e_y, +inf off the simplex (rows of u sum to 0: the program projects)."""
-    P = U + torch.nn.functional.one_hot(y, U.shape[1])
-    value = torch.xlogy(P, P).sum(1)
-    return torch.where((P >= 0).all(1), value, torch.full_like(value, math.inf))
-
-
 MY_MSE = CustomLoss("my-mse", mse_loss, mse_conjugate)
 MY_CE = CustomLoss("my-ce", ce_loss, ce_conjugate, shift_invariant=True)
 CUSTOM_COUNTS = [5, 5, 2]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import ufm
+from tests.custom_losses import ce_conjugate, ce_loss, mse_conjugate, mse_loss, sq_hinge
 from ufm.config import SimConfig
 
 SMALL = dict(K=4, n=5, d=6, dtype="float64")
@@ -40,17 +41,6 @@ def test_with_out_the_run_directory_holds_the_same_result(tmp_path):
     assert (tmp_path / "run" / "history.csv").read_text().count("\n") == len(r.history) + 1
 
 
-def squared_hinge(z, y):
-    """ℓ(z, y) = Σ_{j≠y} max(0, 1 + z_j − z_y)² (convex in z)."""
-    margins = torch.relu(1 + z - z.gather(1, y[:, None])).scatter(1, y[:, None], 0.0)  # j = y left out
-    return margins.square().sum(1)
-
-
-def mse_conjugate(u, y):
-    """ℓ*(u; y) of ℓ = ½‖z − e_y‖²: ½‖u‖² + u_y."""
-    return 0.5 * u.square().sum(1) + u.gather(1, y[:, None]).squeeze(1)
-
-
 @pytest.fixture
 def registered():
     names = []
@@ -65,7 +55,7 @@ def registered():
 
 
 def test_a_registered_loss_runs_with_metrics_and_table(registered):
-    registered("sq_hinge", squared_hinge, convex=True)
+    registered("sq_hinge", sq_hinge, convex=True)
     r = ufm.run(SimConfig(**SMALL, loss="sq_hinge", wd=5e-3, optimizer="lbfgs", steps=300), progress=False)
     # the squared hinge at its regularized optimum: every sample classified, NC1 collapsed (no theory target)
     assert r.status == "ok" and r.final["accuracy"] == 1.0 and r.final["nc1"] < 1e-6
@@ -73,7 +63,7 @@ def test_a_registered_loss_runs_with_metrics_and_table(registered):
     # a direct evaluation of the objective at the returned parameters: the run measures the registered loss
     H, W = r.params["H"], r.params["W"]
     y = torch.arange(4).repeat_interleave(5)
-    F = squared_hinge(H @ W.T, y).mean() + 0.5 * 5e-3 * (H.square().sum() + W.square().sum())
+    F = sq_hinge(H @ W.T, y).mean() + 0.5 * 5e-3 * (H.square().sum() + W.square().sum())
     assert r.final["loss"] == pytest.approx(float(F), rel=1e-12)
     cert = r.summary["certificate"]
     assert cert["applies"] and not cert["certified"]  # convex, but no conjugate: an upper value only
@@ -84,8 +74,7 @@ def test_a_registered_loss_runs_with_metrics_and_table(registered):
 def test_a_registered_loss_with_its_conjugate_is_certified(registered):
     """MSE registered by hand, with its conjugate: the certificate proves the same optimum as the built-in
     MSE, whose closed form (DESIGN §5.2, bias-free: F* = Kc − K²c²/2 with c = √(nλ_Wλ_H)) it must equal."""
-    registered("my_mse", lambda z, y: 0.5 * (z - torch.nn.functional.one_hot(y, z.shape[1])).square().sum(1),
-               convex=True, conjugate=mse_conjugate)
+    registered("my_mse", mse_loss, convex=True, conjugate=mse_conjugate)
     r = ufm.run(SimConfig(**SMALL, loss="my_mse", wd=5e-3, optimizer="lbfgs", steps=300), progress=False)
     c = math.sqrt(5 * 5e-3 * 5e-3)
     F_star = 4 * c - 16 * c * c / 2
@@ -96,7 +85,7 @@ def test_a_registered_loss_with_its_conjugate_is_certified(registered):
 
 def test_registered_losses_are_refused_when_malformed():
     with pytest.raises(ValueError, match="built-in"):
-        ufm.register_loss("ce", squared_hinge)
+        ufm.register_loss("ce", sq_hinge)
     with pytest.raises(ufm.ConfigError, match="--loss must be one of"):
         SimConfig(loss="no_such_loss")
     ufm.register_loss("bad_shape", lambda z, y: z.sum())  # a scalar, not one value per sample
@@ -176,19 +165,10 @@ def test_train_returns_the_network_and_writes_nothing_without_out(tmp_path, monk
     assert r.summary["final"]["W_norm_sq"] == pytest.approx(W_norm_sq, rel=1e-12)
 
 
-def ce_conjugate(u, y):
-    """ℓ*(u; y) of CE: Σ_j p_j log p_j with p = u + e_y on the simplex, +inf off it."""
-    p = u + torch.nn.functional.one_hot(y, u.shape[1]).to(u.dtype)
-    inside = (p >= 0).all(1) & ((p.sum(1) - 1).abs() <= 1e-12)
-    value = torch.where(p > 0, p * torch.log(p.clamp_min(1e-300)), torch.zeros_like(p)).sum(1)
-    return torch.where(inside, value, torch.full_like(value, math.inf))
-
-
 def test_a_registered_shift_invariant_loss_is_certified_at_the_closed_form(registered):
     """CE registered by hand, declared shift-invariant, with its conjugate: certified at Zhu et al.'s closed
     form F* = −ln(1 − (K−1)c) + (K−1)c·u*, c = √(nλ_Wλ_H), u* = ln(1/c − (K−1)) (DESIGN §5.2)."""
-    ce = registered("my_ce", lambda z, y: torch.logsumexp(z, 1) - z.gather(1, y[:, None]).squeeze(1), convex=True,
-                    conjugate=ce_conjugate, shift_invariant=True)
+    ce = registered("my_ce", ce_loss, convex=True, conjugate=ce_conjugate, shift_invariant=True)
     assert ce.shift_invariant
     r = ufm.run(SimConfig(**SMALL, loss="my_ce", wd=5e-3, optimizer="lbfgs", steps=300), progress=False)
     K, c = 4, math.sqrt(5 * 5e-3 * 5e-3)
