@@ -299,6 +299,58 @@ def ce_etf(K: int, n: int, d: int, wd_W: float, wd_H: float, smoothing: float = 
     return Target(name, True, "", p, etf_grams(K, p["W_norm_sq"], wd_W / (n * wd_H)))
 
 
+def focal_data_loss(u: float, K: int, gamma: float) -> float:
+    """The focal loss −(1 − p)^γ log p of a sample whose true logit leads every other by u (the ETF's logits),
+    p = 1/(1 + (K−1)e^{−u}); log p and 1 − p in forms exact for large u."""
+    a = (K - 1) * math.exp(-u)
+    log_p = -math.log1p(a)
+    return -((a / (1 + a)) ** gamma) * log_p if gamma else -log_p
+
+
+def focal_etf(K: int, n: int, d: int, wd_W: float, wd_H: float, gamma: float) -> Target:
+    """Focal loss + weight decay, balanced: the global minimizers are simplex ETFs (Zhou et al. 2022, "Are all
+    losses created equal: a neural collapse perspective"), so only the scale is left. With W = αM, h = βm_y
+    (M a unit simplex ETF) and ρ = αβ, the logit gap is u = ρK/(K−1) and the balanced norms cost Kcρ
+    (c = √(nλ_Wλ_H)): F* = min_ρ≥0 ℓ_γ(ρK/(K−1)) + Kcρ, ‖W‖² = ρ*K√(nλ_H/λ_W), ‖H‖² = ρ*K√(nλ_W/λ_H).
+    The 1-D problem need not be convex for γ > 0: it is solved on a grid over [0, ℓ_γ(0)/(Kc)] (F ≥ Kcρ
+    beyond) and refined around the best point. γ = 0 is `ce_etf`. Example:
+    >>> t = focal_etf(4, 5, 8, 5e-3, 5e-3, 0.0); round(t.predicted["loss"], 7)   # = ce_etf: 0.1836920
+    0.183692
+    """
+    name = "focal_etf"
+    if d < K - 1:
+        return not_applicable(name, f"needs d >= K - 1 for a simplex ETF (d={d}, K={K})")
+    if wd_W <= 0 or wd_H <= 0:
+        return not_applicable(name, "needs wd_W > 0 and wd_H > 0 (without weight decay the norms diverge)")
+    from scipy.optimize import minimize_scalar
+
+    c = math.sqrt(n * wd_W * wd_H)
+    F = lambda rho: focal_data_loss(rho * K / (K - 1), K, gamma) + K * c * rho  # noqa: E731
+    top = focal_data_loss(0.0, K, gamma) / (K * c)
+    grid = np.linspace(0.0, top, 4001)
+    values = np.array([F(r) for r in grid])
+    i = int(values.argmin())
+    h = grid[1] - grid[0]
+    rho = 0.0
+    if i > 0:
+        best = minimize_scalar(F, bounds=(max(grid[i] - h, 0.0), min(grid[i] + h, top)), method="bounded",
+                               options={"xatol": 1e-15 * max(1.0, top)})
+        rho = float(best.x)
+    if rho <= 0 or F(rho) >= F(0.0):
+        p = {"loss": F(0.0), "W_norm_sq": 0.0, "H_norm_sq": 0.0, "logit_gap": 0.0}
+        return Target(name, True, "collapse to zero: the weight decay outweighs any margin", p)
+    u = rho * K / (K - 1)
+    p = {
+        "loss": F(rho),
+        "W_norm_sq": rho * K * math.sqrt(n * wd_H / wd_W),
+        "H_norm_sq": rho * K * math.sqrt(n * wd_W / wd_H),
+        "logit_gap": u,
+        "nc1": 0.0, "nc2": 0.0, "nc3": 0.0, "nc4": 0.0, "accuracy": 1.0,
+    }
+    return Target(name, True, f"γ = {gamma:g}: the ETF's scale from the one-dimensional problem", p,
+                  etf_grams(K, p["W_norm_sq"], wd_W / (n * wd_H)))
+
+
 def etf_exists(K: int, d: int) -> bool:
     """A simplex ETF of K vectors needs K − 1 dimensions: none exists for K > d + 1."""
     return K <= d + 1

@@ -55,7 +55,7 @@ def loss_options(loss: LossConfig, tree: Tree | None, S: np.ndarray | None) -> L
                               frame_gram=S if loss.name == "haframe" else None)
     hug = HugOptions(loss.hug_measure, loss.hug_s, loss.hug_sigma, loss.hug_sharpness, loss.hug_inter,
                      loss.hug_intra)
-    return LossOptions(smoothing=loss.smoothing, target_scale=loss.target_scale,
+    return LossOptions(smoothing=loss.smoothing, target_scale=loss.target_scale, focal_gamma=loss.focal_gamma,
                        cosine_weight=loss.alpha if loss.name == "haframe" else 0.0, hierarchy=hier, hug=hug)
 
 

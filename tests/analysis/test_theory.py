@@ -236,3 +236,47 @@ def test_seli_is_the_small_weight_decay_limit_of_imbalanced_ce():
     assert dist[1e-14][0] / dist[1e-7][0] == pytest.approx(0.5, abs=0.05)
     # balanced counts: SELI is the simplex ETF
     assert etf_distance(seli_grams([3] * 5)["means"]) < 1e-14
+
+
+# ----- focal loss (Zhou et al. 2022: the balanced UFM's global minimizers are simplex ETFs) ------------------
+def test_focal_etf_at_gamma_zero_is_the_ce_closed_form():
+    """γ = 0 is CE: the one-dimensional problem must land on Zhu et al.'s closed form (DESIGN §5.2)."""
+    from analysis.theory import focal_etf
+
+    for K, n, lam in [(2, 3, 1e-2), (4, 5, 5e-3), (10, 100, 5e-4), (6, 3, 1e-6)]:
+        got, ref = focal_etf(K, n, K + 2, lam, lam, 0.0).predicted, ce_etf(K, n, K + 2, lam, lam).predicted
+        for key in ("loss", "W_norm_sq", "H_norm_sq", "logit_gap"):
+            assert got[key] == pytest.approx(ref[key], rel=1e-8), (K, key)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0, 5.0])
+@pytest.mark.parametrize("K,n,lam", [(2, 4, 1e-2), (4, 5, 5e-3), (10, 100, 5e-4)])
+def test_focal_etf_solves_the_scale_problem(gamma, K, n, lam):
+    """An independent minimization in numpy over a fine grid of the ETF's scale ρ: F(ρ) = ℓ_γ(ρK/(K−1)) + Kcρ
+    with ℓ_γ(u) = −(1 − p)^γ log p, p = 1/(1 + (K−1)e^{−u})."""
+    from analysis.theory import focal_etf
+
+    c = math.sqrt(n * lam * lam)
+
+    def F(rho):
+        p = 1 / (1 + (K - 1) * np.exp(-rho * K / (K - 1)))
+        return -((1 - p) ** gamma) * np.log(p) + K * c * rho
+
+    coarse = np.linspace(0, 60, 600_001)
+    best = coarse[F(coarse).argmin()]
+    fine = np.linspace(max(best - 2e-4, 0), best + 2e-4, 400_001)  # the minimum to ~1e-9 in ρ
+    rho_star, F_star = fine[F(fine).argmin()], F(fine).min()
+    t = focal_etf(K, n, K + 2, lam, lam, gamma).predicted
+    assert t["loss"] == pytest.approx(F_star, rel=1e-12, abs=1e-15)
+    assert t["W_norm_sq"] / (K * math.sqrt(n)) == pytest.approx(rho_star, rel=1e-6)
+    # the balanced factorization: ‖W‖²·λ_W = ‖H‖²·λ_H
+    assert t["W_norm_sq"] * lam == pytest.approx(t["H_norm_sq"] * lam, rel=1e-12)
+
+
+def test_focal_etf_collapses_to_zero_under_large_weight_decay():
+    """Kc >= ℓ_γ'(0)-scale: the margin never pays for its norm, every logit is 0, F* = ℓ_γ(0)."""
+    from analysis.theory import focal_data_loss, focal_etf
+
+    t = focal_etf(4, 5, 6, 1.0, 1.0, 2.0)
+    assert t.predicted["W_norm_sq"] == 0.0 and t.predicted["loss"] == pytest.approx(focal_data_loss(0.0, 4, 2.0))
+    assert focal_data_loss(0.0, 4, 2.0) == pytest.approx(-(0.75**2) * math.log(0.25), rel=1e-15)

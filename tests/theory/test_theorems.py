@@ -95,6 +95,19 @@ def test_label_smoothing_etf(tmp_path, K, n, lam):
     assert_matches_theory(s, "ls_etf")
 
 
+@pytest.mark.parametrize("gamma", [1.0, 2.0, 5.0])
+@pytest.mark.parametrize("K,n,lam", SETTINGS)
+def test_focal_loss_etf(tmp_path, K, n, lam, gamma):
+    """Zhou et al. (2022): under the focal loss the balanced UFM's global minimizers are simplex ETFs; the
+    scale solves a one-dimensional problem (analysis.theory.focal_etf). A float64 L-BFGS run lands there."""
+    s = ufm_optimum(tmp_path, K=K, n=n, wd_W=lam, wd_H=lam, wd_b=lam, loss="focal", focal_gamma=gamma)
+    assert s["theory"]["name"] == "focal_etf" and s["theory"]["applies"], s["theory"]
+    assert s["rel_gap"]["loss"] < 1e-10 and s["rel_gap"]["W_norm_sq"] < 1e-6 and s["rel_gap"]["H_norm_sq"] < 1e-6
+    assert s["final"]["nc1"] < 1e-12 and s["final"]["nc2"] < 1e-6 and s["final"]["accuracy"] == 1.0
+    assert all(g["rel_error"] < 1e-6 for g in s["grams"].values()) and set(s["grams"]) == {"W", "means"}
+    assert not s["certificate"]["applies"]  # not convex in the logits: no certificate, and the summary says so
+
+
 def test_collapse_to_zero_threshold(tmp_path):
     # Kc >= 1: the optimum is W = H = 0 with F* = ½ (MSE, bias-free)
     K, n = 4, 4

@@ -33,7 +33,8 @@ def convex_optimum(problem: Problem, progress: bool = False):
     if not problem.loss.convex:
         return None, {"hxe": "HXE is not convex in the logits",
                       "haframe": "the HAFrame classifier is fixed: no nuclear-norm program",
-                      "hug": "HUG is a loss of directions, not of logits: no nuclear-norm program"}.get(
+                      "hug": "HUG is a loss of directions, not of logits: no nuclear-norm program",
+                      "focal": "the focal loss is not convex in the logits"}.get(
             loss.name, f"loss {loss.name!r} is not declared convex in the logits (register_loss(..., convex=True))")
     if min(cfg.wd_W, cfg.wd_H) <= 0:
         return None, "needs wd_W > 0 and wd_H > 0"

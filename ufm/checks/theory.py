@@ -13,6 +13,7 @@ from analysis.metrics import etf_distance
 from analysis.theory import (
     Target,
     ce_etf,
+    focal_etf,
     mse_bias_free,
     mse_free_bias,
     mse_free_bias_counts,
@@ -52,6 +53,10 @@ def closed_form(problem: Problem) -> Target:
         # with or without a bias: the optimal bias is constant across classes (CE ignores a constant
         # shift of the logits), so the bias-free optimum is the optimum
         return ce_etf(cfg.K, cfg.n, cfg.d, cfg.wd_W, cfg.wd_H, smoothing)
+    if loss.name == "focal":
+        if not cfg.balanced:
+            return not_applicable("focal_etf", "the focal closed form needs balanced classes")
+        return focal_etf(cfg.K, cfg.n, cfg.d, cfg.wd_W, cfg.wd_H, loss.focal_gamma)  # a constant bias is free
     if loss.name == "haframe":
         return haframe_target(problem)
     if loss.name == "hug":

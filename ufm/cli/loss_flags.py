@@ -26,6 +26,8 @@ def add_loss_flags(p: argparse.ArgumentParser, default_loss: str, *, hierarchy_n
     g.add_argument("--smoothing", type=number(float, 0, 1), default=d.smoothing, help="label smoothing α (--loss ls)")
     g.add_argument("--target-scale", type=number(float, 0, lo_open=True), default=d.target_scale,
                    help="MSE target scale s (targets s·e_y)")
+    g.add_argument("--focal-gamma", type=number(float, 0), default=d.focal_gamma,
+                   help="focal loss γ: −(1 − p_y)^γ log p_y (--loss focal; γ = 0 is CE)")
     g = p.add_argument_group("class hierarchy (losses hxe, soft, haframe; hierarchical metrics for any loss)")
     g.add_argument("--hierarchy", default=None,
                    help="class tree: cifar100, fgvc_aircraft, inaturalist19, tiered_imagenet_h, balanced:b1,b2,… "

@@ -6,7 +6,7 @@ labels, HAFrame) · hug (HUG). HAFrame's cosine loss and HUG also read the featu
 """
 
 from ufm.losses.config import DEFAULT_ALPHA, HUG_MEASURES, HUG_PROXIES, HXE_WEIGHTINGS, LossConfig
-from ufm.losses.flat import cross_entropy, label_smoothing, mse
+from ufm.losses.flat import cross_entropy, focal, label_smoothing, mse
 from ufm.losses.hug import hug, inter_class_nonuniformity
 from ufm.losses.options import HugOptions, LossOptions
 from ufm.losses.registry import (
@@ -27,6 +27,6 @@ from ufm.losses.tree import (
 
 __all__ = ["BUILTIN_LOSSES", "DEFAULT_ALPHA", "HUG_MEASURES", "HUG_PROXIES",
            "HXE_WEIGHTINGS", "LOSSES", "HierarchyData", "HugOptions", "LossConfig", "LossEntry", "LossOptions",
-           "cross_entropy", "haframe_loss", "hierarchical_cross_entropy", "hierarchy_data", "hug",
+           "cross_entropy", "focal", "haframe_loss", "hierarchical_cross_entropy", "hierarchy_data", "hug",
            "inter_class_nonuniformity", "label_smoothing", "mse", "node_log_probs", "register_loss", "soft_labels",
            "unregister_loss"]

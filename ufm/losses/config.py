@@ -32,6 +32,7 @@ class LossConfig:
     name: str = "mse"  # a name in ufm.losses.LOSSES (built-in or registered with ufm.register_loss)
     smoothing: float = 0.1  # ls: targets (1 − α)e_y + α/K
     target_scale: float = 1.0  # mse: targets s·e_y
+    focal_gamma: float = 2.0  # focal: −(1 − p_y)^γ log p_y (Lin et al. 2017)
     hierarchy: str | None = None  # class tree: built-in name, balanced:b1,b2,…, flat:K, or a JSON path
     alpha: float | None = None  # hxe: λ(C) = exp(−α·h(C)); haframe: cosine-loss weight (None: DEFAULT_ALPHA)
     beta: float = 10.0  # soft: targets softmax(−β·LCA height / tree height)
@@ -66,6 +67,8 @@ class LossConfig:
         need(0 <= self.smoothing < 1, f"--smoothing must lie in [0, 1), got {self.smoothing}")
         need(math.isfinite(self.target_scale) and self.target_scale > 0,
              f"--target-scale must be > 0, got {self.target_scale}")
+        need(math.isfinite(self.focal_gamma) and self.focal_gamma >= 0,
+             f"--focal-gamma must be a finite number >= 0, got {self.focal_gamma}")
         self._validate_hierarchy(need)
         self._validate_hug(need)
 

@@ -29,6 +29,7 @@ class LossOptions:
 
     smoothing: float = 0.1  # label smoothing α: targets (1 − α)e_y + α/K
     target_scale: float = 1.0  # MSE target s·e_y
+    focal_gamma: float = 2.0  # focal loss γ
     cosine_weight: float = 0.4  # HAFrame's α: (1 − α)·CE + α·L_cos
     hug: HugOptions | None = None  # loss "hug"
     hierarchy: HierarchyData | None = None  # hxe, soft, haframe

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ufm.losses.flat import cross_entropy, label_smoothing, mse
+from ufm.losses.flat import cross_entropy, focal, label_smoothing, mse
 from ufm.losses.hug import hug
 from ufm.losses.options import LossOptions
 from ufm.losses.tree import haframe_loss, hierarchical_cross_entropy, soft_labels
@@ -48,6 +48,7 @@ LOSSES: dict[str, LossEntry] = {e.name: e for e in (
     LossEntry("mse", mse, "½||z − s·e_y||²", convex=True, fused=True),
     LossEntry("ce", cross_entropy, "cross-entropy", convex=True, fused=True),
     LossEntry("ls", label_smoothing, "label-smoothed cross-entropy", convex=True, fused=True),
+    LossEntry("focal", focal, "focal loss −(1 − p_y)^γ log p_y (Lin et al. 2017; --focal-gamma)"),
     LossEntry("hxe", hierarchical_cross_entropy, "hierarchical cross-entropy", tree=True),
     LossEntry("soft", soft_labels, "soft labels from the tree", convex=True, tree=True),
     LossEntry("haframe", haframe_loss, "fixed hierarchy-aware frame + cosine loss", tree=True),

@@ -132,9 +132,19 @@ def _settings(raw: dict[str, Any]) -> dict[str, Any]:
     return {**aliased, **direct}
 
 
+# settings added after the ids were fixed: hashed only where they differ from the default they were added with,
+# so a configuration that does not use them keeps its id (a sweep restarted after an upgrade skips its runs)
+ADDED_SETTINGS = {"focal_gamma": 2.0}
+
+
 def config_id(cfg: SimConfig) -> str:
-    """A stable id of a configuration (its run directory's name): a hash of all its settings."""
-    text = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+    """A stable id of a configuration (its run directory's name): a hash of all its settings (those of
+    ADDED_SETTINGS only where they differ from their default).
+    >>> config_id(SimConfig())
+    '1c95ad2f0158165f'
+    """
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in ADDED_SETTINGS or v != ADDED_SETTINGS[k]}
+    text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ufm.cli.sweep import main
+from ufm.config import SimConfig
 from ufm.sweeps.grid import config_id, expand, parse_assignments, read_spec
 from ufm.sweeps.runner import plan, run_sweep
 
@@ -124,3 +125,11 @@ def test_an_interrupted_run_is_not_finished(tmp_path):
     assert not finished(run)
     (run / "summary.json").write_text(json.dumps({"status": "diverged"}))
     assert finished(run)
+
+
+def test_config_ids_survive_upgrades():
+    """Ids recorded before LossConfig and the focal loss existed: a restarted sweep finds its runs."""
+    assert config_id(SimConfig()) == "1c95ad2f0158165f"
+    assert config_id(SimConfig.from_dict(dict(K=4, loss="ls", smoothing=0.2, wd_W=1e-3))) == "e8ce83036b954420"
+    focal = SimConfig.from_dict(dict(loss="focal", focal_gamma=1.0))
+    assert config_id(focal) != config_id(SimConfig.from_dict(dict(loss="focal", focal_gamma=2.0)))
