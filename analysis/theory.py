@@ -299,6 +299,62 @@ def ce_etf(K: int, n: int, d: int, wd_W: float, wd_H: float, smoothing: float = 
     return Target(name, True, "", p, etf_grams(K, p["W_norm_sq"], wd_W / (n * wd_H)))
 
 
+def deep_linear_singular_value(a: float, N: int, lam: float, factors: int) -> float:
+    """argmin_{s>=0} (1/2N)(a − s)² + (m/2)·λ̄·s^{2/m} for m = `factors` >= 2 (λ̄ = `lam`): 0, or the larger root
+    of s^{1−p}(a − s) = Nλ̄ (p = 2/m) where it beats 0 (the problem is not convex for m > 2)."""
+    from scipy.optimize import brentq
+
+    p = 2.0 / factors
+    if factors == 2:
+        return max(a - N * lam, 0.0)
+    g = lambda s: s ** (1 - p) * (a - s) - N * lam  # noqa: E731  φ'(s)·N/s^{p−1}, decreasing beyond s_peak
+    s_peak = (1 - p) * a / (2 - p)
+    if g(s_peak) <= 0:
+        return 0.0
+    s = brentq(g, s_peak, a, xtol=1e-15 * a, rtol=4 * np.finfo(float).eps, maxiter=500)
+    phi = lambda x: (a - x) ** 2 / (2 * N) + factors / 2 * lam * x**p  # noqa: E731
+    return s if phi(s) < phi(0.0) else 0.0
+
+
+def deep_linear_mse(counts: Sequence[int], d: int, width: int, depth: int, wd_W: float, wd_H: float, wd_M: float,
+                    target_scale: float = 1.0) -> Target:
+    """The deep linear UFM under bias-free MSE (Dang et al. 2023; Súkeník, Mondelli & Lampert 2023): logits
+    Z = W M_{L−1}…M_1 H with m = L + 1 factors. min over factorizations of Σ λ_f/2‖F_f‖² with product Z is
+    (m/2)·λ̄·Σ_i σ_i(Z)^{2/m}, λ̄ = (λ_H λ_M^{L−1} λ_W)^{1/m} (AM–GM over the factors' singular values), and
+    the targets' singular values are s·√n_k (one per class, orthogonal): one scalar problem per class,
+    min_σ (1/2N)(s√n_k − σ)² + (m/2)λ̄σ^{2/m}. Every factor then has the class's singular value
+    (λ̄σ_k^{2/m}/λ_f)^{1/2}; the classes' features collapse onto orthogonal directions. Example:
+    >>> t = deep_linear_mse([5] * 4, 8, 8, 1, 5e-3, 5e-3, 5e-3)   # depth 1: the one-layer closed form
+    >>> round(t.predicted["loss"], 10) == round(mse_bias_free([5] * 4, 8, 5e-3, 5e-3).predicted["loss"], 10)
+    True
+    """
+    name = "deep_linear_mse"
+    counts = np.asarray(counts, dtype=float)
+    K, N, m = len(counts), int(counts.sum()), depth + 1
+    if min(wd_W, wd_H) <= 0 or (depth > 1 and wd_M <= 0):
+        return not_applicable(name, "needs weight decay > 0 on every factor (no minimizer without it)")
+    lam_bar = math.exp((math.log(wd_H) + (depth - 1) * math.log(wd_M) + math.log(wd_W)) / m) if depth > 1 \
+        else math.sqrt(wd_W * wd_H)
+    a = target_scale * np.sqrt(counts)
+    sigma = np.array([deep_linear_singular_value(float(ak), N, lam_bar, m) for ak in a])
+    rank = int((sigma > 0).sum())
+    if min(d, width) < rank:
+        return not_applicable(name, f"needs d and the width >= {rank}, the rank of the optimal logits")
+    per_factor = lam_bar * sigma ** (2 / m)  # λ_f·(factor's singular value)² for every factor, per class
+    p: dict[str, float] = {
+        "loss": float(((a - sigma) ** 2).sum() / (2 * N) + m / 2 * per_factor.sum()),
+        "W_norm_sq": float(per_factor.sum() / wd_W),
+        "H_norm_sq": float(per_factor.sum() / wd_H),
+        **{f"M{l}_norm_sq": float(per_factor.sum() / wd_M) for l in range(1, depth)},
+    }
+    if rank == 0:
+        return Target(name, True, "collapse to zero: every class's scalar problem is solved by 0", p)
+    p["z_true"] = float((counts * sigma / np.sqrt(counts)).sum() / N)
+    p["z_other"] = 0.0
+    p.update(nc1=0.0, nc4=0.0, accuracy=1.0 if rank == K else float(counts[sigma > 0].sum() / N))
+    return Target(name, True, f"{m} factors: one scalar problem per class, σ^(2/{m}) penalty", p)
+
+
 def focal_data_loss(u: float, K: int, gamma: float) -> float:
     """The focal loss −(1 − p)^γ log p of a sample whose true logit leads every other by u (the ETF's logits),
     p = 1/(1 + (K−1)e^{−u}); log p and 1 − p in forms exact for large u."""

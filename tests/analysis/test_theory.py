@@ -280,3 +280,51 @@ def test_focal_etf_collapses_to_zero_under_large_weight_decay():
     t = focal_etf(4, 5, 6, 1.0, 1.0, 2.0)
     assert t.predicted["W_norm_sq"] == 0.0 and t.predicted["loss"] == pytest.approx(focal_data_loss(0.0, 4, 2.0))
     assert focal_data_loss(0.0, 4, 2.0) == pytest.approx(-(0.75**2) * math.log(0.25), rel=1e-15)
+
+
+# ----- the deep linear UFM under bias-free MSE (Dang et al. 2023; Súkeník et al. 2023) -------------------------
+@pytest.mark.parametrize("factors", [3, 4, 6])
+@pytest.mark.parametrize("a,N,lam", [(2.0, 20, 1e-3), (2.0, 20, 2e-2), (1.0, 4, 0.2), (3.0, 90, 1e-4)])
+def test_deep_linear_scalar_problem_is_solved_globally(factors, a, N, lam):
+    """min_{σ>=0} (1/2N)(a − σ)² + (m/2)λσ^{2/m}, non-convex for m > 2: an independent dense grid in the test."""
+    from analysis.theory import deep_linear_singular_value
+
+    grid = np.linspace(0, a, 2_000_001)
+    phi = (a - grid) ** 2 / (2 * N) + factors / 2 * lam * grid ** (2 / factors)
+    sigma = deep_linear_singular_value(a, N, lam, factors)
+    value = (a - sigma) ** 2 / (2 * N) + factors / 2 * lam * sigma ** (2 / factors)
+    assert value <= phi.min() + 1e-15 and value == pytest.approx(phi.min(), rel=1e-9, abs=1e-15)
+    assert sigma == pytest.approx(grid[phi.argmin()], abs=2e-6)
+
+
+def test_deep_linear_mse_is_the_one_layer_closed_form_at_depth_one_and_splits_by_class():
+    """Depth 1 (two factors) is the nuclear-norm shrinkage of mse_bias_free; imbalanced counts give one scalar
+    problem per class, and the factors' norms balance: λ_f‖F_f‖² is the same for every factor."""
+    from analysis.theory import deep_linear_mse, deep_linear_singular_value
+
+    for counts in ([5] * 4, [50, 20, 5, 1]):
+        one, ref = deep_linear_mse(counts, 8, 8, 1, 1e-3, 2e-3, 0.0).predicted, mse_bias_free(counts, 8, 1e-3, 2e-3)
+        for key in ("loss", "W_norm_sq", "H_norm_sq", "z_true"):
+            assert one[key] == pytest.approx(ref.predicted[key], rel=1e-12), (counts, key)
+    counts, lam = [50, 20, 5, 1], (1e-3, 2e-3, 3e-3)  # λ_W, λ_H, λ_M
+    t = deep_linear_mse(counts, 8, 8, 3, *lam).predicted
+    lam_bar = (lam[0] * lam[1] * lam[2] ** 2) ** 0.25
+    N = sum(counts)
+    sig = [deep_linear_singular_value(math.sqrt(c), N, lam_bar, 4) for c in counts]
+    F = sum((math.sqrt(c) - s) ** 2 for c, s in zip(counts, sig, strict=True)) / (2 * N) + \
+        2 * lam_bar * sum(s**0.5 for s in sig)
+    assert t["loss"] == pytest.approx(F, rel=1e-13)
+    assert t["W_norm_sq"] * lam[0] == pytest.approx(t["H_norm_sq"] * lam[1], rel=1e-13)
+    assert t["M1_norm_sq"] * lam[2] == pytest.approx(t["W_norm_sq"] * lam[0], rel=1e-13)
+    assert min(sig) > 0 and t["accuracy"] == 1.0
+    # stronger decay: the class of one sample vanishes (its scalar problem is solved by 0), the others stay
+    strong = deep_linear_mse(counts, 8, 8, 3, 8e-3, 8e-3, 8e-3).predicted
+    sig = [deep_linear_singular_value(math.sqrt(c), N, 8e-3, 4) for c in counts]
+    assert sig[-1] == 0.0 and min(sig[:-1]) > 0 and strong["accuracy"] == pytest.approx(75 / 76)
+
+
+def test_deep_linear_mse_collapses_to_zero_under_large_weight_decay():
+    from analysis.theory import deep_linear_mse
+
+    t = deep_linear_mse([5] * 4, 8, 8, 3, 0.5, 0.5, 0.5).predicted
+    assert t["loss"] == pytest.approx(0.5, rel=1e-15) and t["W_norm_sq"] == 0.0

@@ -108,6 +108,19 @@ def test_focal_loss_etf(tmp_path, K, n, lam, gamma):
     assert not s["certificate"]["applies"]  # not convex in the logits: no certificate, and the summary says so
 
 
+@pytest.mark.parametrize("depth,counts", [(3, (5, 5, 5, 5)), (2, (8, 6, 4, 3))])
+def test_deep_linear_ufm_reaches_its_closed_form(tmp_path, depth, counts):
+    """The deep linear bias-free MSE UFM (analysis.theory.deep_linear_mse: one scalar problem per class with
+    penalty σ^(2/(L+1))): a float64 L-BFGS run from the default start lands on it."""
+    cfg = SimConfig(counts=counts, d=8, width=8, depth=depth, loss="mse", wd=1e-3, optimizer="lbfgs",
+                    dtype="float64", steps=3000, certificate=False)
+    s = ufm.run(cfg, tmp_path / f"deep{depth}", progress=False).summary
+    assert s["theory"]["name"] == "deep_linear_mse" and s["theory"]["applies"], s["theory"]
+    assert s["rel_gap"]["loss"] < 1e-10
+    for key in ["W_norm_sq", "H_norm_sq", *(f"M{l}_norm_sq" for l in range(1, depth))]:
+        assert s["rel_gap"][key] < 1e-5, (key, s["rel_gap"][key])
+
+
 def test_collapse_to_zero_threshold(tmp_path):
     # Kc >= 1: the optimum is W = H = 0 with F* = ½ (MSE, bias-free)
     K, n = 4, 4

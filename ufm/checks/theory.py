@@ -13,6 +13,7 @@ from analysis.metrics import etf_distance
 from analysis.theory import (
     Target,
     ce_etf,
+    deep_linear_mse,
     focal_etf,
     mse_bias_free,
     mse_free_bias,
@@ -32,8 +33,12 @@ def closed_form(problem: Problem) -> Target:
     """
     cfg, loss = problem.cfg, problem.cfg.loss
     if cfg.depth > 1:
-        return not_applicable("deep_ufm", f"no closed form for depth {cfg.depth} (the SQI check applies to the "
-                                          "square loss; see 'sqi')")
+        if loss.name == "mse" and cfg.act == "linear" and not cfg.bias:
+            return deep_linear_mse(cfg.class_counts, cfg.d, cfg.width, cfg.depth, cfg.wd_W, cfg.wd_H, cfg.wd_M,
+                                   loss.target_scale)
+        return not_applicable("deep_ufm", f"no closed form for depth {cfg.depth} with {cfg.act} layers under "
+                                          f"{loss.name}{' with a bias' if cfg.bias else ''} (the deep linear "
+                                          "bias-free MSE UFM has one; the SQI check applies to the square loss)")
     if loss.name == "mse":
         if not cfg.bias:
             return mse_bias_free(cfg.class_counts, cfg.d, cfg.wd_W, cfg.wd_H, loss.target_scale)
