@@ -10,6 +10,7 @@ import ufm
 from analysis.theory import mse_free_bias
 from ufm.config import ConfigError, SimConfig
 from ufm.model import init_params, layer_inputs, logits
+from ufm.output.table import format_table
 from ufm.problem import resolve
 
 
@@ -125,3 +126,23 @@ def test_ufm_critical_ratio_brackets_the_parallel_transition():
         return mean_pairwise_cosine(opt.grams["W"], range(7, 10))
     assert cos(0.9 * Rc) < 1 - 1e-3 <= cos(1.1 * Rc)
     assert 50 < Rc < 100  # the simulated sweep: cosine 0.39 at R = 50, 1.0 at R = 100
+
+
+def test_binary_deep_relu_reaches_the_dnc_objective(tmp_path):
+    """K = 2: deep neural collapse is optimal for the deep ReLU UFM (Súkeník, Mondelli & Lampert 2023); the
+    best DNC configuration's objective is the deep linear optimum (analysis.theory.deep_linear_mse)."""
+    from analysis.theory import deep_linear_mse
+
+    s = run(tmp_path, K=2, d=4, width=4, depth=3, act="relu", loss="mse", steps=2000, bias=False)
+    dnc = deep_linear_mse([5, 5], 4, 4, 3, 5e-3, 5e-3, 5e-3).predicted["loss"]
+    assert s["theory"]["name"] == "dnc" and s["theory"]["predicted"]["loss"] == pytest.approx(dnc, rel=1e-15)
+    assert abs(s["dnc"]["rel_gap"]) < 1e-6 and not s["dnc"]["below_dnc"] and s["dnc"]["class_mean_ranks"] == [2] * 3
+
+
+def test_a_deep_relu_run_below_the_dnc_objective_is_flagged(tmp_path):
+    """K = 4, L = 5 (Súkeník, Lampert & Mondelli 2024: for K >= 3, L >= 3 low-rank solutions beat DNC): this
+    run ends 6 % below the best DNC configuration's objective, and the summary and the table say so."""
+    s = run(tmp_path, K=4, d=8, width=8, depth=5, act="relu", loss="mse", steps=2000, bias=False, wd_W=2e-3,
+            wd_H=2e-3, wd_M=2e-3)
+    assert s["dnc"]["below_dnc"] and s["dnc"]["rel_gap"] < -0.01
+    assert "below the best DNC configuration" in format_table(s)

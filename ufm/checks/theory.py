@@ -33,9 +33,18 @@ def closed_form(problem: Problem) -> Target:
     """
     cfg, loss = problem.cfg, problem.cfg.loss
     if cfg.depth > 1:
-        if loss.name == "mse" and cfg.act == "linear" and not cfg.bias:
-            return deep_linear_mse(cfg.class_counts, cfg.d, cfg.width, cfg.depth, cfg.wd_W, cfg.wd_H, cfg.wd_M,
-                                   loss.target_scale)
+        if loss.name == "mse" and not cfg.bias:
+            linear = deep_linear_mse(cfg.class_counts, cfg.d, cfg.width, cfg.depth, cfg.wd_W, cfg.wd_H, cfg.wd_M,
+                                     loss.target_scale)
+            if cfg.act == "linear" or not linear.applies:
+                return linear
+            # ReLU: the best deep-neural-collapse configuration has every layer's class means on orthogonal
+            # non-negative directions, where each ReLU is the identity: it is the deep linear optimum
+            return Target("dnc", True, "the best deep-neural-collapse configuration (orthogonal non-negative "
+                                       "frames, on which every ReLU is the identity: the deep linear optimum); "
+                                       "optimal for K = 2 (Súkeník et al. 2023), beaten by low-rank solutions "
+                                       "for K >= 3 and L >= 3 (Súkeník, Lampert & Mondelli 2024): see 'dnc'",
+                          linear.predicted)
         return not_applicable("deep_ufm", f"no closed form for depth {cfg.depth} with {cfg.act} layers under "
                                           f"{loss.name}{' with a bias' if cfg.bias else ''} (the deep linear "
                                           "bias-free MSE UFM has one; the SQI check applies to the square loss)")

@@ -9,10 +9,12 @@ import math
 import torch
 
 from analysis.hierarchical_metrics import hierarchical_metrics
-from analysis.metrics import gnc_metrics, nc_metrics
+from analysis.metrics import class_means, gnc_metrics, nc_metrics
 from analysis.theory import etf_exists
 from ufm.model import classify, hidden_names, layer_inputs, objective_and_grad
 from ufm.problem import Problem
+
+RANK_RTOL = 1e-6  # a class-mean singular value below this fraction of the largest counts as zero
 
 
 def measure(params: dict[str, torch.Tensor], y: torch.Tensor, problem: Problem) -> dict[str, float]:
@@ -50,6 +52,12 @@ def measure(params: dict[str, torch.Tensor], y: torch.Tensor, problem: Problem) 
             # deep neural collapse: NC1 and NC2 at the input of every hidden layer
             m = nc_metrics(inp, y, K=cfg.K)
             row[f"nc1_layer{layer}"], row[f"nc2_layer{layer}"] = m["nc1"], m["nc2"]
+        if len(inputs) > 1:
+            # the low-rank bias made visible (Súkeník, Lampert & Mondelli 2024): numerical rank of the class
+            # means at every layer's input, singular values above RANK_RTOL of the largest
+            for layer, inp in enumerate(inputs):
+                sv = torch.linalg.svdvals(class_means(inp, y, cfg.K))
+                row[f"rank_layer{layer}"] = int((sv > RANK_RTOL * sv[0]).sum()) if sv[0] > 0 else 0
         if cfg.loss.name == "hug":
             # HUG's loss sees only directions (norms are free): its features are ĥ and it classifies by
             # the nearest proxy in angle, so the NC metrics are those of the normalized H and W
