@@ -9,6 +9,7 @@ from ufm.errors import ConfigError
 from ufm.losses.config import LossConfig
 
 ACTIVATIONS = ("linear", "relu")
+FEATURES = ("free", "nonneg")
 
 OPTIMIZERS = ("gd", "sgd", "adam", "lbfgs")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -46,6 +47,7 @@ class SimConfig:
     d: int = 512
     depth: int = 1  # L: free features H, then L − 1 hidden layers, then the classifier W
     act: str = "linear"  # activation after each hidden layer: linear or relu
+    features: str = "free"  # "free" or "nonneg": the features are ReLU(H), as after a network's last activation
     width: int | None = None  # hidden-layer width (None: d)
     loss: LossConfig = field(default_factory=LossConfig)  # or a loss name: LossConfig(name)
     wd: float | None = None  # weight decay of every block left at None below (None: DEFAULT_WD, 0 under HUG)
@@ -142,6 +144,7 @@ class SimConfig:
         need(self.d >= 1, f"--d must be at least 1, got {self.d}")
         need(self.depth >= 1, f"--depth must be at least 1, got {self.depth}")
         need(self.act in ACTIVATIONS, f"--act must be one of {ACTIVATIONS}, got {self.act!r}")
+        need(self.features in FEATURES, f"--features must be one of {FEATURES}, got {self.features!r}")
         need(self.width >= 1, f"--width must be at least 1, got {self.width}")
         if self.depth > 1:
             need(self.loss.name not in ("hxe", "soft", "haframe", "hug"),

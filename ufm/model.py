@@ -55,10 +55,12 @@ def hidden_names(params: dict[str, torch.Tensor]) -> list[str]:
     return sorted((k for k in params if k.startswith("M")), key=lambda k: int(k[1:]))
 
 
-def layer_inputs(params: dict[str, torch.Tensor], act: str = "linear",
-                 rows: torch.Tensor | None = None) -> list[torch.Tensor]:
-    """[X_0 = H, X_1 = σ(X_0 M1ᵀ), …, X_{L−1}]: the input of every layer; the last one feeds W."""
+def layer_inputs(params: dict[str, torch.Tensor], act: str = "linear", rows: torch.Tensor | None = None,
+                 nonneg: bool = False) -> list[torch.Tensor]:
+    """[X_0 = H, X_1 = σ(X_0 M1ᵀ), …, X_{L−1}]: the input of every layer; the last one feeds W. `nonneg`: the
+    features are X_0 = ReLU(H) (--features nonneg, as after a real network's last activation)."""
     X = params["H"] if rows is None else params["H"][rows]
+    X = torch.relu(X) if nonneg else X
     inputs = [X]
     for name in hidden_names(params):
         X = X @ params[name].T
@@ -73,15 +75,16 @@ def classify(params: dict[str, torch.Tensor], X: torch.Tensor) -> torch.Tensor:
     return Z + params["b"] if "b" in params else Z
 
 
-def logits(params: dict[str, torch.Tensor], rows: torch.Tensor | None = None, act: str = "linear") -> torch.Tensor:
+def logits(params: dict[str, torch.Tensor], rows: torch.Tensor | None = None, act: str = "linear",
+           nonneg: bool = False) -> torch.Tensor:
     """Z = X Wᵀ + b with X = H (one layer) or the last hidden layer's output (for the samples `rows`)."""
-    return classify(params, layer_inputs(params, act, rows)[-1])
+    return classify(params, layer_inputs(params, act, rows, nonneg)[-1])
 
 
-def final_state(params: dict[str, torch.Tensor], act: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def final_state(params: dict[str, torch.Tensor], cfg: SimConfig) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Detached float64 copies of the parameters and the classifier's input X, for end-of-run reports."""
     p = {k: v.detach().double() for k, v in params.items()}
-    return p, layer_inputs(p, act)[-1]
+    return p, layer_inputs(p, cfg.act, nonneg=cfg.features == "nonneg")[-1]
 
 
 def weight_decay(name: str, cfg: SimConfig) -> float:
@@ -98,7 +101,7 @@ def regularizer(params: dict[str, torch.Tensor], cfg: SimConfig) -> torch.Tensor
 def data_loss(params: dict[str, torch.Tensor], y: torch.Tensor, problem: Problem,
               rows: torch.Tensor | None = None) -> torch.Tensor:
     """mean_i ℓ(z_i, y_i) over all samples, or over the mini-batch `rows`."""
-    X = layer_inputs(params, problem.cfg.act, rows)[-1]
+    X = layer_inputs(params, problem.cfg.act, rows, problem.cfg.features == "nonneg")[-1]
     return problem.loss(classify(params, X), y if rows is None else y[rows], problem.options, features=X,
                         classifier=params["W"])
 

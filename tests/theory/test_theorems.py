@@ -278,3 +278,30 @@ def test_symbolic_forms_equal_numeric_forms(K, n, lam):
     assert float(lem["minimum"].subs(symbolic.K, K)) == pytest.approx(1 / (2 * K))
     sqi = f(symbolic.sqi_norm_sq(), "eps", "K", "wd")
     assert sqi(0.07, K, lam) == pytest.approx(sqi_classifier_norm_sq(0.07, K, lam), rel=1e-13)
+
+
+def test_nonnegative_features_reach_the_bias_free_mse_optimum(tmp_path):
+    """Tirer & Bruna (2022): with features ReLU(H), bias-free MSE ends at the free-feature optimum (its class
+    means are orthogonal and can be taken non-negative): mse_bias_free's loss, norms and Grams."""
+    s = ufm_optimum(tmp_path, K=4, n=5, wd_W=5e-3, wd_H=5e-3, wd_b=5e-3, loss="mse", features="nonneg")
+    assert s["theory"]["name"] == "mse_nonneg"
+    assert s["rel_gap"]["loss"] < 1e-8 and s["rel_gap"]["W_norm_sq"] < 1e-7 and s["rel_gap"]["H_norm_sq"] < 1e-7
+    assert all(g["rel_error"] < 1e-4 for g in s["grams"].values())
+    assert s["certificate"]["lower_bound_only"] and "non-negative" in s["certificate"]["lower_bound_reason"]
+
+
+def test_nonnegative_features_under_ce_stay_above_the_free_optimum(tmp_path):
+    """CE's simplex ETF needs negative cosines between class means: with ReLU(H) the run ends strictly above
+    the free UFM's certified optimum (a lower bound only), with every feature non-negative and no target."""
+    cfg = SimConfig(K=4, n=5, d=6, loss="ce", wd=5e-3, features="nonneg", optimizer="lbfgs", dtype="float64",
+                    steps=1000)
+    r = ufm.run(cfg, tmp_path / "run", progress=False)
+    s = r.summary
+    assert s["theory"]["name"] == "nonneg_features" and not s["theory"]["applies"]
+    assert s["certificate"]["certified"] and s["certificate"]["lower_bound_only"]
+    assert s["certificate"]["rel_gap"] > 0.05  # ReLU(H) cannot reach the ETF's value
+    X = torch.relu(r.params["H"])
+    means = torch.stack([X[r.params["H"].shape[0] // 4 * k:r.params["H"].shape[0] // 4 * (k + 1)].mean(0)
+                         for k in range(4)])
+    cos = torch.nn.functional.normalize(means, dim=1) @ torch.nn.functional.normalize(means, dim=1).T
+    assert float(cos.min()) >= 0.0  # non-negative features: no obtuse angle between class means

@@ -98,7 +98,11 @@ def compute(run) -> dict:
     out = {"applies": True, "certified": c.certified, "status": "certified" if c.certified else "not certified",
            "upper": c.upper, "lower": c.lower, "certificate_gap": c.gap, "certificate_rel_gap": c.rel_gap,
            "rtol": c.rtol, "optimum": c.upper, "solver": c.solver, "solver_seconds": c.seconds,
-           "iterations": c.iterations, "lower_bound_only": run.cfg.d < convex.rank}
+           "iterations": c.iterations,
+           "lower_bound_only": run.cfg.d < convex.rank or run.cfg.features == "nonneg"}
+    if out["lower_bound_only"]:
+        out["lower_bound_reason"] = ("non-negative features (the program's factors are free)"
+                                     if run.cfg.features == "nonneg" else f"d = {run.cfg.d} < rank {convex.rank}")
     if getattr(c, "note", ""):
         out["note"] = c.note
     final_loss = run.final.get("loss")
@@ -117,7 +121,8 @@ def lines(block: dict) -> list[str]:
 def _certified_lines(c: dict) -> list[str]:
     verdict = (f"certified (relative gap {c['certificate_rel_gap']:.1e} <= {c['rtol']:g})" if c["certified"] else
                f"NOT certified (relative gap {c['certificate_rel_gap']:.1e} > {c['rtol']:g})")
-    bound = "; a lower bound on this UFM's optimum: d < rank" if c["lower_bound_only"] else ""
+    bound = (f"; a lower bound on this UFM's optimum: {c.get('lower_bound_reason', 'd < rank')}"
+             if c["lower_bound_only"] else "")
     lines = [f"certificate: {verdict}: global optimum F* in [{c['lower']:.15g}, {c['upper']:.15g}] "
              f"({c['solver']}, {c['iterations']} iterations, {c['solver_seconds']:.2f} s{bound})"]
     if "gap" in c:

@@ -33,7 +33,7 @@ def gram_errors(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig
     (uncentered) class means against the predicted ones ("W", "means", "means_cos"):
     {key: {"measured", "predicted", "rel_error"}}, rel_error = ‖G − G*‖_F/‖G*‖_F."""
     with torch.no_grad():
-        p, X = final_state(params, cfg.act)
+        p, X = final_state(params, cfg)
         W = p["W"]
         means = class_means(X, y, cfg.K)
         M = means - X.mean(0)

@@ -55,7 +55,7 @@ def minority_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimC
     majority, minority, n_A, n_B = _count_groups(cfg)
     K_A, K_B = len(majority), len(minority)
     with torch.no_grad():
-        p, X = final_state(params, cfg.act)
+        p, X = final_state(params, cfg)
         W = p["W"]
         G = (W @ W.T).cpu().numpy()
         norms = torch.linalg.norm(W, dim=1)

@@ -31,7 +31,7 @@ def seli_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfi
 
     ref = seli_grams(cfg.class_counts)
     with torch.no_grad():
-        p, X = final_state(params, cfg.act)
+        p, X = final_state(params, cfg)
         means = class_means(X, y, cfg.K)
         measured = {"W": p["W"] @ p["W"].T, "means": means @ means.T}
     out = {"reference": "SELI: WWᵀ ∝ (PDP)^{1/2}, class-mean Gram ∝ (PDP)^{+1/2}, P = I − 11ᵀ/K, D = diag(n)",

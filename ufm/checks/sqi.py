@@ -37,7 +37,7 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 def sqi_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig) -> dict:
     """The `sqi` block of summary.json for a square-loss run (balanced classes; targets s·e_y)."""
     with torch.no_grad():
-        p, X = final_state(params, cfg.act)
+        p, X = final_state(params, cfg)
         W, b = p["W"], p.get("b")
         F = classify(p, X)
         K, s = cfg.K, cfg.loss.target_scale

@@ -32,6 +32,8 @@ def closed_form(problem: Problem) -> Target:
     ('mse_bias_free', 0.04875)
     """
     cfg, loss = problem.cfg, problem.cfg.loss
+    if cfg.features == "nonneg":
+        return nonneg_target(problem)
     if cfg.depth > 1:
         if loss.name == "mse" and not cfg.bias:
             linear = deep_linear_mse(cfg.class_counts, cfg.d, cfg.width, cfg.depth, cfg.wd_W, cfg.wd_H, cfg.wd_M,
@@ -82,6 +84,24 @@ def closed_form(problem: Problem) -> Target:
     if loss.name == "soft":
         return not_applicable("soft", "soft labels have no closed form")
     return not_applicable("none", f"no closed form for loss {loss.name!r}")
+
+
+def nonneg_target(problem: Problem) -> Target:
+    """Non-negative features ReLU(H) (Tirer & Bruna 2022). Bias-free MSE, one layer: the free-feature optimum
+    has the classes' features on orthogonal directions, which can be taken non-negative (ReLU(H) = H there, and
+    the decay is on H), so non-negative features reach the same optimum: `mse_bias_free`. Elsewhere (e.g. CE,
+    whose ETF needs negative cosines) no closed form, and the convex program's value is only a lower bound."""
+    cfg, loss = problem.cfg, problem.cfg.loss
+    if cfg.depth == 1 and loss.name == "mse" and not cfg.bias:
+        t = mse_bias_free(cfg.class_counts, cfg.d, cfg.wd_W, cfg.wd_H, loss.target_scale)
+        if t.applies:
+            return Target("mse_nonneg", True, "non-negative features reach the bias-free MSE optimum: its class "
+                                              "means are orthogonal and can be taken non-negative", t.predicted,
+                          t.grams)
+        return t
+    return not_applicable("nonneg_features", f"no closed form for non-negative features under {loss.name}"
+                                             f"{' with a bias' if cfg.bias else ''} at depth {cfg.depth}; the "
+                                             "convex program's value is only a lower bound")
 
 
 def hug_target(problem: Problem) -> Target:
@@ -136,7 +156,7 @@ def theory_target(problem: Problem, convex=None) -> Target:
     """The closed form where one applies; else the certified convex optimum's geometry; else why not."""
     cfg = problem.cfg
     target = closed_form(problem)
-    if target.applies or convex is None:
+    if target.applies or convex is None or cfg.features == "nonneg":  # non-negative: the program only bounds
         return target
     cert = convex.certificate
     if not cert.certified:

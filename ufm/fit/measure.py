@@ -28,7 +28,7 @@ def measure(params: dict[str, torch.Tensor], y: torch.Tensor, problem: Problem) 
     F, data = objective_and_grad(params, y, problem)
     grads = [p.grad for p in params.values() if p.requires_grad]
     with torch.no_grad():
-        inputs = layer_inputs(params, cfg.act)
+        inputs = layer_inputs(params, cfg.act, nonneg=cfg.features == "nonneg")
         X, W, b = inputs[-1], params["W"], params.get("b")  # X: the classifier's input (H when L = 1)
         Z = classify(params, X)
         z_true = Z.gather(1, y[:, None]).squeeze(1)
