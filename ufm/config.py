@@ -10,6 +10,8 @@ from ufm.losses.config import LossConfig
 
 ACTIVATIONS = ("linear", "relu")
 FEATURES = ("free", "nonneg")
+NORMALIZE = ("none", "features", "classifier", "both")
+SPHERE_LOSSES = ("ce", "ls", "focal")
 
 OPTIMIZERS = ("gd", "sgd", "adam", "lbfgs")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -48,6 +50,8 @@ class SimConfig:
     depth: int = 1  # L: free features H, then L − 1 hidden layers, then the classifier W
     act: str = "linear"  # activation after each hidden layer: linear or relu
     features: str = "free"  # "free" or "nonneg": the features are ReLU(H), as after a network's last activation
+    normalize: str = "none"  # on the sphere: "features", "classifier" or "both" normalized, logits divided by τ
+    temperature: float = 1.0  # τ of the normalized logits X̂Ŵᵀ/τ
     width: int | None = None  # hidden-layer width (None: d)
     loss: LossConfig = field(default_factory=LossConfig)  # or a loss name: LossConfig(name)
     wd: float | None = None  # weight decay of every block left at None below (None: DEFAULT_WD, 0 under HUG)
@@ -95,11 +99,14 @@ class SimConfig:
         # HUG normalizes features and proxies: weight decay has nothing to balance (it would shrink
         # them toward 0 without a minimizer), and unit-norm starts keep the steps of size lr
         hug = self.loss.name == "hug"
+        # a normalized block has no scale for weight decay to balance: its decay defaults to 0
+        scale_free = {"wd_H": self.normalize in ("features", "both"), "wd_W": self.normalize in ("classifier", "both")}
         for block in ("wd_W", "wd_H", "wd_b", "wd_M"):
             if getattr(self, block) is None:
-                setattr(self, block, self.wd if self.wd is not None else 0.0 if hug else DEFAULT_WD)
+                free = hug or scale_free.get(block, False)
+                setattr(self, block, 0.0 if free else self.wd if self.wd is not None else DEFAULT_WD)
         if self.init_scale is None:
-            self.init_scale = 1.0 if hug else DEFAULT_INIT_SCALE
+            self.init_scale = 1.0 if hug or self.normalize != "none" else DEFAULT_INIT_SCALE  # unit-norm starts
         if self.width is None:
             self.width = self.d
         self.validate()
@@ -145,6 +152,18 @@ class SimConfig:
         need(self.depth >= 1, f"--depth must be at least 1, got {self.depth}")
         need(self.act in ACTIVATIONS, f"--act must be one of {ACTIVATIONS}, got {self.act!r}")
         need(self.features in FEATURES, f"--features must be one of {FEATURES}, got {self.features!r}")
+        need(self.normalize in NORMALIZE, f"--normalize must be one of {NORMALIZE}, got {self.normalize!r}")
+        need(math.isfinite(self.temperature) and self.temperature > 0, f"--temperature must be > 0, got "
+                                                                         f"{self.temperature}")
+        if self.normalize != "none":
+            need(self.loss.name in SPHERE_LOSSES, f"--normalize supports --loss {', '.join(SPHERE_LOSSES)}, not "
+                                                  f"{self.loss.name}")
+            need(self.depth == 1, "--normalize needs --depth 1")
+            for block, normalized in (("wd_H", self.normalize in ("features", "both")),
+                                      ("wd_W", self.normalize in ("classifier", "both"))):
+                need(not normalized or getattr(self, block) == 0,
+                     f"--normalize {self.normalize}: the loss does not see the scale of the normalized block, so "
+                     f"--{block.replace('_', '-')} would only shrink it toward 0 (no minimizer): use 0")
         need(self.width >= 1, f"--width must be at least 1, got {self.width}")
         if self.depth > 1:
             need(self.loss.name not in ("hxe", "soft", "haframe", "hug"),

@@ -69,9 +69,17 @@ def layer_inputs(params: dict[str, torch.Tensor], act: str = "linear", rows: tor
     return inputs
 
 
-def classify(params: dict[str, torch.Tensor], X: torch.Tensor) -> torch.Tensor:
-    """Z = X Wᵀ + b for the classifier's input X."""
-    Z = X @ params["W"].T
+def classify(params: dict[str, torch.Tensor], X: torch.Tensor, normalize: str = "none",
+             temperature: float = 1.0) -> torch.Tensor:
+    """Z = X Wᵀ + b for the classifier's input X; on the sphere (Graf et al. 2021; Yaras et al. 2022) with
+    `normalize` features, classifier or both, and a temperature: Z = X̂ Ŵᵀ/τ + b (rows normalized)."""
+    W = params["W"]
+    if normalize in ("features", "both"):
+        X = X / X.norm(dim=1, keepdim=True).clamp_min(torch.finfo(X.dtype).tiny)
+    if normalize in ("classifier", "both"):
+        W = W / W.norm(dim=1, keepdim=True).clamp_min(torch.finfo(W.dtype).tiny)
+    Z = X @ W.T
+    Z = Z / temperature if normalize != "none" else Z
     return Z + params["b"] if "b" in params else Z
 
 
@@ -102,7 +110,9 @@ def data_loss(params: dict[str, torch.Tensor], y: torch.Tensor, problem: Problem
               rows: torch.Tensor | None = None) -> torch.Tensor:
     """mean_i ℓ(z_i, y_i) over all samples, or over the mini-batch `rows`."""
     X = layer_inputs(params, problem.cfg.act, rows, problem.cfg.features == "nonneg")[-1]
-    return problem.loss(classify(params, X), y if rows is None else y[rows], problem.options, features=X,
+    cfg = problem.cfg
+    return problem.loss(classify(params, X, cfg.normalize, cfg.temperature), y if rows is None else y[rows],
+                        problem.options, features=X,
                         classifier=params["W"])
 
 

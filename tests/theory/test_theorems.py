@@ -23,7 +23,7 @@ from analysis.theory import (
     sqi_classifier_norm_sq,
     stationary_norm_identity,
 )
-from ufm.config import SimConfig
+from ufm.config import ConfigError, SimConfig
 from ufm.fit.optimizers import make_optimizer
 from ufm.model import init_params, logits, objective_and_grad
 from ufm.problem import resolve
@@ -305,3 +305,26 @@ def test_nonnegative_features_under_ce_stay_above_the_free_optimum(tmp_path):
                          for k in range(4)])
     cos = torch.nn.functional.normalize(means, dim=1) @ torch.nn.functional.normalize(means, dim=1).T
     assert float(cos.min()) >= 0.0  # non-negative features: no obtuse angle between class means
+
+
+@pytest.mark.parametrize("K,tau", [(2, 1.0), (4, 1.0), (4, 0.2), (6, 0.5)])
+def test_features_and_classifier_on_the_sphere_end_at_the_simplex_etf(tmp_path, K, tau):
+    """Graf et al. (2021), Lu & Steinerberger (2022): CE with ĥ and ŵ on the unit sphere and temperature τ is
+    minimized by a simplex ETF with ĥ = ŵ_y: F* = log(1 + (K−1)exp(−K/((K−1)τ)))."""
+    s = ufm_optimum(tmp_path, K=K, n=3, loss="ce", normalize="both", temperature=tau)
+    F_star = math.log1p((K - 1) * math.exp(-K / ((K - 1) * tau)))
+    assert s["theory"]["name"] == "sphere_etf" and s["theory"]["predicted"]["loss"] == pytest.approx(F_star, rel=1e-15)
+    assert s["final"]["loss"] == pytest.approx(F_star, rel=1e-10)
+    assert s["final"]["nc1"] < 1e-12 and s["final"]["nc2"] < 1e-8 and s["final"]["nc3"] < 1e-8
+    assert s["config"]["wd_W"] == s["config"]["wd_H"] == 0.0  # normalized blocks carry no decay
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(loss="mse", normalize="both"), "--normalize supports"),
+    (dict(loss="ce", normalize="features", wd_H=1e-3), "--wd-H would only shrink"),
+    (dict(loss="ce", normalize="both", depth=2), "--depth 1"),
+    (dict(loss="ce", normalize="both", temperature=0.0), "--temperature"),
+])
+def test_sphere_configuration_errors(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        SimConfig(**kwargs)

@@ -30,6 +30,8 @@ def convex_optimum(problem: Problem, progress: bool = False):
     cfg, loss = problem.cfg, problem.cfg.loss
     if cfg.depth > 1:
         return None, f"depth {cfg.depth}: the deep UFM is not a nuclear-norm program"
+    if cfg.normalize != "none":
+        return None, f"--normalize {cfg.normalize}: on the sphere the UFM is not a nuclear-norm program"
     if not problem.loss.convex:
         return None, {"hxe": "HXE is not convex in the logits",
                       "haframe": "the HAFrame classifier is fixed: no nuclear-norm program",

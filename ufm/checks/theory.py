@@ -34,6 +34,8 @@ def closed_form(problem: Problem) -> Target:
     cfg, loss = problem.cfg, problem.cfg.loss
     if cfg.features == "nonneg":
         return nonneg_target(problem)
+    if cfg.normalize != "none":
+        return sphere_target(problem)
     if cfg.depth > 1:
         if loss.name == "mse" and not cfg.bias:
             linear = deep_linear_mse(cfg.class_counts, cfg.d, cfg.width, cfg.depth, cfg.wd_W, cfg.wd_H, cfg.wd_M,
@@ -84,6 +86,23 @@ def closed_form(problem: Problem) -> Target:
     if loss.name == "soft":
         return not_applicable("soft", "soft labels have no closed form")
     return not_applicable("none", f"no closed form for loss {loss.name!r}")
+
+
+def sphere_target(problem: Problem) -> Target:
+    """Features and classifier on the unit sphere with temperature τ, CE (Graf et al. 2021; Lu & Steinerberger
+    2022): for K <= d + 1 the optimum is a simplex ETF with ĥ = ŵ_y, every wrong logit below the true one by
+    g = K/((K−1)τ) (cosines 1 and −1/(K−1)): F* = log(1 + (K−1)e^{−g}), the decay being 0 on both blocks."""
+    cfg, loss = problem.cfg, problem.cfg.loss
+    name = "sphere_etf"
+    if cfg.normalize != "both" or loss.name != "ce":
+        return not_applicable(name, f"no closed form on the sphere for --normalize {cfg.normalize} under "
+                                    f"{loss.name} (the simplex ETF with both normalized under CE has one)")
+    if not cfg.balanced or cfg.K > cfg.d + 1:
+        return not_applicable(name, "needs balanced classes and K <= d + 1 (beyond: the spherical code; see 'gnc')")
+    g = cfg.K / ((cfg.K - 1) * cfg.temperature)
+    p = {"loss": math.log1p((cfg.K - 1) * math.exp(-g)), "nc1": 0.0, "nc2": 0.0, "nc3": 0.0,
+         "nc4": 0.0, "accuracy": 1.0, "logit_gap": g}
+    return Target(name, True, f"τ = {cfg.temperature:g}: a simplex ETF on the sphere, logit gap K/((K−1)τ)", p)
 
 
 def nonneg_target(problem: Problem) -> Target:

@@ -8,7 +8,17 @@ from collections.abc import Sequence
 
 from ufm.cli.common import EXIT_DIVERGED, EXIT_INTERRUPTED, OneLineParser, check_out_dir, number
 from ufm.cli.loss_flags import add_loss_flags, loss_config
-from ufm.config import DEFAULT_LR, DEFAULT_STEPS, DEVICES, DTYPES, FEATURES, OPTIMIZERS, ConfigError, SimConfig
+from ufm.config import (
+    DEFAULT_LR,
+    DEFAULT_STEPS,
+    DEVICES,
+    DTYPES,
+    FEATURES,
+    NORMALIZE,
+    OPTIMIZERS,
+    ConfigError,
+    SimConfig,
+)
 from ufm.devices import DeviceUnavailable
 
 PROG = "python -m ufm.simulate"
@@ -51,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--features", choices=FEATURES, default="free",
                    help="free: the features H; nonneg: ReLU(H), non-negative as after a real network's last "
                         "activation (Tirer & Bruna 2022); the weight decay stays on H")
+    g.add_argument("--normalize", choices=NORMALIZE, default="none",
+                   help="on the sphere (ce, ls, focal): logits X̂Ŵᵀ/τ with the features, the classifier rows or "
+                        "both normalized; a normalized block gets no weight decay")
+    g.add_argument("--temperature", type=number(float, 0, lo_open=True), default=1.0,
+                   help="τ of the normalized logits (--normalize)")
     g.add_argument("--wd-M", type=number(float, 0), default=None,
                    help="weight decay of the hidden layers (default: --wd)")
     add_loss_flags(p, default_loss="mse", hierarchy_note="; sets K when --K is not given")
@@ -109,7 +124,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         batch_size=args.batch_size, init_scale=args.init_scale, device=args.device, dtype=args.dtype,
         seed=args.seed, tol=args.tol, evals_per_decade=args.evals_per_decade, certificate=args.certificate,
         imbalance=args.imbalance, minority=args.minority, depth=args.depth, act=args.act, width=args.width,
-        features=args.features,
+        features=args.features, normalize=args.normalize, temperature=args.temperature,
         wd_M=args.wd_M,
     )
 

@@ -30,7 +30,7 @@ def measure(params: dict[str, torch.Tensor], y: torch.Tensor, problem: Problem) 
     with torch.no_grad():
         inputs = layer_inputs(params, cfg.act, nonneg=cfg.features == "nonneg")
         X, W, b = inputs[-1], params["W"], params.get("b")  # X: the classifier's input (H when L = 1)
-        Z = classify(params, X)
+        Z = classify(params, X, cfg.normalize, cfg.temperature)
         z_true = Z.gather(1, y[:, None]).squeeze(1)
         z_other = (Z.sum(1) - z_true) / (cfg.K - 1)
         row = {
@@ -62,6 +62,13 @@ def measure(params: dict[str, torch.Tensor], y: torch.Tensor, problem: Problem) 
             # HUG's loss sees only directions (norms are free): its features are ĥ and it classifies by
             # the nearest proxy in angle, so the NC metrics are those of the normalized H and W
             X, W = X / X.norm(dim=1, keepdim=True), W / W.norm(dim=1, keepdim=True)
+        # on the sphere (--normalize) the loss sees the normalized blocks (and 1/τ): measure what it sees
+        if cfg.normalize in ("features", "both"):
+            X = X / X.norm(dim=1, keepdim=True)
+        if cfg.normalize in ("classifier", "both"):
+            W = W / W.norm(dim=1, keepdim=True)
+        if cfg.normalize != "none":
+            W = W / cfg.temperature  # X Wᵀ + b are then the logits the loss saw
         row.update(nc_metrics(X, y, W, b, K=cfg.K))
         if not etf_exists(cfg.K, cfg.feature_dim):
             # no simplex ETF exists in R^d: a distance to one measures nothing (the GNC measures below do)

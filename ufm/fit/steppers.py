@@ -26,7 +26,8 @@ PER_CONFIG = ("wd_W", "wd_H", "wd_b", "wd_M", "lr", "seed", "init_scale", "certi
 def fused(cfg: SimConfig) -> bool:
     """Full-batch GD on the one-layer UFM under a loss with a closed-form step (the registry's `fused`): three
     matrix products per step, H updated inside the last, instead of autograd + an optimizer."""
-    return (cfg.optimizer == "gd" and cfg.depth == 1 and cfg.features == "free" and cfg.loss.entry.fused
+    return (cfg.optimizer == "gd" and cfg.depth == 1 and cfg.features == "free" and cfg.normalize == "none"
+            and cfg.loss.entry.fused
             and (cfg.batch_size is None or cfg.batch_size >= cfg.N))
 
 

@@ -134,7 +134,8 @@ def _settings(raw: dict[str, Any]) -> dict[str, Any]:
 
 # settings added after the ids were fixed: hashed only where they differ from the default they were added with,
 # so a configuration that does not use them keeps its id (a sweep restarted after an upgrade skips its runs)
-ADDED_SETTINGS = {"focal_gamma": 2.0, "features": "free", "lca_distance": "auto"}
+ADDED_SETTINGS = {"focal_gamma": 2.0, "features": "free", "lca_distance": "auto", "normalize": "none",
+                  "temperature": 1.0}
 
 
 def config_id(cfg: SimConfig) -> str:
