@@ -31,10 +31,35 @@ always the sample-weighted within-class covariance of the definition above.
 Variants used by other papers, under their own names: `nc2_W` (ETF distance of WWᵀ, as in Zhu et al.
 2021's code), `self_duality` ‖W/‖W‖_F − M/‖M‖_F‖_F and `self_duality_sq` (its square: Papyan's and
 HAFrame's NC3), equinorm (std/mean of the norms), equiangularity (std of pairwise cosines), max-angle
-(mean |cos + 1/(K−1)|). Standard deviations are population ones (ddof = 0).
+(mean |cos + 1/(K−1)|). Standard deviations and variances are population ones (ddof = 0).
 
-Precision: class sums, the K×K and the K×d quantities are computed in float64; the products of the
-N-sized second pass run in float32 (float64 for float64 features; half precision is upcast) on the
+Measures of the other NC libraries (rhubarbwu/neural-collapse; Zhu et al. 2021's code):
+
+- `cdnv`, `cdnv_max`: mean and max over pairs i < j of the class-distance normalized variance
+  V_ij = (Var_i + Var_j) / (2‖μ_i − μ_j‖²), Var_k = (1/n_k) Σ_{i in class k} ‖h_i − μ_k‖² (the trace of
+  class k's covariance) (Galanti, György & Hutter 2022, "On the role of neural collapse in transfer
+  learning"; rhubarbwu's `variability_cdnv`). 0 once every class collapses; inf if two means coincide.
+- `bias_relation` = ‖v‖₂ with v = Wμ_G + b (b = 0 when no bias is given): the quantity Zhu et al.'s code
+  plots as "NC4" (Zhu et al. 2021, "A geometric analysis of neural collapse with unconstrained
+  features"). v is the mean logit vector (over the samples, for the default μ_G). At their global
+  optimum b = b·1 and μ_G = 0, with b = 0 when the bias is penalized, so there ‖v‖ = 0.
+- `bias_relation_centered` = ‖v − mean(v)·1‖₂ / (‖WMᵀ‖_F/√K): the part of v that is not constant across
+  classes, which vanishes at the optimum with or without a bias penalty (with a free bias ‖v‖ need not:
+  CE is shift-invariant, and the MSE optimum has b = 1/K), in units of the RMS norm ‖W(μ_k − μ_G)‖ of
+  the means' centered logit vectors (scale-free).
+- `distance_var_means` = Var_{i<j} ‖μ̂_i − μ̂_j‖ with μ̂_k = (μ_k − μ_G)/‖μ_k − μ_G‖, the variance of the
+  pairwise distances of the normalized centered means (rhubarbwu's `nc2g_dist`, the generalized-NC
+  uniformity of Liu et al. 2023); 0 for a simplex ETF or any equidistant set.
+  `log_distance_var_means` = Var_{i<j} log ‖μ̂_i − μ̂_j‖ (rhubarbwu's `nc2g_log`, the log kernel).
+- `distance_var_W`, `log_distance_var_W`: the same for the rows of W (not centered, as for equinorm_W).
+
+Every variance above is over the K(K−1)/2 pairs i < j. CDNV needs only the per-class sums of squared
+deviations (K numbers of the second pass) and the K×K distances of the means: it is exact under
+streaming and `reduce` like everything else.
+
+Precision: class sums, the K×K and the K×d quantities are computed in float64 (the first pass sums
+in float64 whatever the features' dtype, so the means are those of float64 features); the products of
+the N-sized second pass run in float32 (float64 for float64 features; half precision is upcast) on the
 features' device, and the rounding of the means to that dtype is corrected exactly (it is a
 per-class constant shift of the deviations).
 """
@@ -59,6 +84,8 @@ METRIC_KEYS = (
     "nc1", "nc2", "nc3", "nc4", "accuracy", "ncc_accuracy", "nc2_W", "self_duality",
     "self_duality_sq", "equinorm_means", "equinorm_W", "equiangular_means", "equiangular_W",
     "maxangle_means", "maxangle_W", "tr_sigma_W", "tr_sigma_B", "rank_means",
+    "cdnv", "cdnv_max", "bias_relation", "bias_relation_centered", "distance_var_means",
+    "log_distance_var_means", "distance_var_W", "log_distance_var_W",
 )
 
 
@@ -88,8 +115,7 @@ class DeviationStats:
     """Second-pass statistics. Additive over batches."""
 
     proj_gram: torch.Tensor  # (K, K) float64: Σ_i P_iᵀ P_i
-    within_ss: torch.Tensor  # () float64: Σ_i ‖δ'_i‖², δ'_i = h_i − fl(μ_{y_i})
-    deviation_sums: torch.Tensor  # (K, d) float64: Σ_{i in class k} δ'_i (fixes the means exactly)
+    within_ss: torch.Tensor  # (K,) float64: Σ_{i in class k} ‖δ'_i‖², δ'_i = h_i − fl(μ_k)
     mismatches: torch.Tensor  # () int64: samples with classifier decision ≠ nearest class mean
     correct: torch.Tensor  # () int64: samples with classifier decision = label
     ncc_correct: torch.Tensor  # () int64: samples whose nearest class mean is their own
@@ -109,23 +135,24 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
 def class_sums(H: Any, y: Any, K: int) -> ClassSums:
     """Per-class counts and feature sums of one batch (scatter-add, one pass over H).
 
-    Chunks of rows are summed in the working dtype (float32 for half precision, which would
-    overflow) and accumulated in float64. What error remains in the means is removed exactly by the
-    second pass (see `deviation_stats`).
+    Summed in float64 whatever the features' dtype (chunks of rows are converted one at a time), so
+    the sums of float32 or half-precision features are those of the same features in float64. Summing
+    in float32 instead errs by ~1e-7 of the features' magnitude, not of their spread: with an offset of
+    1e4 the means moved by ~1e-3 and NC1 by 1e-3 relative (an error the second pass cannot see).
     """
     H = as_features(H)
     y = as_labels(y, device=H.device)
     _check_batch(H, y, K)
-    d, work = H.shape[1], _work_dtype(H.dtype)
+    d = H.shape[1]
     sums = torch.zeros(K, d, dtype=torch.float64, device=H.device)
-    part = sums if work == torch.float64 else torch.empty(K, d, dtype=work, device=H.device)
-    chunk = max(_chunk_rows(d), 8 * K)  # keeps the K×d partial sum small next to the chunk
+    chunk = max(_chunk_rows(d), 8 * K)
+    buf = None if H.dtype == torch.float64 else torch.empty(min(chunk, H.shape[0]), d, dtype=torch.float64,
+                                                            device=H.device)
     for start in range(0, H.shape[0], chunk):
-        if part is not sums:
-            part.zero_()
-        part.index_add_(0, y[start:start + chunk], H[start:start + chunk].to(work))
-        if part is not sums:
-            sums += part
+        rows = H[start:start + chunk]
+        if buf is not None:
+            rows = buf[:rows.shape[0]].copy_(rows)
+        sums.index_add_(0, y[start:start + chunk], rows)
     return ClassSums(torch.bincount(y, minlength=K), sums)
 
 
@@ -141,6 +168,7 @@ class _Geometry:
     """What the second pass needs from the first: means, centered means, and their K×K Grams."""
 
     means: torch.Tensor  # (K, d) float64
+    mu_G: torch.Tensor  # (d,) float64, the global mean (of the samples or of the class means)
     centered: torch.Tensor  # (K, d) float64, M
     gram: torch.Tensor  # (K, K) float64, A = MMᵀ
     sq_dist: torch.Tensor  # (K, K) float64, ‖μ_j − μ_k‖²
@@ -180,7 +208,7 @@ def _geometry(sums: ClassSums, W: Any, b: Any, global_mean: str, dtype: torch.dt
     means_work = means.to(work)
     V_work = (M if W64 is None else torch.cat([M, W64])).to(work)
     shift = (means - means_work.double()) @ V_work.double().T
-    return _Geometry(means, M, A, sq_dist, W64, b64, means_work, V_work, shift)
+    return _Geometry(means, mu_G, M, A, sq_dist, W64, b64, means_work, V_work, shift)
 
 
 def deviation_stats(H: Any, y: Any, geom: _Geometry) -> DeviationStats:
@@ -192,18 +220,15 @@ def deviation_stats(H: Any, y: Any, geom: _Geometry) -> DeviationStats:
     dev = H.device
     V, means, shift, work = geom.V_work, geom.means_work, geom.shift, geom.V_work.dtype
     # δ'_i = h_i − fl(μ_k) uses the means rounded to the working dtype; the projection is
-    # P_i = δ'_i Vᵀ − e_k Vᵀ: subtract that per-class constant (geom.shift) in float64. The exact
-    # class means differ from μ_k by what the float32 first pass lost; Σ_k δ'_i, accumulated here,
-    # gives that difference exactly and _finalize removes it.
+    # P_i = δ'_i Vᵀ − e_k Vᵀ: subtract that per-class constant (geom.shift) in float64. The means μ_k
+    # themselves are float64 sums (class_sums), so Σ_{i in k} δ'_i = n_k e_k, which _finalize uses.
     mean_logits = None
     if geom.W is not None:
         mean_logits = means.double() @ geom.W.T  # fl(μ_j) · w_k: logits = δ' Wᵀ + fl(μ_y) Wᵀ + b
         if geom.b is not None:
             mean_logits = mean_logits + geom.b
     gram = torch.zeros(K, K, dtype=torch.float64, device=dev)
-    within_ss = torch.zeros((), dtype=torch.float64, device=dev)
-    # deviation-sized values: float32 accumulation is accurate enough here
-    deviation_sums = torch.zeros(K, d, dtype=work, device=dev)
+    within_ss = torch.zeros(K, dtype=torch.float64, device=dev)
     zero = torch.zeros((), dtype=torch.int64, device=dev)
     mismatches, correct, ncc_correct = zero.clone(), zero.clone(), zero.clone()
     chunk = _chunk_rows(d)
@@ -219,9 +244,8 @@ def deviation_stats(H: Any, y: Any, geom: _Geometry) -> DeviationStats:
         torch.sub(H[start:start + chunk], delta, out=delta)
         torch.mm(delta, V.T, out=proj)
         # ‖δ'‖² per row in the working dtype (a float64 copy of the chunk would cost a pass), summed
-        # in float64; _finalize removes the part due to the offset of fl(μ_k) from the exact mean
-        within_ss += torch.linalg.vector_norm(delta, dim=1).double().square().sum()
-        deviation_sums.index_add_(0, yc, delta)
+        # per class in float64; _finalize removes the part due to the offset e_k of fl(μ_k) from μ_k
+        within_ss.index_add_(0, yc, torch.linalg.vector_norm(delta, dim=1).double().square())
         proj64 = proj.double()
         P = proj64[:, :K] - shift[yc, :K]
         gram += P.T @ P
@@ -231,7 +255,7 @@ def deviation_stats(H: Any, y: Any, geom: _Geometry) -> DeviationStats:
             predicted = (proj64[:, K:] + mean_logits[yc]).argmax(1)
             mismatches += (predicted != nearest).sum()
             correct += (predicted == yc).sum()
-    return DeviationStats(gram, within_ss, deviation_sums.double(), mismatches, correct, ncc_correct)
+    return DeviationStats(gram, within_ss, mismatches, correct, ncc_correct)
 
 
 def gram_distance(G: Any, reference: Any) -> float:
@@ -253,17 +277,38 @@ def etf_distance(G: Any) -> float:
     return gram_distance(G, torch.eye(K, dtype=torch.float64) - 1.0 / K)
 
 
-def _norm_and_angle_stats(X: torch.Tensor) -> tuple[float, float, float]:
-    """(std/mean of the row norms, std of pairwise cosines, mean |cos + 1/(K−1)|) of K×d rows."""
+def _row_stats(X: torch.Tensor, suffix: str) -> dict[str, float]:
+    """Of the K×d rows x_k, with x̂_k = x_k/‖x_k‖ and pairs i < j: equinorm (std/mean of ‖x_k‖),
+    equiangular (std of cos_ij), maxangle (mean |cos_ij + 1/(K−1)|), distance_var (variance of
+    ‖x̂_i − x̂_j‖ = √(2 − 2cos_ij)) and log_distance_var (variance of its log). Keys end in `_{suffix}`."""
     K = X.shape[0]
     norms = torch.linalg.vector_norm(X, dim=1)
-    equinorm = float(norms.std(correction=0) / norms.mean()) if norms.mean() > 0 else math.nan
+    out = dict.fromkeys((f"{name}_{suffix}" for name in ("equinorm", "equiangular", "maxangle", "distance_var",
+                                                         "log_distance_var")), math.nan)
+    if norms.mean() > 0:
+        out[f"equinorm_{suffix}"] = float(norms.std(correction=0) / norms.mean())
     if torch.any(norms == 0):
-        return equinorm, math.nan, math.nan
+        return out  # a zero row has no direction
     cos = (X @ X.T) / (norms[:, None] * norms[None, :])
     iu = torch.triu_indices(K, K, offset=1, device=X.device)
     pairs = cos[iu[0], iu[1]]
-    return equinorm, float(pairs.std(correction=0)), float((pairs + 1.0 / (K - 1)).abs().mean())
+    out[f"equiangular_{suffix}"] = float(pairs.std(correction=0))
+    out[f"maxangle_{suffix}"] = float((pairs + 1.0 / (K - 1)).abs().mean())
+    dist = (2 - 2 * pairs).clamp_min(0).sqrt()
+    out[f"distance_var_{suffix}"] = float(dist.var(correction=0))
+    # two coincident directions: log 0 = −inf, and the variance is undefined (NaN), not a number
+    out[f"log_distance_var_{suffix}"] = float(dist.log().var(correction=0)) if bool((dist > 0).all()) else math.nan
+    return out
+
+
+def _cdnv(within_ss: torch.Tensor, counts: torch.Tensor, sq_dist: torch.Tensor) -> tuple[float, float]:
+    """(mean, max) over pairs i < j of (Var_i + Var_j)/(2‖μ_i − μ_j‖²), Var_k = within_ss_k/n_k (Galanti et al.
+    2022). Coincident means give inf (NaN when both classes have no spread either)."""
+    K = len(counts)
+    var = (within_ss / counts).clamp_min(0)  # rounding can leave a one-sample class slightly negative
+    iu = torch.triu_indices(K, K, offset=1, device=var.device)
+    V = (var[iu[0]] + var[iu[1]]) / (2 * sq_dist[iu[0], iu[1]])
+    return float(V.mean()), float(V.max())
 
 
 def _finalize(sums: ClassSums, geom: _Geometry, dev: DeviationStats, rtol: float) -> dict[str, float]:
@@ -273,13 +318,13 @@ def _finalize(sums: ClassSums, geom: _Geometry, dev: DeviationStats, rtol: float
     out = dict.fromkeys(METRIC_KEYS, math.nan)
     if not (torch.isfinite(A).all() and torch.isfinite(dev.proj_gram).all()):
         return out  # non-finite features (a diverged run): every metric is NaN
-    # exact class means are fl(μ_k) + t_k with t_k = (Σ_{i in k} δ'_i)/n_k: Σ_i ‖h_i − exact mean‖² =
-    # Σ‖δ'‖² − Σ_k n_k‖t_k‖², and the projections shift by a per-class constant Δ_k = t_k Mᵀ − e_k Mᵀ
-    # (what deviation_stats already removed), so Σ P Pᵀ loses Σ_k n_k Δ_k Δ_kᵀ.
+    # the class means μ_k are float64 sums: the deviations δ'_i = h_i − fl(μ_k) of class k sum to n_k e_k,
+    # e_k = μ_k − fl(μ_k), so Σ_{i in k} ‖h_i − μ_k‖² = Σ‖δ'_i‖² − n_k‖e_k‖²; the projections P_i are
+    # already those of h_i − μ_k (deviation_stats subtracts e_k Vᵀ)
     counts = sums.counts.double()
-    offset = dev.deviation_sums / counts[:, None]  # t_k
-    delta_shift = offset @ geom.V_work[:K].double().T - geom.shift[:, :K]  # Δ_k, (K, K)
-    G = (dev.proj_gram - delta_shift.T @ (counts[:, None] * delta_shift)) / N  # M Σ_W Mᵀ
+    offset = geom.means - geom.means_work.double()  # e_k
+    within_ss = dev.within_ss - counts * offset.square().sum(1)  # Σ_{i in k} ‖h_i − μ_k‖², (K,)
+    G = dev.proj_gram / N  # M Σ_W Mᵀ
     # NC1 = tr(G (A^†)²) on the eigenbasis of A = U Λ Uᵀ: Σ_{λ_j > cut} (Uᵀ G U)_jj / λ_j²
     evals, U = torch.linalg.eigh(A)
     lam_max = float(evals.max())
@@ -289,10 +334,11 @@ def _finalize(sums: ClassSums, geom: _Geometry, dev: DeviationStats, rtol: float
     out["nc1"] = nc1
     out["nc2"] = etf_distance(A)
     out["ncc_accuracy"] = float(dev.ncc_correct) / N
-    out["tr_sigma_W"] = float(dev.within_ss - (counts * offset.square().sum(1)).sum()) / N
+    out["tr_sigma_W"] = float(within_ss.sum()) / N
     out["tr_sigma_B"] = float(M.square().sum()) / K
     out["rank_means"] = float(keep.sum())
-    out["equinorm_means"], out["equiangular_means"], out["maxangle_means"] = _norm_and_angle_stats(M)
+    out["cdnv"], out["cdnv_max"] = _cdnv(within_ss, counts, geom.sq_dist)
+    out.update(_row_stats(M, "means"))
     if geom.W is not None:
         W = geom.W
         out["nc3"] = etf_distance(W @ M.T)
@@ -303,7 +349,14 @@ def _finalize(sums: ClassSums, geom: _Geometry, dev: DeviationStats, rtol: float
         if w_norm > 0 and m_norm > 0:
             sd = float(torch.linalg.matrix_norm(W / w_norm - M / m_norm))
             out["self_duality"], out["self_duality_sq"] = sd, sd * sd
-        out["equinorm_W"], out["equiangular_W"], out["maxangle_W"] = _norm_and_angle_stats(W)
+        out.update(_row_stats(W, "W"))
+        # Zhu et al.'s bias relation: v = Wμ_G + b is the mean logit vector (over the samples, for the
+        # default μ_G); their optimum has b = b·1 and μ_G = 0, so v is constant across classes
+        v = W @ geom.mu_G + (geom.b if geom.b is not None else 0.0)
+        out["bias_relation"] = float(torch.linalg.vector_norm(v))
+        logit_scale = float(torch.linalg.matrix_norm(W @ M.T)) / math.sqrt(K)
+        spread = float(torch.linalg.vector_norm(v - v.mean()))
+        out["bias_relation_centered"] = spread / logit_scale if logit_scale > 0 else math.nan
     return out
 
 
@@ -319,8 +372,9 @@ def nc_metrics(
 ) -> dict[str, float]:
     """NC1–NC4 and companions of features H (N, d) with labels y (N,), classifier W (K, d), bias b (K,).
 
-    Keys: see METRIC_KEYS; those that need W (nc3, nc4, accuracy, nc2_W, self-duality, *_W) are NaN
-    without it. K defaults to max(y) + 1. See the module docstring for the formulas.
+    Keys: see METRIC_KEYS; those that need W (nc3, nc4, accuracy, nc2_W, self-duality, *_W, bias_relation*)
+    are NaN without it; without b the bias relation takes b = 0. K defaults to max(y) + 1. See the module
+    docstring for the formulas.
     """
     H = as_features(H)
     y = as_labels(y, device=H.device)
@@ -401,8 +455,15 @@ def gnc_metrics(H: Any, y: Any, W: Any = None, K: int | None = None, s: float = 
       HUG's features and proxies live on the sphere, and a spherical code need not have mean 0);
     - `energy_W`, `min_angle_W`: the same for the classifier rows (proxies);
     - `spherical_spread`: mean_i (1 − cos∠(h_i, μ_{y_i})), the intra-class spread on the sphere (0 once
-      every feature points along its class mean).
-    Unlike NC2, these are meaningful for K > d + 1, where no simplex ETF exists.
+      every feature points along its class mean);
+    - `distance_var_means_sphere`, `log_distance_var_means_sphere`: Var_{i<j} ‖μ̂_i − μ̂_j‖ and
+      Var_{i<j} log ‖μ̂_i − μ̂_j‖ of the same (uncentered) directions: 0 for any equidistant configuration
+      (rhubarbwu/neural-collapse's `nc2g_dist` / `nc2g_log`, which `nc_metrics` reports for the *centered*
+      means as `distance_var_means` / `log_distance_var_means`);
+    - `distance_var_W`, `log_distance_var_W`: the same for the classifier rows (identical to `nc_metrics`'
+      keys of that name).
+    Variances are over the K(K−1)/2 pairs (ddof = 0). Unlike NC2, these are meaningful for K > d + 1,
+    where no simplex ETF exists (there the distance variances of a spherical code are not 0).
     """
     from analysis.uniformity import min_angle, normalize_rows, riesz_energy
 
@@ -412,14 +473,20 @@ def gnc_metrics(H: Any, y: Any, W: Any = None, K: int | None = None, s: float = 
     means = class_means(H, y, K)
     if bool((means.norm(dim=1) == 0).any()):
         # a class mean at 0 has no direction: the measures are undefined, not 90° or 0.5
-        out = {"energy_means": math.nan, "min_angle_means": math.nan, "spherical_spread": math.nan}
+        out = {"energy_means": math.nan, "min_angle_means": math.nan, "spherical_spread": math.nan,
+               "distance_var_means_sphere": math.nan, "log_distance_var_means_sphere": math.nan}
     else:
         out = {"energy_means": float(riesz_energy(means, s)),
                "min_angle_means": math.degrees(float(min_angle(means)))}
         cos = (normalize_rows(H) * normalize_rows(means)[y]).sum(1)
         out["spherical_spread"] = float((1 - cos).mean())
+        rows = _row_stats(means, "means_sphere")
+        for key in ("distance_var_means_sphere", "log_distance_var_means_sphere"):
+            out[key] = rows[key]
     if W is not None:
         Wt = as_features(W, device=H.device).double()
         out["energy_W"] = float(riesz_energy(Wt, s))
         out["min_angle_W"] = math.degrees(float(min_angle(Wt)))
+        rows = _row_stats(Wt, "W")
+        out["distance_var_W"], out["log_distance_var_W"] = rows["distance_var_W"], rows["log_distance_var_W"]
     return out

@@ -241,3 +241,24 @@ def test_one_shot_iterator_is_refused():
     H, y, W, b = gaussian_classes(3, 4, [5] * 3)
     with pytest.raises(ValueError, match="one-shot"):
         nc_metrics_streaming(iter([(H, y)]), 3)
+
+
+def test_float32_features_with_an_offset_match_float64_on_the_same_features():
+    # issue 16: float32 features of magnitude 1e4 with a unit spread. Summing the class means in float32
+    # moved them by ~1e-3 and NC1 by 1e-3 relative (only Σ_W was corrected); the first pass now sums in
+    # float64, so every metric agrees with float64 on the same (float32-rounded) features to ~1e-8
+    rng = np.random.default_rng(11)
+    K, d, n = 6, 16, 1500
+    y = np.repeat(np.arange(K), n)
+    H64 = 3.0 * rng.normal(size=(K, d))[y] + rng.normal(size=(K * n, d))
+    H32 = (H64 + 1e4).astype(np.float32)
+    W = rng.normal(size=(K, d))
+    b = rng.normal(size=K) - W @ np.full(d, 1e4)  # logits of the order of the spread, as for the unshifted data
+    ours = nc_metrics(H32, y, W, b)
+    ref = nc_metrics(H32.astype(np.float64), y, W, b)
+    assert set(ours) == set(ref)
+    for key, value in ref.items():
+        assert np.isfinite(value), key
+        assert ours[key] == pytest.approx(value, rel=1e-7, abs=1e-12), key
+    for key in ("nc4", "accuracy", "ncc_accuracy", "rank_means"):  # decisions and counts: identical
+        assert ours[key] == ref[key], key
