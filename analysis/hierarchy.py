@@ -12,9 +12,17 @@ Class order (fixed, so that class k of a run is leaf k of its tree):
 - any constructor accepts `leaf_order` (leaf names) to override this.
 
 Heights. `depth(v)` = edges from the root; `height(v)` = edges of the longest downward path to a leaf
-(leaves 0). The LCA height of classes i, j (DESIGN §5.2's d_ij) is the number of levels from the leaves
-up to their lowest common ancestor. Where leaves sit at different depths (tieredImageNet-H) the two
-distances differ and we take the larger: d_ij = max(dist(i, a), dist(j, a)), a = LCA(i, j); d_ii = 0.
+(leaves 0); H = height(root), the tree height. The LCA height of classes i, j (DESIGN §5.2's d_ij) is the
+number of levels from the leaves up to their lowest common ancestor a = LCA(i, j); d_ii = 0. Where every
+leaf sits at depth H this is unambiguous: d_ij = dist(i, a) = dist(j, a) = H − depth(a). Where leaves sit at
+different depths (tieredImageNet-H: 3 to 12) a tree's `lca_distance` picks one of LCA_DISTANCES:
+- "height_minus_depth": d_ij = H − depth(a), the distance files behind the published numbers (Bertinetto
+  et al. 2020; Liang & Davis 2023: "12 − depth" on tieredImageNet-H);
+- "max_leaf_distance": d_ij = max(dist(i, a), dist(j, a)), the convention of this package before;
+- "auto" (the default): "height_minus_depth" on a tree with uneven leaf depths, so results compare with
+  the papers; on a tree whose leaves share a depth the two coincide (and "auto" computes the second).
+`Tree.lca_heights` applies the tree's convention, so every consumer (metrics, soft labels, the HAFrame
+Gram) reads one matrix; `load(spec, lca_distance=…)` or `tree.with_lca_distance(…)` sets it.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -31,6 +39,7 @@ from typing import Any
 import numpy as np
 
 BUILTIN = ("cifar100", "fgvc_aircraft", "inaturalist19", "tiered_imagenet_h")
+LCA_DISTANCES = ("auto", "height_minus_depth", "max_leaf_distance")  # see the module docstring
 MAX_CLASSES = 100_000  # the K×K LCA matrix of a larger tree would not fit in memory
 
 
@@ -46,9 +55,16 @@ class Tree:
     parent: tuple[int, ...]  # parent[v], -1 for the root
     leaves: tuple[int, ...]
     name: str = ""
+    lca_distance: str = "auto"  # the convention of `lca_heights`, one of LCA_DISTANCES
 
     def __post_init__(self) -> None:
         _validate(self.names, self.parent, self.leaves)
+        if self.lca_distance not in LCA_DISTANCES:
+            raise HierarchyError(f"lca_distance must be one of {', '.join(LCA_DISTANCES)}, got {self.lca_distance!r}")
+
+    def with_lca_distance(self, lca_distance: str) -> Tree:
+        """The same tree with another LCA-distance convention (one of LCA_DISTANCES)."""
+        return self if lca_distance == self.lca_distance else replace(self, lca_distance=lca_distance)
 
     # --- structure -------------------------------------------------------------------------------
     @property
@@ -113,10 +129,35 @@ class Tree:
 
     # --- LCA heights ----------------------------------------------------------------------------
     @cached_property
+    def leaves_share_depth(self) -> bool:
+        """Whether every class sits at depth H (then the LCA-distance conventions coincide)."""
+        return bool((self.depth[list(self.leaves)] == self.tree_height).all())
+
+    @property
+    def lca_convention(self) -> str:
+        """The convention `lca_heights` applies: "height_minus_depth" or "max_leaf_distance" ("auto" resolved)."""
+        if self.lca_distance != "auto":
+            return self.lca_distance
+        return "max_leaf_distance" if self.leaves_share_depth else "height_minus_depth"
+
+    @property
+    def lca_description(self) -> str:
+        """One line saying which d_ij `lca_heights` holds (for summaries: say which convention a result used)."""
+        formula = {"height_minus_depth": "d_ij = tree height - depth(LCA(i, j)) (the papers' distance files)",
+                   "max_leaf_distance": "d_ij = max of the two leaves' distances to their LCA"}[self.lca_convention]
+        note = ("; every leaf sits at depth H, where this equals the other convention" if self.leaves_share_depth
+                else "; leaves at uneven depths")
+        chosen = "auto: " if self.lca_distance == "auto" else ""
+        return f"{chosen}{formula}, d_ii = 0{note}"
+
+    @cached_property
     def lca_heights(self) -> np.ndarray:
-        """K×K integer matrix d_ij = max(dist(leaf_i, LCA), dist(leaf_j, LCA)), d_ii = 0."""
+        """K×K integer matrix of LCA distances d_ij under the tree's `lca_convention`, d_ii = 0:
+        H − depth(LCA(i, j)), or max(dist(leaf_i, LCA), dist(leaf_j, LCA))."""
         # bottom-up: at node a, two classes below different children of a have a as their LCA.
         # Work Σ_a (classes below a)² <= height·K², vectorized per node.
+        by_depth = self.lca_convention == "height_minus_depth"
+        H = self.tree_height
         class_of = {v: k for k, v in enumerate(self.leaves)}
         below: list[list[tuple[int, int]]] = [[] for _ in self.names]  # (class, distance) under each node
         D = np.zeros((self.K, self.K), dtype=np.int64)
@@ -133,7 +174,7 @@ class Tree:
             cls_a, dist_a, via_a = np.array(cls), np.array(dist), np.array(via)
             block = D[np.ix_(cls_a, cls_a)]
             split = via_a[:, None] != via_a[None, :]
-            block[split] = np.maximum.outer(dist_a, dist_a)[split]
+            block[split] = H - self.depth[a] if by_depth else np.maximum.outer(dist_a, dist_a)[split]
             D[np.ix_(cls_a, cls_a)] = block
         D.setflags(write=False)
         return D
@@ -395,10 +436,12 @@ def read_json(path: Path | str) -> Tree:
     return from_nested(obj, name=path.stem if "dataset" not in obj else "", leaf_order=order)
 
 
-def load(spec: str, K: int | None = None) -> Tree:
+def load(spec: str, K: int | None = None, lca_distance: str = "auto") -> Tree:
     """A tree by spec: a built-in name (`cifar100`, `fgvc_aircraft`, `inaturalist19`,
     `tiered_imagenet_h`), `balanced:b1,b2,…`, `flat:K`, or a JSON file path. With K, the number of
-    classes must match."""
+    classes must match. `lca_distance`: the convention of its `lca_heights` (one of LCA_DISTANCES)."""
+    if lca_distance not in LCA_DISTANCES:
+        raise HierarchyError(f"lca_distance must be one of {', '.join(LCA_DISTANCES)}, got {lca_distance!r}")
     spec = spec.strip()
     if spec.startswith(("balanced:", "flat:")):
         kind, _, arg = spec.partition(":")
@@ -419,4 +462,4 @@ def load(spec: str, K: int | None = None) -> Tree:
                              "flat:K, or a path to a JSON file")
     if K is not None and tree.K != K:
         raise HierarchyError(f"hierarchy {spec!r} has {tree.K} classes, but K = {K}")
-    return tree
+    return tree.with_lca_distance(lca_distance)

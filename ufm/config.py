@@ -103,8 +103,8 @@ class SimConfig:
         scale_free = {"wd_H": self.normalize in ("features", "both"), "wd_W": self.normalize in ("classifier", "both")}
         for block in ("wd_W", "wd_H", "wd_b", "wd_M"):
             if getattr(self, block) is None:
-                free = hug or scale_free.get(block, False)
-                setattr(self, block, 0.0 if free else self.wd if self.wd is not None else DEFAULT_WD)
+                default = 0.0 if hug or scale_free.get(block, False) else DEFAULT_WD
+                setattr(self, block, self.wd if self.wd is not None else default)  # a given wd is refused there
         if self.init_scale is None:
             self.init_scale = 1.0 if hug or self.normalize != "none" else DEFAULT_INIT_SCALE  # unit-norm starts
         if self.width is None:

@@ -21,17 +21,19 @@ from ufm.losses import LOSSES, HugOptions, LossConfig, LossEntry, LossOptions, h
 
 
 @lru_cache(maxsize=16)
-def class_tree(spec: str, K: int | None = None) -> Tree:
-    """`analysis.hierarchy.load`, cached (the LCA matrix of a 1 000-class tree takes a fraction of a second)."""
-    return load(spec, K)
+def class_tree(spec: str, K: int | None = None, lca_distance: str = "auto") -> Tree:
+    """`analysis.hierarchy.load`, cached (the LCA matrix of a 1 000-class tree takes a fraction of a second).
+    `lca_distance`: the convention of its `lca_heights` (--lca-distance), which every consumer of the tree reads."""
+    return load(spec, K, lca_distance)
 
 
 def tree_of(loss: LossConfig, K: int) -> Tree | None:
-    """The class tree of `loss` for K classes (None without --hierarchy); ConfigError when it does not load."""
+    """The class tree of `loss` for K classes with the loss's LCA-distance convention (None without --hierarchy);
+    ConfigError when it does not load."""
     if loss.hierarchy is None:
         return None
     try:
-        return class_tree(loss.hierarchy, K)
+        return class_tree(loss.hierarchy, K, loss.lca_distance)
     except HierarchyError as e:
         raise ConfigError(f"--hierarchy: {e}") from None
 
@@ -102,7 +104,7 @@ class Problem:
 
     @property
     def soft_targets(self) -> np.ndarray:
-        """The K×K soft-label targets (row y: softmax(−β·d(y, ·)/tree height)); --loss soft only."""
+        """The K×K soft-label targets (row y: softmax(−β·d(y, ·)/max d)); --loss soft only."""
         return self.options.hierarchy.soft_targets.numpy()
 
 

@@ -22,20 +22,26 @@ def compute(run) -> dict:
     loss, final, tree = run.cfg.loss, run.final, run.problem.tree
     out = {
         "tree": loss.hierarchy, "name": tree.name, "K": tree.K, "height": tree.tree_height,
-        "lca_convention": "d_ij = max of the two leaves' distances to their LCA (equal when leaves share a depth)",
+        "lca_convention": tree.lca_description,
         "frame": {"gamma": loss.gamma, "s_min": run.problem.s_min, "s_min_is_psd_bound": loss.s_min is None,
                   "role": "the fixed classifier" if loss.name == "haframe"
                   else "reference Gram of the angular measures (not used by the loss)"},
         "measured": {k: final[k] for k in ("accuracy", "mistake_severity", "angular_mean", "angular_std",
-                                           "angular_mean_W", "angular_std_W", "hier_nc2", "nc2")
-                     if k in final} | {k: v for k, v in final.items() if k.startswith("hier_dist@")},
+                                           "angular_std_signed", "angular_mean_W", "angular_std_W",
+                                           "angular_std_signed_W", "hier_nc2", "nc2")
+                     if k in final} | {k: v for k, v in final.items()
+                                       if k.startswith(("hier_dist@", "best_hier_dist@", "hier_precision@"))},
     }
     if loss.name == "hxe":
         out["hxe"] = {"alpha": loss.alpha, "weighting": loss.hxe_weighting,
-                      "weights": "exp(-alpha * height(C))" if loss.hxe_weighting == "height"
-                      else "exp(-alpha * depth(C)) (the authors' code, before its normalization to sum 1)"}
+                      "weights": {"height": "exp(-alpha * height(C))",
+                                  "depth": "exp(-alpha * depth(C)) (the authors' code, before its normalization to "
+                                           "sum 1)",
+                                  "depth-normalized": "exp(-alpha * depth(C)) / sum over every node v of "
+                                                      "exp(-alpha * depth(v)) (the authors' code: weights sum to 1)",
+                                  }[loss.hxe_weighting]}
     if loss.name == "soft":
-        out["soft_labels"] = {"beta": loss.beta, "targets": "softmax(-beta * LCA height / tree height)"}
+        out["soft_labels"] = {"beta": loss.beta, "targets": "softmax(-beta * LCA distance / largest LCA distance)"}
     if loss.name == "haframe":
         out["haframe"] = {"alpha": loss.alpha, "loss": "(1 - alpha) * CE(Wh) + alpha * sum_k (cos(w_k, h) - S_ky)^2"}
     if "nc1" in final:

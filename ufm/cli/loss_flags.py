@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
+from analysis.hierarchy import LCA_DISTANCES
 from ufm.cli.common import number
 from ufm.losses import LOSSES, LossConfig
 from ufm.losses.config import HUG_MEASURES, HUG_PROXIES, HXE_WEIGHTINGS
@@ -36,11 +37,18 @@ def add_loss_flags(p: argparse.ArgumentParser, default_loss: str, *, hierarchy_n
     g.add_argument("--alpha", type=number(float, 0), default=None,
                    help="hxe: edge weights exp(−α·height) (default 0.1); haframe: weight of the cosine loss, "
                         "(1 − α)·CE + α·L_cos (default 0.4)")
+    g.add_argument("--lca-distance", choices=LCA_DISTANCES, default=d.lca_distance,
+                   help="the LCA distance d_ij of the tree (mistake severity, HierDist@k, soft labels, HAFrame "
+                        "Gram): height_minus_depth = tree height − depth(LCA), as in the papers' distance files; "
+                        "max_leaf_distance = the larger of the two leaves' distances to their LCA; auto = "
+                        "height_minus_depth where leaf depths differ (tiered_imagenet_h); where every leaf sits at "
+                        "one depth the two coincide")
     g.add_argument("--hxe-weighting", choices=HXE_WEIGHTINGS, default=d.hxe_weighting,
-                   help="hxe: weight edges by the child's height (the paper) or its depth from the root (the "
-                        "authors' code)")
+                   help="hxe: weight edges by exp(−α·the child's height) (height, the paper), exp(−α·its depth "
+                        "from the root) (depth, the authors' code), or the latter divided by its sum over all "
+                        "nodes, so that the weights sum to 1 (depth-normalized, the default of the authors' code)")
     g.add_argument("--beta", type=number(float, 0, lo_open=True), default=d.beta,
-                   help="soft: targets softmax(−β·LCA height/tree height)")
+                   help="soft: targets softmax(−β·LCA distance/largest LCA distance)")
     g.add_argument("--gamma", type=number(float, 0, lo_open=True), default=d.gamma,
                    help="haframe: S_ij = (1 − s_min)·exp(−γ·d_ij/d_max) + s_min")
     g.add_argument("--s-min", type=number(float, None, 1), default=None,

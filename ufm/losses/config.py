@@ -7,10 +7,11 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
+from analysis.hierarchy import LCA_DISTANCES
 from ufm.errors import ConfigError
 from ufm.losses.registry import LOSSES
+from ufm.losses.tree import HXE_WEIGHTINGS  # height, depth, depth-normalized: the formulas are there
 
-HXE_WEIGHTINGS = ("height", "depth")
 HUG_MEASURES = ("energy", "gram", "maxgap")
 HUG_PROXIES = ("learned", "fixed")
 
@@ -34,9 +35,13 @@ class LossConfig:
     target_scale: float = 1.0  # mse: targets s·e_y
     focal_gamma: float = 2.0  # focal: −(1 − p_y)^γ log p_y (Lin et al. 2017)
     hierarchy: str | None = None  # class tree: built-in name, balanced:b1,b2,…, flat:K, or a JSON path
+    # LCA distance d_ij of the tree (metrics, soft labels, HAFrame Gram), one of analysis.hierarchy.LCA_DISTANCES:
+    # "auto" = tree height − depth(LCA) (the papers') where leaf depths differ; where they don't, all coincide
+    lca_distance: str = "auto"
     alpha: float | None = None  # hxe: λ(C) = exp(−α·h(C)); haframe: cosine-loss weight (None: DEFAULT_ALPHA)
-    beta: float = 10.0  # soft: targets softmax(−β·LCA height / tree height)
-    hxe_weighting: str = "height"  # hxe: "height" (the paper) or "depth" (the authors' code: exp(−α·depth))
+    beta: float = 10.0  # soft: targets softmax(−β·LCA distance / largest LCA distance)
+    # hxe: "height" (the paper), "depth" (the authors' code: exp(−α·depth)) or "depth-normalized" (summing to 1)
+    hxe_weighting: str = "height"
     gamma: float = 2.0  # haframe: S = (1 − s_min)·exp(−γ·d/d_max) + s_min
     s_min: float | None = None  # haframe: S_ij's limit for large d_ij; None = the smallest value keeping S PSD
     hug_measure: str = "energy"  # hug: uniformity of the proxies, one of HUG_MEASURES
@@ -82,6 +87,8 @@ class LossConfig:
     def _validate_hierarchy(self, need: Callable[[bool, str], None]) -> None:
         need(self.hxe_weighting in HXE_WEIGHTINGS,
              f"--hxe-weighting must be one of {HXE_WEIGHTINGS}, got {self.hxe_weighting!r}")
+        need(self.lca_distance in LCA_DISTANCES,
+             f"--lca-distance must be one of {LCA_DISTANCES}, got {self.lca_distance!r}")
         if self.alpha is not None:
             need(math.isfinite(self.alpha) and self.alpha >= 0,
                  f"--alpha must be a finite number >= 0, got {self.alpha}")

@@ -13,7 +13,12 @@ import torch.nn.functional as F
 from analysis.hierarchy import Tree
 from ufm.losses.options import LossOptions
 
-HXE_WEIGHTINGS = ("height", "depth")
+# HXE edge weights λ(C) of the edge C → parent(C): "height" exp(−α·height(C)) (the paper, Bertinetto et al. 2020);
+# "depth" exp(−α·depth(C)) (the authors' code, better_mistakes/trees.py::get_exponential_weighting, before
+# normalization); "depth-normalized" the same divided by Σ_v exp(−α·depth(v)) over every node v of the tree, the
+# root and the leaves included (that function's normalize=True, the default of their training scripts: all the
+# weights of the tree sum to 1)
+HXE_WEIGHTINGS = ("height", "depth", "depth-normalized")
 
 
 @dataclass(frozen=True)
@@ -30,15 +35,16 @@ class HierarchyData:
     levels: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # (nodes (g,), children (g, m))
     path_child: torch.Tensor  # (K, H) nodes on each class's path, leaf first (root-padded)
     path_parent: torch.Tensor  # (K, H) their parents (root-padded)
-    path_weight: torch.Tensor  # (K, H) λ(child) = exp(−α·height) or exp(−α·depth); 0 on padding
-    soft_targets: torch.Tensor | None  # (K, K) row y: softmax(−β·d(y, ·)/tree height)
+    path_weight: torch.Tensor  # (K, H) λ(child) of the weighting (HXE_WEIGHTINGS); 0 on padding
+    soft_targets: torch.Tensor | None  # (K, K) row y: softmax(−β·d(y, ·)/max d)
     frame_gram: torch.Tensor | None  # (K, K) HAFrame S
 
 
 def hierarchy_data(tree: Tree, alpha: float = 0.0, beta: float | None = None, weighting: str = "height",
                    frame_gram: np.ndarray | None = None) -> HierarchyData:
-    """Precompute the tensors of `HierarchyData` for a tree (HXE weights with `alpha` and `weighting`,
-    soft labels with `beta` when given, the HAFrame Gram when given)."""
+    """Precompute the tensors of `HierarchyData` for a tree (HXE weights with `alpha` and `weighting`, one of
+    HXE_WEIGHTINGS; soft labels with `beta` when given, from the tree's `lca_heights` (its LCA-distance
+    convention) divided by their largest value; the HAFrame Gram when given)."""
     if weighting not in HXE_WEIGHTINGS:
         raise ValueError(f"HXE weighting must be one of {HXE_WEIGHTINGS}, got {weighting!r}")
     n = len(tree.names)
@@ -55,14 +61,17 @@ def hierarchy_data(tree: Tree, alpha: float = 0.0, beta: float | None = None, we
     parent = np.full((tree.K, H), root)
     weight = np.zeros((tree.K, H))
     level_of = tree.height if weighting == "height" else tree.depth
+    total = math.fsum(math.exp(-alpha * float(x)) for x in tree.depth) if weighting == "depth-normalized" else 1.0
     for k, p in enumerate(paths):
         for s in range(len(p) - 1):
             child[k, s], parent[k, s] = p[s], p[s + 1]
-            weight[k, s] = math.exp(-alpha * float(level_of[p[s]]))
+            weight[k, s] = math.exp(-alpha * float(level_of[p[s]])) / total
     soft = None
     if beta is not None:
-        dist = tree.lca_heights / tree.tree_height
-        soft = torch.softmax(torch.tensor(-beta * dist), dim=1)
+        # normalized by the largest distance, as the papers do (Bertinetto et al. 2020; Liang & Davis 2023): the
+        # tree height unless the root has a single child
+        D = tree.lca_heights
+        soft = torch.softmax(torch.tensor(-beta * (D / D.max())), dim=1)
     return HierarchyData(
         n_nodes=n, leaf_nodes=torch.tensor(tree.leaves), levels=tuple(levels),
         path_child=torch.tensor(child), path_parent=torch.tensor(parent), path_weight=torch.tensor(weight),
@@ -89,7 +98,8 @@ def node_log_probs(logits: torch.Tensor, tree: HierarchyData) -> torch.Tensor:
 def hierarchical_cross_entropy(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions,
                                features=None, classifier=None) -> torch.Tensor:
     """HXE (Bertinetto et al. 2020): ℓ = −Σ_{edges C→parent on y's path} λ(C)·log p(C | parent(C)),
-    p(C | parent) = p(C)/p(parent), λ(C) = exp(−α·h(C)). With α = 0 the sum telescopes to −log p(y)."""
+    p(C | parent) = p(C)/p(parent), λ(C) = exp(−α·h(C)) (or the depth weightings of HXE_WEIGHTINGS). With α = 0
+    and unnormalized weights the sum telescopes to −log p(y)."""
     tree = _tree(opts, "hxe")
     L = node_log_probs(logits, tree)
     dev = logits.device
@@ -102,7 +112,7 @@ def hierarchical_cross_entropy(logits: torch.Tensor, y: torch.Tensor, opts: Loss
 def soft_labels(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, features=None,
                 classifier=None) -> torch.Tensor:
     """Soft labels (Bertinetto et al. 2020): ℓ = −Σ_A q_A log softmax(z)_A, q = softmax(−β·d(A, y)),
-    d = LCA height / tree height. As β → ∞, q → e_y and the loss → CE."""
+    d = LCA distance / the largest LCA distance. As β → ∞, q → e_y and the loss → CE."""
     tree = _tree(opts, "soft")
     q = tree.soft_targets.to(device=logits.device, dtype=logits.dtype)[y]
     return -(q * logits.log_softmax(1)).sum(1).mean()
