@@ -6,7 +6,8 @@ import importlib
 import pytest
 
 MODULES = ["ufm", "ufm.api", "ufm.config", "ufm.problem", "ufm.losses.config", "ufm.losses.registry", "ufm.checks",
-           "ufm.checks.milestones", "ufm.checks.minority", "ufm.checks.theory", "ufm.output.format", "ufm.sweeps.grid"]
+           "ufm.checks.milestones", "ufm.checks.minority", "ufm.checks.theory", "ufm.output.format", "ufm.sweeps.grid",
+           "ufm.atlas"]
 
 
 @pytest.mark.parametrize("name", MODULES)
