@@ -14,6 +14,7 @@ from typing import Any
 
 from ufm.api import run
 from ufm.config import SimConfig
+from ufm.output.format import fmt
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,8 @@ def atlas(names: Sequence[str] = ()) -> list[dict[str, Any]]:
 
 
 def _fmt(x: Any) -> str:
-    return "—" if x is None else f"{x:.6g}" if isinstance(x, float) else str(x)
+    """Numbers as the end-of-run table prints them (ufm.output.format.fmt), anything else as text."""
+    return fmt(x) if x is None or isinstance(x, float) else str(x)
 
 
 def table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
