@@ -14,7 +14,8 @@ from pathlib import Path
 from figures import style
 
 # name → module (one short script per figure), in the order of the README's gallery
-FIGURES = ("nc_curves", "weight_decay", "sqi", "closed_forms", "minority", "haframe", "hierarchical_losses", "hug")
+FIGURES = ("nc_curves", "weight_decay", "sqi", "closed_forms", "minority", "haframe", "hierarchical_losses", "hug",
+           "deep_rank")
 HERE = Path(__file__).resolve().parent
 
 

@@ -16,7 +16,7 @@ from ufm.config import SimConfig
 from ufm.devices import resolve_device, resolve_dtype
 from ufm.fit.loop import fit
 from ufm.fit.steppers import batch_key, make_stepper
-from ufm.model import init_params
+from ufm.model import init_params, with_classifier
 from ufm.output.rundir import atomic_write, environment, write_csv, write_json
 from ufm.output.summary import build_summary
 from ufm.output.table import format_table
@@ -112,7 +112,7 @@ def _run_group(items: list[SimConfig | Problem], outs: list[Path] | None, progre
     done = fit(problems, stepper, y, progress=progress, on_row=write_history)
     results = []
     for i, problem in enumerate(problems):
-        final = stepper.params(i)
+        final = with_classifier(stepper.params(i), problem, y)  # a loss of the features alone: W from the means
         end = EndOfRun(problem, final, y, done.histories[i], done.status_of(i), progress=progress)
         end.target = theory_target(problem, end.convex[0])
         end.summary = build_summary(problem.cfg, done.histories[i], end.target, status=end.status,

@@ -11,7 +11,7 @@ from ufm.losses.config import LossConfig
 ACTIVATIONS = ("linear", "relu")
 FEATURES = ("free", "nonneg")
 NORMALIZE = ("none", "features", "classifier", "both")
-SPHERE_LOSSES = ("ce", "ls", "focal")
+SPHERE_LOSSES = ("ce", "ls", "focal", "supcon")
 
 OPTIMIZERS = ("gd", "sgd", "adam", "lbfgs")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -50,8 +50,9 @@ class SimConfig:
     depth: int = 1  # L: free features H, then L − 1 hidden layers, then the classifier W
     act: str = "linear"  # activation after each hidden layer: linear or relu
     features: str = "free"  # "free" or "nonneg": the features are ReLU(H), as after a network's last activation
-    normalize: str = "none"  # on the sphere: "features", "classifier" or "both" normalized, logits divided by τ
-    temperature: float = 1.0  # τ of the normalized logits X̂Ŵᵀ/τ
+    # on the sphere: "features", "classifier" or "both" normalized, logits divided by τ ("features" under supcon)
+    normalize: str = "none"
+    temperature: float = 1.0  # τ of the normalized logits X̂Ŵᵀ/τ, and of SupCon's similarities ĥ_i·ĥ_j/τ
     width: int | None = None  # hidden-layer width (None: d)
     loss: LossConfig = field(default_factory=LossConfig)  # or a loss name: LossConfig(name)
     wd: float | None = None  # weight decay of every block left at None below (None: DEFAULT_WD, 0 under HUG)
@@ -78,6 +79,8 @@ class SimConfig:
             self.loss = LossConfig(self.loss)
         if not isinstance(self.loss, LossConfig):
             raise ConfigError(f"loss must be a LossConfig or a loss name, got {self.loss!r}")
+        if self.loss.name == "supcon" and self.normalize == "none":
+            self.normalize = "features"  # SupCon sees the normalized features only
         if self.imbalance is not None and self.counts is None:
             if self.minority is None or not 1 <= self.minority < self.K or self.n is None or self.n < 1:
                 raise ConfigError(f"--imbalance needs --minority K_B with 1 <= K_B < K = {self.K} (got "
@@ -117,8 +120,10 @@ class SimConfig:
 
     @property
     def fixed_classifier(self) -> bool:
-        """W is not trained (HAFrame, HUG with fixed proxies): no weight decay, wd_W plays no role."""
-        return self.loss.name == "haframe" or (self.loss.name == "hug" and self.loss.hug_proxies == "fixed")
+        """W is not trained (HAFrame, HUG with fixed proxies, a loss of the features alone such as SupCon): no
+        weight decay, wd_W plays no role."""
+        return (self.loss.name == "haframe" or (self.loss.name == "hug" and self.loss.hug_proxies == "fixed")
+                or self.loss.entry.features_only)
 
     @property
     def feature_dim(self) -> int:
@@ -192,6 +197,17 @@ class SimConfig:
             need(math.isfinite(self.wd) and self.wd >= 0, f"--wd must be a finite number >= 0, got {self.wd}")
         if self.loss.name == "haframe":
             need(not self.bias, "--loss haframe uses the plain logits Wh of the fixed frame: drop --bias")
+        if self.loss.name == "supcon":
+            need(self.normalize == "features", f"--loss supcon is a loss of the normalized features alone: "
+                                               f"--normalize must be features (its default), got {self.normalize}")
+            need(not self.bias, "--loss supcon has no classifier: drop --bias")
+            need(min(self.class_counts) >= 2, "--loss supcon needs at least 2 samples in every class (each sample "
+                                              "needs a positive)")
+            from ufm.losses.contrastive import SUPCON_MAX_BATCH
+
+            batch = min(self.N, self.batch_size or self.N)
+            need(batch <= SUPCON_MAX_BATCH, f"--loss supcon builds a {batch}×{batch} similarity matrix per step; "
+                 f"at most {SUPCON_MAX_BATCH} samples per batch (use --optimizer sgd --batch-size)")
         if self.loss.name == "hug":
             need(max(self.wd_W, self.wd_H, self.wd_b) == 0, "--loss hug normalizes features and proxies, so weight "
                  "decay only shrinks them toward 0 (the objective has no minimizer): use --wd 0")

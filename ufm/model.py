@@ -42,7 +42,32 @@ def init_params(problem: Problem, device: torch.device, dtype: torch.dtype) -> d
         params["W"] = torch.as_tensor(problem.frame.W, dtype=dtype, device=device)
     if cfg.loss.name == "hug" and cfg.loss.hug_proxies == "fixed":
         params["W"] = torch.as_tensor(np.array(problem.code.points), dtype=dtype, device=device)
+    if problem.loss.features_only:  # no classifier: W is derived from the features (class_mean_classifier)
+        params["W"] = torch.zeros(cfg.K, cfg.feature_dim, dtype=dtype, device=device)
     return params
+
+
+def class_mean_classifier(X: torch.Tensor, y: torch.Tensor, K: int) -> torch.Tensor:
+    """The unit directions of the class means of the normalized features X̂ (K × d): the nearest-class-mean
+    classifier on the sphere, the classifier of a loss of the features alone (SupCon) for the NC metrics. A
+    class whose mean is 0 gets a zero row.
+    >>> X = torch.tensor([[2.0, 0.0], [0.0, 3.0], [0.0, 1.0]]); class_mean_classifier(X, torch.tensor([0, 1, 1]), 2)
+    tensor([[1., 0.],
+            [0., 1.]])
+    """
+    Xn = X / X.norm(dim=1, keepdim=True).clamp_min(torch.finfo(X.dtype).tiny)
+    means = torch.zeros(K, X.shape[1], dtype=X.dtype, device=X.device).index_add_(0, y, Xn)
+    return means / means.norm(dim=1, keepdim=True).clamp_min(torch.finfo(X.dtype).tiny)
+
+
+def with_classifier(params: dict[str, torch.Tensor], problem: Problem, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """`params` with W filled in where the loss reads the features alone (SupCon: the class-mean classifier of
+    the classifier's input); unchanged otherwise."""
+    if not problem.loss.features_only:
+        return params
+    with torch.no_grad():
+        X = layer_inputs(params, problem.cfg.act, nonneg=problem.cfg.features == "nonneg")[-1]
+        return {**params, "W": class_mean_classifier(X, y, problem.cfg.K).to(params["W"].dtype)}
 
 
 def trainable(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -48,8 +48,8 @@ def frame_gram_of(loss: LossConfig, tree: Tree) -> tuple[np.ndarray, float]:
         raise ConfigError(f"--hierarchy {loss.hierarchy}: {e}") from None
 
 
-def loss_options(loss: LossConfig, tree: Tree | None, S: np.ndarray | None) -> LossOptions:
-    """The options the built-in losses read, tensors built once."""
+def loss_options(loss: LossConfig, tree: Tree | None, S: np.ndarray | None, temperature: float = 1.0) -> LossOptions:
+    """The options the built-in losses read, tensors built once (`temperature`: SupCon's τ, the run's)."""
     hier = None
     if tree is not None:
         hier = hierarchy_data(tree, alpha=loss.alpha if loss.name == "hxe" else 0.0,
@@ -58,7 +58,8 @@ def loss_options(loss: LossConfig, tree: Tree | None, S: np.ndarray | None) -> L
     hug = HugOptions(loss.hug_measure, loss.hug_s, loss.hug_sigma, loss.hug_sharpness, loss.hug_inter,
                      loss.hug_intra)
     return LossOptions(smoothing=loss.smoothing, target_scale=loss.target_scale, focal_gamma=loss.focal_gamma,
-                       cosine_weight=loss.alpha if loss.name == "haframe" else 0.0, hierarchy=hier, hug=hug)
+                       cosine_weight=loss.alpha if loss.name == "haframe" else 0.0, temperature=temperature,
+                       hierarchy=hier, hug=hug)
 
 
 @dataclass
@@ -117,7 +118,7 @@ def resolve(cfg: SimConfig) -> Problem:
     """
     tree = tree_of(cfg.loss, cfg.K)
     S, s_min = frame_gram_of(cfg.loss, tree) if tree is not None else (None, None)
-    problem = Problem(cfg, tree, S, s_min, loss_options(cfg.loss, tree, S))
+    problem = Problem(cfg, tree, S, s_min, loss_options(cfg.loss, tree, S, cfg.temperature))
     if cfg.loss.name == "haframe":
         try:
             problem.frame  # noqa: B018 - checked now: a frame that cannot be embedded in R^d is bad input

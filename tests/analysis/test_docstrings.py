@@ -6,10 +6,11 @@ import pytest
 
 import analysis.certificate
 import analysis.nuclear_program
+import analysis.sphere
 import analysis.theory
 
 
-@pytest.mark.parametrize("module", [analysis.certificate, analysis.nuclear_program, analysis.theory],
+@pytest.mark.parametrize("module", [analysis.certificate, analysis.nuclear_program, analysis.sphere, analysis.theory],
                          ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)

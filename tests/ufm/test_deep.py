@@ -146,3 +146,22 @@ def test_a_deep_relu_run_below_the_dnc_objective_is_flagged(tmp_path):
             wd_H=2e-3, wd_M=2e-3)
     assert s["dnc"]["below_dnc"] and s["dnc"]["rel_gap"] < -0.01
     assert "below the best DNC configuration" in format_table(s)
+
+
+def test_history_records_the_class_mean_singular_values_of_every_layer(tmp_path):
+    """The low-rank bias made visible: sv{i}_layer{l} are the singular values of the class means at layer l's input
+    (checked against a naive computation from params.pt), rank_layer{l} counts those above 1e-6 of the largest,
+    and the dnc block lists them."""
+    s = run(tmp_path, K=3, n=4, d=5, width=5, depth=3, act="relu", bias=False, steps=200)
+    params = torch.load(tmp_path / "run" / "params.pt", weights_only=True)
+    X = params["H"]
+    for layer in range(3):
+        if layer:
+            X = torch.relu(X @ params[f"M{layer}"].T)
+        means = torch.stack([X[4 * k:4 * (k + 1)].mean(0) for k in range(3)])
+        sv = torch.linalg.svdvals(means)
+        got = [s["final"][f"sv{i}_layer{layer}"] for i in (1, 2, 3)]
+        assert got == pytest.approx(sv.tolist(), rel=1e-10, abs=1e-14)
+        assert s["final"][f"rank_layer{layer}"] == int((sv > 1e-6 * sv[0]).sum())
+        assert s["dnc"]["class_mean_singular_values"][layer] == pytest.approx(got, rel=1e-15)
+    assert "sv4_layer0" not in s["final"]  # K = 3: three singular values

@@ -109,6 +109,9 @@ class TrainConfig:
         need(0 <= self.seed <= MAX_SEED and 0 <= self.data_seed <= MAX_SEED, f"--seed and --data-seed must lie in "
                                                                              f"0..{MAX_SEED}")
         need(self.ufm_steps is None or self.ufm_steps >= 0, f"--ufm-steps must be >= 0, got {self.ufm_steps}")
+        need(not self.loss.entry.features_only, f"--loss {self.loss.name} is a UFM loss of the features alone (no "
+                                                "classifier to train or evaluate a backbone with): use it with "
+                                                "python -m ufm.simulate")
         if self.loss.name in ("haframe", "hug"):
             need(not self.bias, f"--loss {self.loss.name} classifies without a bias: add --no-bias")
         need(self.loss.hug_proxies == "learned", "--hug-proxies fixed is a UFM option: a backbone trains its "

@@ -30,6 +30,8 @@ def convex_optimum(problem: Problem, progress: bool = False):
     cfg, loss = problem.cfg, problem.cfg.loss
     if cfg.depth > 1:
         return None, f"depth {cfg.depth}: the deep UFM is not a nuclear-norm program"
+    if problem.loss.features_only:
+        return None, f"--loss {loss.name} is a loss of the features alone, not of logits: no nuclear-norm program"
     if cfg.normalize != "none":
         return None, f"--normalize {cfg.normalize}: on the sphere the UFM is not a nuclear-norm program"
     if not problem.loss.convex:

@@ -10,6 +10,7 @@ import numpy as np
 from analysis.frames import haframe_optimum
 from analysis.hierarchical_metrics import angular_collapse, centered_gram_distance
 from analysis.metrics import etf_distance
+from analysis.sphere import sphere_etf, supcon_etf
 from analysis.theory import (
     Target,
     ce_etf,
@@ -89,20 +90,20 @@ def closed_form(problem: Problem) -> Target:
 
 
 def sphere_target(problem: Problem) -> Target:
-    """Features and classifier on the unit sphere with temperature τ, CE (Graf et al. 2021; Lu & Steinerberger
-    2022): for K <= d + 1 the optimum is a simplex ETF with ĥ = ŵ_y, every wrong logit below the true one by
-    g = K/((K−1)τ) (cosines 1 and −1/(K−1)): F* = log(1 + (K−1)e^{−g}), the decay being 0 on both blocks."""
+    """On the unit sphere with temperature τ (analysis.sphere): CE, label smoothing or focal with the features,
+    the classifier or both normalized (the simplex ETF with its scale from a one-dimensional problem), and the
+    supervised contrastive loss of the normalized features (Graf et al. 2021)."""
     cfg, loss = problem.cfg, problem.cfg.loss
-    name = "sphere_etf"
-    if cfg.normalize != "both" or loss.name != "ce":
-        return not_applicable(name, f"no closed form on the sphere for --normalize {cfg.normalize} under "
-                                    f"{loss.name} (the simplex ETF with both normalized under CE has one)")
-    if not cfg.balanced or cfg.K > cfg.d + 1:
-        return not_applicable(name, "needs balanced classes and K <= d + 1 (beyond: the spherical code; see 'gnc')")
-    g = cfg.K / ((cfg.K - 1) * cfg.temperature)
-    p = {"loss": math.log1p((cfg.K - 1) * math.exp(-g)), "nc1": 0.0, "nc2": 0.0, "nc3": 0.0,
-         "nc4": 0.0, "accuracy": 1.0, "logit_gap": g}
-    return Target(name, True, f"τ = {cfg.temperature:g}: a simplex ETF on the sphere, logit gap K/((K−1)τ)", p)
+    if loss.name == "supcon":
+        if not cfg.balanced:
+            return not_applicable("supcon_etf", "the SupCon optimum is known for balanced classes")
+        return supcon_etf(cfg.K, cfg.n, cfg.d, cfg.temperature)
+    if loss.name not in ("ce", "ls", "focal"):
+        return not_applicable("sphere_etf", f"no closed form on the sphere under {loss.name}")
+    if not cfg.balanced:
+        return not_applicable("sphere_etf", "the ETF on the sphere needs balanced classes")
+    return sphere_etf(cfg.K, cfg.n, cfg.d, cfg.temperature, cfg.normalize, loss.name, cfg.wd_W, cfg.wd_H,
+                      loss.smoothing if loss.name == "ls" else 0.0, loss.focal_gamma)
 
 
 def nonneg_target(problem: Problem) -> Target:

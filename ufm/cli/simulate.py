@@ -63,9 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "activation (Tirer & Bruna 2022); the weight decay stays on H")
     g.add_argument("--normalize", choices=NORMALIZE, default="none",
                    help="on the sphere (ce, ls, focal): logits X̂Ŵᵀ/τ with the features, the classifier rows or "
-                        "both normalized; a normalized block gets no weight decay")
+                        "both normalized; a normalized block gets no weight decay (supcon: features, its only mode)")
     g.add_argument("--temperature", type=number(float, 0, lo_open=True), default=1.0,
-                   help="τ of the normalized logits (--normalize)")
+                   help="τ of the normalized logits (--normalize) and of SupCon's similarities ĥ_i·ĥ_j/τ "
+                        "(--loss supcon)")
     g.add_argument("--wd-M", type=number(float, 0), default=None,
                    help="weight decay of the hidden layers (default: --wd)")
     add_loss_flags(p, default_loss="mse", hierarchy_note="; sets K when --K is not given")

@@ -11,10 +11,11 @@ import torch
 from analysis.hierarchical_metrics import hierarchical_metrics
 from analysis.metrics import class_means, gnc_metrics, nc_metrics
 from analysis.theory import etf_exists
-from ufm.model import classify, hidden_names, layer_inputs, objective_and_grad
+from ufm.model import classify, hidden_names, layer_inputs, objective_and_grad, with_classifier
 from ufm.problem import Problem
 
 RANK_RTOL = 1e-6  # a class-mean singular value below this fraction of the largest counts as zero
+SV_MAX = 16  # deep runs record the largest SV_MAX singular values of the class means at every layer
 
 
 def measure(params: dict[str, torch.Tensor], y: torch.Tensor, problem: Problem) -> dict[str, float]:
@@ -25,6 +26,7 @@ def measure(params: dict[str, torch.Tensor], y: torch.Tensor, problem: Problem) 
     """
     cfg = problem.cfg
     params = {k: p.detach().double().requires_grad_(p.requires_grad) for k, p in params.items()}
+    params = with_classifier(params, problem, y)  # a loss of the features alone: W = the class-mean classifier
     F, data = objective_and_grad(params, y, problem)
     grads = [p.grad for p in params.values() if p.requires_grad]
     with torch.no_grad():
@@ -53,11 +55,14 @@ def measure(params: dict[str, torch.Tensor], y: torch.Tensor, problem: Problem) 
             m = nc_metrics(inp, y, K=cfg.K)
             row[f"nc1_layer{layer}"], row[f"nc2_layer{layer}"] = m["nc1"], m["nc2"]
         if len(inputs) > 1:
-            # the low-rank bias made visible (Súkeník, Lampert & Mondelli 2024): numerical rank of the class
-            # means at every layer's input, singular values above RANK_RTOL of the largest
+            # the low-rank bias made visible (Súkeník, Lampert & Mondelli 2024): the singular values σ1 >= σ2 …
+            # of the class means at every layer's input (sv{i}_layer{l}) and their numerical rank (those above
+            # RANK_RTOL of the largest)
             for layer, inp in enumerate(inputs):
                 sv = torch.linalg.svdvals(class_means(inp, y, cfg.K))
                 row[f"rank_layer{layer}"] = int((sv > RANK_RTOL * sv[0]).sum()) if sv[0] > 0 else 0
+                for i, value in enumerate(sv[:SV_MAX].tolist(), start=1):
+                    row[f"sv{i}_layer{layer}"] = value
         if cfg.loss.name == "hug":
             # HUG's loss sees only directions (norms are free): its features are ĥ and it classifies by
             # the nearest proxy in angle, so the NC metrics are those of the normalized H and W

@@ -31,6 +31,7 @@ class LossOptions:
     target_scale: float = 1.0  # MSE target s·e_y
     focal_gamma: float = 2.0  # focal loss γ
     cosine_weight: float = 0.4  # HAFrame's α: (1 − α)·CE + α·L_cos
+    temperature: float = 1.0  # supcon: τ of the similarities ĥ_i·ĥ_j/τ
     hug: HugOptions | None = None  # loss "hug"
     hierarchy: HierarchyData | None = None  # hxe, soft, haframe
 

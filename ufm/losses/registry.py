@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ufm.losses.contrastive import supcon
 from ufm.losses.flat import cross_entropy, focal, label_smoothing, mse
 from ufm.losses.hug import hug
 from ufm.losses.options import LossOptions
@@ -30,6 +31,7 @@ class LossEntry:
     description: str = ""
     convex: bool = False
     tree: bool = False
+    features_only: bool = False
     fused: bool = False
     per_sample: PerSample | None = None
     conjugate: PerSample | None = None
@@ -53,6 +55,8 @@ LOSSES: dict[str, LossEntry] = {e.name: e for e in (
     LossEntry("soft", soft_labels, "soft labels from the tree", convex=True, tree=True),
     LossEntry("haframe", haframe_loss, "fixed hierarchy-aware frame + cosine loss", tree=True),
     LossEntry("hug", hug, "hyperspherical uniformity gap"),
+    LossEntry("supcon", supcon, "supervised contrastive loss of the normalized features (Khosla et al. 2020; "
+                                "--temperature)", features_only=True),
 )}
 BUILTIN_LOSSES = tuple(LOSSES)
 

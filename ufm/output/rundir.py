@@ -18,12 +18,33 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _read_umask() -> int:
+    umask = os.umask(0o022)  # reading the umask means setting it: done once, at import, before any thread
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _read_umask()
+
+
+def file_mode(path: Path) -> int:
+    """The permission bits a file written at `path` should get: those of the file it replaces, else 0666 less the
+    process umask (what open(path, "w") would give)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        return 0o666 & ~_UMASK
+
+
 def atomic_write(path: Path, write: Callable[[IO], None], binary: bool = False) -> None:
     """Call write(f) on a temporary file in the same directory, fsync, then rename over `path`: a reader
     (or a resumed run) never sees a torn file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600: give the file the mode a plain open() would (the existing file's, else 0666
+        # less the umask), so colleagues can read shared runs
+        os.chmod(tmp, file_mode(path))
         with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             write(f)
             f.flush()

@@ -25,3 +25,23 @@ def test_csv_union_of_columns(tmp_path):
 def test_new_run_dirs_are_distinct(tmp_path):
     a, b = new_run_dir(tmp_path, "x"), new_run_dir(tmp_path, "x")
     assert a != b and a.is_dir() and b.is_dir()
+
+
+def test_atomic_writes_honour_the_umask_and_keep_an_existing_mode(tmp_path):
+    """mkstemp creates 0600 files: a written file gets 0666 less the umask (colleagues can read shared runs), and
+    a replaced file keeps its mode."""
+    import os
+    import stat
+
+    from ufm.output.rundir import atomic_write_text
+
+    old = os.umask(0o022)
+    os.umask(old)
+    fresh = tmp_path / "fresh.txt"
+    atomic_write_text(fresh, "x")
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~old
+    kept = tmp_path / "kept.txt"
+    kept.write_text("a")
+    kept.chmod(0o640)
+    atomic_write_text(kept, "b")
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and kept.read_text() == "b"
