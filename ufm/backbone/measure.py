@@ -18,8 +18,11 @@ from ufm.backbone.networks import Network
 from ufm.losses import LossOptions
 
 Reduce = Callable[[torch.Tensor], torch.Tensor] | None
+# the test-set columns of history.csv (test_KEY): the NC metrics and every hierarchical prediction measure the
+# papers report on held-out data (Bertinetto et al. 2020; Liang & Davis 2023)
 TEST_KEYS = ("loss", "accuracy", "nc1", "nc2", "nc3", "nc4", "ncc_accuracy", "mistake_severity", "hier_dist@1",
-             "hier_dist@5", "angular_mean", "hier_nc2")
+             "hier_dist@5", "hier_dist@20", "best_hier_dist@5", "best_hier_dist@20", "hier_precision@5",
+             "hier_precision@20", "angular_mean", "hier_nc2")
 
 
 @torch.no_grad()

@@ -239,3 +239,18 @@ def test_a_checkpoint_of_an_earlier_version_resumes():
     check_config(old, current.to_dict(), Path("ckpt.pt"))
     with pytest.raises(CheckpointError, match="wd"):
         check_config({**old, "wd": 1e-2}, current.to_dict(), Path("ckpt.pt"))
+
+
+def test_hierarchical_test_measures_are_in_the_history():
+    """With a class tree the test split gets every hierarchical prediction measure (test_KEY columns), and they
+    obey their definitions: the best distance among the top k is at most their mean, precisions lie in [0, 1]."""
+    import ufm
+
+    cfg = TrainConfig.from_dict(dict(dataset="synthetic-hier", hierarchy="balanced:3,4", input_shape=(16,),
+                                     per_class=10, test_per_class=5, mlp_width=16, epochs=2, batch_size=20,
+                                     device="cpu"))
+    last = ufm.train(cfg, progress=False).history[-1]
+    for k in (5, 20):
+        assert 0.0 <= last[f"test_best_hier_dist@{k}"] <= last[f"test_hier_dist@{k}"] + 1e-12
+        assert 0.0 <= last[f"test_hier_precision@{k}"] <= 1.0
+    assert "test_mistake_severity" in last and "test_hier_dist@1" in last
