@@ -1,61 +1,115 @@
-"""`python -m figures [NAME …] [--smoke]`: regenerate the figures from scratch (every run they draw is made
-anew), each as NAME.png and NAME.pdf next to its script; --smoke runs each at toy sizes in seconds (CI)
-and writes into --out (a temporary folder by default), leaving the committed pictures alone."""
+"""`python -m figures [NAME …] [--smoke] [--out DIR] [--runs DIR]`: regenerate the figures from scratch (every
+run they draw is made anew), each as NAME.png and NAME.pdf next to its script, or in --out.
+
+--smoke runs each at toy sizes in seconds (CI) and leaves the committed pictures alone: with --out the toy
+pictures are kept there, without it they are drawn in a temporary folder and discarded (a check that every
+figure script runs). Bad input (an --out or --runs that is a file, looks like a file name, or cannot be
+written) is one line on stderr and exit status 2; a failed write of a picture is one line naming it, exit 1."""
 
 from __future__ import annotations
 
-import argparse
 import importlib
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from figures import runs as run_files
 from figures import style
+from ufm.cli.common import EXIT_INTERRUPTED, OneLineParser
 
+PROG = "python -m figures"
 # name → module (one short script per figure), in the order of the README's gallery
 FIGURES = ("nc_curves", "weight_decay", "sqi", "closed_forms", "minority", "haframe", "hierarchical_losses", "hug",
            "deep_rank")
 HERE = Path(__file__).resolve().parent
+# an --out or --runs ending in one of these names a picture, not the folder the pictures go into
+FILE_SUFFIXES = (".png", ".pdf", ".svg", ".svgz", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp", ".gif")
 
 
 def make(name: str, out: Path, runs: Path, smoke: bool) -> list[Path]:
-    """Build one figure (its runs go under runs/name) and write out/name.png and .pdf."""
+    """Build one figure (its runs go under runs/name) and write out/name.png and .pdf (atomically)."""
     module = importlib.import_module(f"figures.{name}")
     style.apply()
     (runs / name).mkdir(parents=True, exist_ok=True)
     fig = module.build(runs / name, smoke)
-    paths = [out / f"{name}.png", out / f"{name}.pdf"]
-    for path in paths:
-        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-        fig.savefig(tmp)
-        tmp.replace(path)
-    style.plt.close(fig)
-    return paths
+    try:
+        return [run_files.save(fig, out / f"{name}.{ext}") for ext in ("png", "pdf")]
+    finally:
+        style.plt.close(fig)
+
+
+def check_dir(flag: str, text: str) -> str | None:
+    """Why `text` cannot serve as the folder of `flag` (None: it can, and it exists now). Missing folders are
+    created, parents included (as --out of python -m ufm.simulate)."""
+    if not text.strip():
+        return f"{flag} must name a folder, got an empty string"
+    path = Path(text)
+    what = {"--out": "the figures are written into it as NAME.png and NAME.pdf",
+            "--runs": "each figure's runs are kept in a sub-folder NAME"}[flag]
+    if path.exists() and not path.is_dir():
+        return f"{flag} {path}: exists and is not a folder ({flag} takes a folder: {what})"
+    if not path.exists() and path.suffix.lower() in FILE_SUFFIXES:
+        return f"{flag} {path}: looks like a file name ({flag} takes a folder: {what})"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return f"{flag} {path}: cannot write there ({e.strerror or e})"
+    return None
+
+
+def build_parser() -> OneLineParser:
+    p = OneLineParser(prog=PROG, description="Regenerate the figures from scratch (every run they draw is made "
+                      "anew), each as NAME.png and NAME.pdf next to its script, or in --out.")
+    p.add_argument("names", nargs="*", metavar="NAME", help=f"figures to make (default: all): {', '.join(FIGURES)}")
+    p.add_argument("--smoke", action="store_true",
+                   help="toy sizes, seconds per figure (for CI); the pictures are kept only with --out")
+    p.add_argument("--out", default=None,
+                   help="folder the pictures go into (default: next to the scripts; with --smoke none: drawn and "
+                        "discarded)")
+    p.add_argument("--runs", default=None,
+                   help="keep the runs in this folder (default: a temporary folder, deleted at the end)")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m figures", description=__doc__)
-    p.add_argument("names", nargs="*", metavar="NAME", help=f"figures to make (default: all): {', '.join(FIGURES)}")
-    p.add_argument("--smoke", action="store_true", help="toy sizes, seconds per figure (for CI)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="where the pictures go (default: next to the scripts; with --smoke a temporary folder)")
-    p.add_argument("--runs", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
+    p = build_parser()
     args = p.parse_args(argv)
     unknown = [n for n in args.names if n not in FIGURES]
     if unknown:
-        p.exit(2, f"python -m figures: error: unknown figure {', '.join(unknown)}; choose from {', '.join(FIGURES)}\n")
+        p.error(f"unknown figure {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
+    for flag, text in (("--out", args.out), ("--runs", args.runs)):
+        if text is not None and (why := check_dir(flag, text)) is not None:
+            p.error(why)
     names = args.names or list(FIGURES)
+    keep = args.out is not None or not args.smoke  # smoke pictures without --out go to a folder deleted below
     with tempfile.TemporaryDirectory(prefix="ufm-figures-") as tmp:
-        out = args.out or (Path(tmp) / "out" if args.smoke else HERE)
-        runs = args.runs or Path(tmp) / "runs"
+        out = Path(args.out) if args.out is not None else Path(tmp) / "out" if args.smoke else HERE
+        runs = Path(args.runs) if args.runs is not None else Path(tmp) / "runs"
         out.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        for name in names:
-            t0 = time.perf_counter()
-            paths = make(name, out, runs, args.smoke)
-            print(f"{name:<20} {time.perf_counter() - t0:7.1f} s  {paths[0]}", flush=True)
-        print(f"{'total':<20} {time.perf_counter() - start:7.1f} s", flush=True)
+        name = names[0]
+        try:
+            for name in names:
+                t0 = time.perf_counter()
+                paths = make(name, out, runs, args.smoke)
+                where = "  ".join(str(path) for path in paths) if keep else "drawn (not kept)"
+                print(f"{name:<20} {time.perf_counter() - t0:7.1f} s  {where}", flush=True)
+        except OSError as e:  # a full disk, a folder made read-only meanwhile: one line naming the file
+            where = f"{e.filename}: " if e.filename else ""
+            print(f"{PROG}: error: {name}: {where}{e.strerror or e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted while drawing {name}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        total = f"{'total':<20} {time.perf_counter() - start:7.1f} s"
+        if not keep:
+            total += "  (smoke pictures discarded with their temporary folder; --out DIR keeps them)"
+        print(total, flush=True)
     return 0
 
 

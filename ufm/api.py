@@ -3,6 +3,7 @@ written only where `out` is given. Re-exported by `ufm/__init__.py`."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +16,11 @@ from ufm.checks.theory import theory_target
 from ufm.config import SimConfig
 from ufm.devices import resolve_device, resolve_dtype
 from ufm.fit.loop import fit
+from ufm.fit.memory import check_memory
+from ufm.fit.saddle import origin_saddle
 from ufm.fit.steppers import batch_key, make_stepper
 from ufm.model import init_params, with_classifier
-from ufm.output.rundir import atomic_write, environment, write_csv, write_json
+from ufm.output.rundir import atomic_write, claim_run_dir, environment, write_csv, write_json
 from ufm.output.summary import build_summary
 from ufm.output.table import format_table
 from ufm.problem import Problem, resolve
@@ -55,29 +58,35 @@ class RunResult:
         return format_table(self.summary, self.check_lines)
 
 
-def run(cfg: SimConfig | Problem, out: Path | str | None = None, *, progress: bool = True) -> RunResult:
+def run(cfg: SimConfig | Problem, out: Path | str | None = None, *, progress: bool = True,
+        overwrite: bool = False) -> RunResult:
     """Simulate one UFM (DESIGN §5.2) and hold its end point against theory. With `out`, also write the run
-    directory there (config.json, history.csv as it goes, params.pt, summary.json). `cfg` may be a resolved
-    Problem (ufm.resolve(cfg)), which is then not resolved again. Example:
+    directory there (config.json, history.csv as it goes, summary.json, params.pt); a directory that already
+    holds a run is refused (ufm.output.rundir.RunDirInUse) unless `overwrite`. `cfg` may be a resolved Problem
+    (ufm.resolve(cfg)), which is then not resolved again. Ctrl-C (or SIGTERM under the command line) at any point
+    ends the run with status "interrupted" and whatever it had: the summary, then the parameters. Example:
     >>> r = run(SimConfig(K=4, n=5, d=6, loss="ce", wd=5e-3, steps=300, dtype="float64"), progress=False)
     >>> r.summary["theory"]["name"], abs(r.summary["rel_gap"]["loss"]) < 1e-3
     ('ce_etf', True)
     """
-    return run_batch([cfg], None if out is None else [out], progress=progress)[0]
+    return run_batch([cfg], None if out is None else [out], progress=progress, overwrite=overwrite)[0]
 
 
 def run_batch(cfgs: Sequence[SimConfig | Problem], outs: Sequence[Path | str] | None = None, *,
-              progress: bool = False) -> list[RunResult]:
+              progress: bool = False, overwrite: bool = False) -> list[RunResult]:
     """Run many configurations: those of one `batch_key` (same shapes, loss and steps; full-batch GD on the
     one-layer UFM under a loss with a closed-form step) step together as one batched program, the others
     one by one; each gets the result (and, with `outs`, the run directory) a single run would, equal to it
-    up to rounding. Results come back in the order of `cfgs`. Example:
+    up to rounding. Results come back in the order of `cfgs`. Output directories that hold a run are refused
+    before anything runs, unless `overwrite`. Example:
     >>> cfgs = [SimConfig(K=3, n=4, d=5, loss="mse", wd=w, steps=50, certificate=False) for w in (1e-3, 1e-2)]
     >>> [round(r.final["W_norm_sq"], 3) > 0 for r in run_batch(cfgs)]
     [True, True]
     """
     if outs is not None and len(outs) != len(cfgs):
         raise ValueError(f"{len(cfgs)} configurations but {len(outs)} output directories")
+    for out in outs or ():
+        claim_run_dir(out, overwrite)
     groups: dict[Any, list[int]] = {}
     for i, item in enumerate(cfgs):
         key = batch_key(item.cfg if isinstance(item, Problem) else item)
@@ -95,6 +104,8 @@ def _run_group(items: list[SimConfig | Problem], outs: list[Path] | None, progre
     problems = [p if isinstance(p, Problem) else resolve(p) for p in items]
     cfgs = [p.cfg for p in problems]
     device, dtype = resolve_device(cfgs[0].device), resolve_dtype(cfgs[0].dtype)
+    for cfg in cfgs:
+        check_memory(cfg, str(device))  # before anything is allocated
     if outs is not None:
         for cfg, out in zip(cfgs, outs, strict=True):
             out.mkdir(parents=True, exist_ok=True)
@@ -110,26 +121,62 @@ def _run_group(items: list[SimConfig | Problem], outs: list[Path] | None, progre
             write_csv(outs[i] / "history.csv", history)
 
     done = fit(problems, stepper, y, progress=progress, on_row=write_history)
-    results = []
+    results, interrupted = [], done.status == "interrupted"
     for i, problem in enumerate(problems):
         final = with_classifier(stepper.params(i), problem, y)  # a loss of the features alone: W from the means
         end = EndOfRun(problem, final, y, done.histories[i], done.status_of(i), progress=progress)
-        end.target = theory_target(problem, end.convex[0])
-        end.summary = build_summary(problem.cfg, done.histories[i], end.target, status=end.status,
-                                    steps=done.steps_of(i), seconds=done.seconds, device=str(device),
-                                    divergence=done.watch.report(i))
-        cpu = {k: v.detach().cpu() for k, v in final.items()}
         out = None if outs is None else outs[i]
-        if out is not None:
-            # the final iterate, for figures and notebooks (tensors only: torch.load(..., weights_only=True)),
-            # written before the checks run
-            atomic_write(out / "params.pt", lambda f, cpu=cpu: torch.save(cpu, f), binary=True)
-        run_checks(end)
-        if out is not None:
-            write_json(out / "summary.json", end.summary)
-            end.summary["run_dir"] = str(out)
+        interrupted = _finish(end, out, done, i, str(device), interrupted)
+        cpu = {k: v.detach().cpu() for k, v in final.items()}
         results.append(RunResult(problem.cfg, end.summary, done.histories[i], cpu, out, check_lines(end.summary)))
     return results
+
+
+def _finish(end: EndOfRun, out: Path | None, done, i: int, device: str, interrupted: bool) -> bool:
+    """The end of one run: theory target (with the certificate), summary, checks, files — summary.json first (small),
+    then params.pt, so a full disk or an interrupt loses the large file, not the record. A Ctrl-C here (or during
+    the loop: `interrupted`) skips what is left of the expensive part (the convex program, the checks) and ends
+    with status "interrupted". Returns whether the run was interrupted."""
+    problem = end.problem
+
+    finite = [r["loss"] for r in done.histories[i] if math.isfinite(r["loss"])]
+    saddle = origin_saddle(problem, end.params, end.y, finite[-1]) if finite and end.status != "diverged" else None
+
+    def summarize() -> None:
+        end.summary = build_summary(problem.cfg, done.histories[i], end.target, status=end.status,
+                                    steps=done.steps_of(i), seconds=done.seconds, device=device,
+                                    divergence=done.watch.report(i), saddle=saddle)
+        if out is not None:
+            write_json(out / "summary.json", end.summary)
+
+    if interrupted:
+        end.status = "interrupted"
+        end.__dict__["convex"] = (None, "the run was interrupted")  # the cached property: never solved
+    try:
+        end.target = theory_target(problem, end.convex[0])
+    except KeyboardInterrupt:
+        interrupted, end.status = True, "interrupted"
+        end.__dict__["convex"] = (None, "interrupted while solving the convex program")
+        end.target = theory_target(problem, None)
+    summarize()
+    try:
+        if not interrupted:
+            run_checks(end)
+    except KeyboardInterrupt:
+        interrupted, end.status = True, "interrupted"
+        end.summary["status"] = "interrupted"
+    if out is not None:
+        write_json(out / "summary.json", end.summary)
+        cpu = {k: v.detach().cpu() for k, v in end.params.items()}
+        try:
+            # the final iterate, for figures and notebooks (tensors only: torch.load(..., weights_only=True))
+            atomic_write(out / "params.pt", lambda f: torch.save(cpu, f), binary=True)
+        except KeyboardInterrupt:
+            interrupted = True
+            end.summary.update(status="interrupted", params_written=False)
+            write_json(out / "summary.json", end.summary)
+        end.summary["run_dir"] = str(out)
+    return interrupted
 
 
 @dataclass
@@ -143,10 +190,11 @@ class TrainResult:
     run_dir: Path | None = None
 
 
-def train(cfg, out: Path | str | None = None, *, progress: bool = True, resume: bool = False) -> TrainResult:
+def train(cfg, out: Path | str | None = None, *, progress: bool = True, resume: bool = False,
+          overwrite: bool = False) -> TrainResult:
     """Train a real backbone (MLP, ResNet18, WRN) with the UFM's losses and NC metrics (ufm.backbone); with
     `out`, write the run directory there (config.json, history.csv, checkpoint.pt every epoch, summary.json;
-    `resume` continues from its checkpoint). Example:
+    `resume` continues from its checkpoint; a directory holding another run is refused unless `overwrite`). Example:
     >>> from ufm.backbone.config import TrainConfig
     >>> r = train(TrainConfig(dataset="synthetic", classes=3, per_class=8, test_per_class=4, mlp_width=8,
     ...                       epochs=2, batch_size=8, device="cpu"), progress=False)
@@ -155,7 +203,7 @@ def train(cfg, out: Path | str | None = None, *, progress: bool = True, resume: 
     """
     from ufm.backbone.training import train_backbone
 
-    summary, history, network = train_backbone(cfg, out, progress=progress, resume=resume)
+    summary, history, network = train_backbone(cfg, out, progress=progress, resume=resume, overwrite=overwrite)
     return TrainResult(cfg, summary, history, network, None if out is None else Path(out))
 
 

@@ -13,7 +13,16 @@ from functools import cached_property, lru_cache
 import numpy as np
 import torch
 
-from analysis.frames import Frame, FrameError, SphericalCode, frame_from_gram, haframe_gram, psd_bound, spherical_code
+from analysis.frames import (
+    Frame,
+    FrameError,
+    SphericalCode,
+    code_feasible,
+    frame_from_gram,
+    haframe_gram,
+    psd_bound,
+    spherical_code,
+)
 from analysis.hierarchy import HierarchyError, Tree, load
 from ufm.config import SimConfig
 from ufm.errors import ConfigError
@@ -95,13 +104,25 @@ class Problem:
         return loss.hug_s if loss.name == "hug" and loss.hug_measure == "energy" else 1.0
 
     @cached_property
-    def code(self) -> SphericalCode:
+    def code(self) -> SphericalCode | None:
         """The generalized-NC target of K and the classifier's input dimension: the simplex ETF for K <= d + 1,
         else the numerical spherical code — max-min angle for HUG's maxgap measure, minimal Riesz energy
-        (HUG's exponent s, else the Thomson s = 1) otherwise."""
+        (HUG's exponent s, else the Thomson s = 1) otherwise. None where computing it would take minutes
+        (analysis.frames.code_feasible; `code_note` says why)."""
         loss = self.cfg.loss
         kind = "maxmin" if loss.name == "hug" and loss.hug_measure == "maxgap" else "energy"
+        if not code_feasible(self.cfg.K, self.cfg.feature_dim):
+            return None
         return spherical_code(self.cfg.K, self.cfg.feature_dim, kind=kind, s=self.gnc_exponent)
+
+    @property
+    def code_note(self) -> str:
+        """Why there is no reference spherical code ("" where there is one)."""
+        K, d = self.cfg.K, self.cfg.feature_dim
+        if code_feasible(K, d):
+            return ""
+        return (f"the reference spherical code of K = {K} directions in R^{d} is not computed (K²·d = {K * K * d:.2g}: "
+                "minutes of numerical optimization)")
 
     @property
     def soft_targets(self) -> np.ndarray:
@@ -119,6 +140,8 @@ def resolve(cfg: SimConfig) -> Problem:
     tree = tree_of(cfg.loss, cfg.K)
     S, s_min = frame_gram_of(cfg.loss, tree) if tree is not None else (None, None)
     problem = Problem(cfg, tree, S, s_min, loss_options(cfg.loss, tree, S, cfg.temperature))
+    if cfg.loss.name == "hug" and cfg.loss.hug_proxies == "fixed" and problem.code is None:
+        raise ConfigError(f"--hug-proxies fixed needs {problem.code_note[4:]}: use learned proxies or a smaller K")
     if cfg.loss.name == "haframe":
         try:
             problem.frame  # noqa: B018 - checked now: a frame that cannot be embedded in R^d is bad input

@@ -11,7 +11,11 @@ def test_every_figure_is_drawn_in_smoke_mode(tmp_path, capsys):
         png = tmp_path / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000, name
         assert (tmp_path / f"{name}.pdf").read_bytes()[:5] == b"%PDF-", name
-    assert "total" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "total" in out
+    for name in FIGURES:  # every path printed is one that exists
+        line = next(line for line in out.splitlines() if line.startswith(name + " "))
+        assert line.split()[-2:] == [str(tmp_path / f"{name}.png"), str(tmp_path / f"{name}.pdf")], line
 
 
 def test_unknown_figure_is_one_line_exit_2(capsys):

@@ -17,7 +17,8 @@ from ufm.problem import resolve
 def run(tmp_path, **kw):
     base = {"K": 4, "n": 5, "d": 8, "width": 8, "loss": "mse", "wd_W": 5e-3, "wd_H": 5e-3, "wd_b": 5e-3,
             "wd_M": 5e-3, "optimizer": "lbfgs", "dtype": "float64", "steps": 1500}
-    return ufm.run(SimConfig.from_dict({**base, **kw}), tmp_path / "run", progress=False).summary
+    cfg = SimConfig.from_dict({**base, **kw})
+    return ufm.run(cfg, tmp_path / "run", progress=False, overwrite=True).summary  # one folder per test, reused
 
 
 def test_deep_forward_against_a_manual_product():

@@ -10,7 +10,7 @@ from ufm.config import SimConfig
 def run(tmp_path, **kw):
     cfg = SimConfig.from_dict(dict(**{"K": 6, "n": 5, "d": 8, "wd_W": 5e-3, "wd_H": 5e-3, "wd_b": 5e-3,
                        "hierarchy": "balanced:2,3", "optimizer": "lbfgs", "dtype": "float64", **kw}))
-    return ufm.run(cfg, tmp_path / "run", progress=False).summary
+    return ufm.run(cfg, tmp_path / "run", progress=False, overwrite=True).summary  # one folder per test, reused
 
 
 def test_haframe_run_reaches_the_fixed_frame_optimum(tmp_path):

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from ufm.backbone.config import TrainConfig
-from ufm.backbone.twin import twin_config
+from ufm.backbone.interrupts import interrupts_deferred
+from ufm.backbone.twin import estimate_twin, twin_config
 from ufm.config import SimConfig
 from ufm.output.rundir import read_history, write_json
 from ufm.output.summary import gaps
@@ -19,15 +20,32 @@ PANELS = (("nc1", "NC1 = tr(Σ_W Σ_B†)/K"), ("nc2", "NC2: class means vs simp
           ("nc3", "NC3: classifier vs class means"), ("nc4", "NC4: mismatch with nearest class mean"))
 
 
-def compare_with_ufm(summary: dict, *, progress: bool = True) -> dict:
+def compare_with_ufm(summary: dict, *, progress: bool = True, announce: bool = True) -> dict:
     """Run the twin into RUN/ufm, add summary["ufm"], the twin's theory target and the backbone's gap to
     it (NC and accuracy: a backbone's features are not free, so its norms and objective are not the
-    UFM's), rewrite summary.json and draw RUN/comparison.png."""
+    UFM's), rewrite summary.json and draw RUN/comparison.png.
+
+    With `announce`, one line first on stderr with the twin's size and an estimate of its time (estimate_twin);
+    with `progress`, the run's progress bar. RUN/ufm belongs to this backbone run: an earlier twin there is
+    replaced. An interrupt (Ctrl-C, SIGTERM) during the twin ends with the backbone's summary.json at status
+    "interrupted" (interrupted_during names the twin): --resume then finds the training done and runs the twin
+    again."""
     from ufm.api import run
+    from ufm.problem import resolve
 
     run_dir = Path(summary["run_dir"])
     sim: SimConfig = twin_config(TrainConfig.from_dict(summary["config"]), summary["config"]["counts"])
-    twin = run(sim, run_dir / "ufm", progress=progress).summary
+    try:
+        problem = resolve(sim)
+        if announce:
+            print(estimate_twin(problem).line(), file=sys.stderr, flush=True)
+        twin = run(problem, run_dir / "ufm", progress=progress, overwrite=True).summary
+    except KeyboardInterrupt:
+        twin = None
+    if twin is None or twin.get("status") == "interrupted":
+        summary = {**summary, "status": "interrupted", "interrupted_during": "the UFM twin (--compare-ufm)",
+                   "ufm": {"run_dir": str(run_dir / "ufm"), "status": "interrupted"}}
+        return _write_summary(run_dir, summary)
     predicted = twin["theory"].get("predicted", {}) if twin["theory"].get("applies") else {}
     compared = {k: v for k, v in predicted.items() if k in COMPARED}
     gap, rel_gap = gaps(summary["final"], compared)
@@ -44,7 +62,22 @@ def compare_with_ufm(summary: dict, *, progress: bool = True) -> dict:
         summary["plot"] = None
         summary["plot_error"] = str(e).splitlines()[0]
         print(f"warning: comparison.png not drawn: {summary['plot_error']}", file=sys.stderr)
-    write_json(run_dir / "summary.json", {k: v for k, v in summary.items() if k != "rank"})
+    except KeyboardInterrupt:  # the numbers are all there; only the figure is missing
+        summary.update(plot=None, status="interrupted", interrupted_during="drawing comparison.png")
+    return _write_summary(run_dir, summary)
+
+
+def _write_summary(run_dir: Path, summary: dict) -> dict:
+    """summary.json with interrupts held back while it is written; one arriving then marks it "interrupted"
+    (rewritten so) instead of escaping."""
+    try:
+        with interrupts_deferred():
+            write_json(run_dir / "summary.json", {k: v for k, v in summary.items() if k != "rank"})
+    except KeyboardInterrupt:
+        summary = {**summary, "status": "interrupted"}
+        summary.setdefault("interrupted_during", "writing summary.json")
+        with interrupts_deferred():
+            write_json(run_dir / "summary.json", {k: v for k, v in summary.items() if k != "rank"})
     return summary
 
 

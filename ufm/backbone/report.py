@@ -11,7 +11,10 @@ TEST_NAME = {"data_loss": "loss"}  # the test set's key where it differs
 
 
 def format_backbone_table(summary: dict) -> str:
-    final, test, ufm = summary["final"], summary["test"], summary.get("ufm")
+    """The table; the twin's columns where the twin ran to its end (an interrupted twin has no numbers: one line
+    says so instead)."""
+    final, test, twin = summary["final"], summary["test"], summary.get("ufm")
+    ufm = twin if twin and "final" in twin else None
     theory = summary["theory"]
     predicted = theory.get("predicted", {}) if theory.get("applies") else {}
     head = f"{'quantity':<18}  {'train':>12}  {'test':>12}"
@@ -30,6 +33,9 @@ def format_backbone_table(summary: dict) -> str:
     if ufm:
         lines.append(f"UFM twin ({ufm['run_dir']}): theory {theory['name']}, {ufm['steps']} steps, "
                      f"{'converged' if ufm['converged'] else 'not converged'}; plot: {summary.get('plot')}")
+    elif twin:
+        lines.append(f"UFM twin ({twin['run_dir']}): {twin.get('status', 'not run')}, no comparison (--resume runs "
+                     "it again)")
     eps = t["epochs_per_second"]
     lines.append(f"{cfg['arch']} on {cfg['dataset']} ({cfg['K']} classes, d = {cfg['d']}), {summary['epochs']} epochs "
                  f"in {t['train_seconds']:.1f} s ({fmt(eps)} epochs/s) + {t['measurements']} NC measurements "

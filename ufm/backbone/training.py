@@ -4,9 +4,11 @@ autocast on CUDA, and a stop with a clear report at the first non-finite loss.""
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,16 +18,35 @@ import torch
 from tqdm import tqdm
 
 from ufm.backbone import distributed
-from ufm.backbone.checkpoint import CHECKPOINT, check_config, load_checkpoint, load_model_state, save_checkpoint
+from ufm.backbone.checkpoint import (
+    CHECKPOINT,
+    CheckpointError,
+    check_config,
+    check_epoch,
+    load_checkpoint,
+    load_model_state,
+    load_optimizer_state,
+    save_checkpoint,
+)
 from ufm.backbone.config import TrainConfig
 from ufm.backbone.data import Dataset, load_dataset
+from ufm.backbone.interrupts import interrupts_deferred
 from ufm.backbone.measure import TEST_KEYS, measure_split
 from ufm.backbone.networks import Network, build_network
 from ufm.backbone.twin import twin_config
 from ufm.checks.milestones import milestones
 from ufm.config import ConfigError, SimConfig
 from ufm.fit.schedule import log_schedule
-from ufm.output.rundir import environment, new_run_dir, write_csv, write_json
+from ufm.output.rundir import (
+    RunDirInUse,
+    claim_run_dir,
+    environment,
+    new_run_dir,
+    os_error_line,
+    run_files,
+    write_csv,
+    write_json,
+)
 from ufm.problem import Problem, resolve
 
 MEASURE_BATCH = 1024
@@ -199,46 +220,158 @@ def _divergence(run: Run, losses: torch.Tensor, epoch: int, history: list[dict])
 
 
 def _resume(run: Run, ckpt: Path) -> tuple[int, list[dict], float]:
-    """Load model, optimizer and loss-scaler state from the checkpoint (CheckpointError on a mismatch);
-    return (epochs done, history, training seconds so far)."""
+    """Load model, optimizer and loss-scaler state from the checkpoint (CheckpointError on a damaged file, an
+    epoch outside 0..--epochs, another configuration or tensors of other shapes); return (epochs done, history,
+    training seconds so far)."""
     state = load_checkpoint(ckpt)
-    check_config(state["config"], run.cfg.to_dict(), ckpt)
+    check_config(state["config"], run.cfg.to_dict(), ckpt)  # another --epochs is named as such, before the range
+    check_epoch(state["epoch"], run.cfg.epochs, ckpt)
     load_model_state(run.net, state["model"], ckpt)
-    run.opt.load_state_dict(state["optimizer"])
+    load_optimizer_state(run.opt, state["optimizer"], ckpt)
     if run.scaler is not None and state.get("scaler"):
-        run.scaler.load_state_dict(state["scaler"])
-    return state["epoch"], list(state["history"]), state["train_seconds"]
+        try:
+            run.scaler.load_state_dict(state["scaler"])
+        except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as e:
+            raise CheckpointError(f"--resume: the checkpoint {ckpt} has a damaged loss-scaler state "
+                                  f"({' '.join(str(e).split())[:200]})") from None
+    return state["epoch"], list(state["history"]), float(state["train_seconds"])
 
 
-def train(cfg: TrainConfig, out: Path | str | None = None, *, progress: bool = True, resume: bool = False) -> dict:
+def train(cfg: TrainConfig, out: Path | str | None = None, *, progress: bool = True, resume: bool = False,
+          overwrite: bool = False) -> dict:
     """Train the backbone of `cfg`; write config.json, history.csv, checkpoint.pt (every epoch) and
     summary.json under `out` (a fresh directory under runs/ when None); return the summary. With
-    `resume`, continue from out/checkpoint.pt when there is one (CheckpointError if it does not match)."""
-    return train_backbone(cfg, out, progress=progress, resume=resume, fresh_dir=True)[0]
+    `resume`, continue from out/checkpoint.pt when there is one (CheckpointError if it does not match);
+    a directory holding a run is refused (RunDirInUse) unless `resume` or `overwrite`."""
+    return train_backbone(cfg, out, progress=progress, resume=resume, overwrite=overwrite, fresh_dir=True)[0]
+
+
+def _is_backbone_run(out: Path) -> bool:
+    """Whether out/config.json is that of a ufm.train run (a --resume without a checkpoint may start it afresh)."""
+    try:
+        config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "arch" in config and not (out / "params.pt").exists()
+
+
+def _claim_verdict(out: Path, resume: bool, overwrite: bool) -> str | None:
+    """None when the run may use `out` as asked, else the one-line refusal. Without --resume or --overwrite a
+    directory holding a run (finished or started) is refused; with --resume and no checkpoint to continue, only
+    a ufm.train run that never checkpointed (killed or interrupted in its first epoch) may start afresh."""
+    if overwrite:
+        return None
+    if not resume:
+        try:
+            claim_run_dir(out, overwrite=False, resume_flag="--resume")
+        except RunDirInUse as e:
+            return str(e)
+        return None
+    present = run_files(out)
+    if (out / CHECKPOINT).exists() or not present or _is_backbone_run(out):
+        return None
+    return (f"--resume: --out {out} holds no {CHECKPOINT} to continue, and its run ({', '.join(present)}) is not a "
+            f"ufm.train run: choose another --out, or pass --overwrite instead of --resume to replace it")
+
+
+def _claim(out: Path, ctx: distributed.Context, resume: bool, overwrite: bool) -> None:
+    """Refuse `out` (RunDirInUse) in every process alike: the main process judges, the others take its verdict,
+    so no process starts while another refuses."""
+    verdict = [_claim_verdict(out, resume, overwrite) if ctx.main else None]
+    if ctx.world > 1:
+        torch.distributed.broadcast_object_list(verdict, src=0)
+    if verdict[0] is not None:
+        distributed.teardown(ctx)
+        raise RunDirInUse(verdict[0])
+
+
+def _clear_old_run(out: Path, ctx: distributed.Context) -> None:
+    """--overwrite: the main process removes the old run's files (only those: the run files, the comparison plot
+    and the UFM twin's run files; other files in the folder are the user's) before the new run writes any."""
+    if ctx.main:
+        claim_run_dir(out, overwrite=True)
+        (out / "comparison.png").unlink(missing_ok=True)
+        if (out / "ufm").is_dir():
+            claim_run_dir(out / "ufm", overwrite=True)
+    distributed.barrier(ctx)
+
+
+def _early_interrupt(cfg: TrainConfig, out: Path | None, ctx: distributed.Context) -> None:
+    """An interrupt while the data loads or the network is built: a summary saying so, where the directory holds
+    no summary yet (an earlier run's, kept on --resume or until --overwrite clears it, stays as it was)."""
+    if ctx.main and out is not None and not (out / "summary.json").exists():
+        with interrupts_deferred():
+            write_json(out / "summary.json", {
+                "status": "interrupted", "mode": "backbone", "config": cfg.to_dict(), "final": {}, "test": {},
+                "steps": 0, "epochs": 0, "checkpoint_epoch": None, "converged": None, "run_dir": str(out),
+                "note": "interrupted before training started (loading the data, building the network)"})
+    distributed.teardown(ctx)
+
+
+@dataclass
+class OnDisk:
+    """The epoch that checkpoint.pt holds (None: there is none), updated by save_checkpoint's `then` under its
+    interrupt shield, so it is right whenever an interrupt lands."""
+
+    epoch: int | None
+
+    def saved(self, epoch: int) -> Callable[[], None]:
+        def record() -> None:
+            self.epoch = epoch
+        return record
+
+
+def _checkpoint_state(run: Run, epoch: int, history: list[dict], train_seconds: float) -> dict:
+    return {"config": run.cfg.to_dict(), "epoch": epoch, "model": run.net.state_dict(),
+            "optimizer": run.opt.state_dict(), "history": history,
+            "scaler": run.scaler.state_dict() if run.scaler else {}, "train_seconds": train_seconds}
 
 
 def train_backbone(cfg: TrainConfig, out: Path | str | None = None, *, progress: bool = True, resume: bool = False,
-                   fresh_dir: bool = False) -> tuple[dict, list[dict], Network]:
+                   overwrite: bool = False, fresh_dir: bool = False) -> tuple[dict, list[dict], Network]:
     """`train`, returning (summary, history, network); with out None, files only when `fresh_dir` (a new
-    directory under runs/), else nothing is written (no checkpoint either)."""
+    directory under runs/), else nothing is written (no checkpoint either).
+
+    `out` holding a run (any of config.json, summary.json, history.csv, checkpoint.pt, params.pt) is refused with
+    RunDirInUse unless `resume` (continue it from its checkpoint) or `overwrite` (remove its files, after the data
+    and network are set up, then start afresh); both at once is a ValueError.
+
+    Endings: the loop saves a checkpoint after every epoch but the last; the run then writes summary.json first
+    (small, signals held back while it is written), then history.csv, then the last checkpoint, so a full disk or
+    a late interrupt loses the large file, not the record. An interrupt (KeyboardInterrupt: Ctrl-C, or SIGTERM
+    under the command line) anywhere ends with status "interrupted" and `checkpoint_epoch`, the epoch the
+    checkpoint on disk holds (an interrupted save leaves the previous one whole). An OSError while writing
+    (ENOSPC, EACCES) writes a summary with status "error" where it can, then is raised again, naming the file."""
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: resume continues the run in `out`, overwrite "
+                         "replaces it")
     ctx = distributed.setup(cfg.device)
     out = _run_dir(cfg, out, ctx) if out is not None or fresh_dir else None
-    run = setup_run(cfg, ctx)
+    if out is not None:
+        _claim(out, ctx, resume, overwrite)
     ckpt = out / CHECKPOINT if out is not None else None
     resumable = resume and ckpt is not None and ckpt.exists()
-    start_epoch, history, train_seconds = _resume(run, ckpt) if resumable else (0, [], 0.0)
     write = ctx.main and out is not None
-    if write:
-        write_json(out / "config.json", {**cfg.to_dict(), "K": run.data.K, "counts": list(run.data.counts),
-                                         "feature_dim": run.net.feature_dim, "world_size": ctx.world,
-                                         "device_used": str(ctx.device), "environment": environment()})
-    # every process holds the training set and takes its share of each global batch
-    x_all, y_all = run.data.x_train.to(ctx.device), run.data.y_train.to(ctx.device)
-    measure_at = set(log_schedule(cfg.epochs, cfg.evals_per_decade))
-    status, divergence, done = "ok", None, start_epoch
+    try:
+        run = setup_run(cfg, ctx)
+        start_epoch, history, train_seconds = _resume(run, ckpt) if resumable else (0, [], 0.0)
+        if overwrite and out is not None:
+            _clear_old_run(out, ctx)
+        if write:
+            write_json(out / "config.json", {**cfg.to_dict(), "K": run.data.K, "counts": list(run.data.counts),
+                                             "feature_dim": run.net.feature_dim, "world_size": ctx.world,
+                                             "device_used": str(ctx.device), "environment": environment()})
+    except KeyboardInterrupt:
+        _early_interrupt(cfg, out, ctx)
+        raise
+    status, divergence, done, error = "ok", None, start_epoch, None
+    disk = OnDisk(start_epoch if resumable else None)
     bar = tqdm(total=cfg.epochs, initial=start_epoch, disable=not (progress and ctx.main), file=sys.stderr,
                desc=f"train {cfg.arch}", unit="epoch", dynamic_ncols=True, mininterval=0.5)
     try:
+        # every process holds the training set and takes its share of each global batch
+        x_all, y_all = run.data.x_train.to(ctx.device), run.data.y_train.to(ctx.device)
+        measure_at = set(log_schedule(cfg.epochs, cfg.evals_per_decade))
         if start_epoch == 0 and not history:
             history.append(_timed_row(run, 0, train_seconds))
         for epoch in range(start_epoch, cfg.epochs):
@@ -252,27 +385,60 @@ def train_backbone(cfg: TrainConfig, out: Path | str | None = None, *, progress:
             if measured:
                 history.append(_timed_row(run, epoch + 1, train_seconds))
                 bar.set_postfix(loss=f"{history[-1]['data_loss']:.4g}", nc1=f"{history[-1]['nc1']:.2e}", refresh=False)
-            if write:
-                save_checkpoint(ckpt, {"config": cfg.to_dict(), "epoch": epoch + 1, "model": run.net.state_dict(),
-                                       "optimizer": run.opt.state_dict(), "history": history,
-                                       "scaler": run.scaler.state_dict() if run.scaler else {},
-                                       "train_seconds": train_seconds})
+            done = epoch + 1  # the network now holds whole epochs: a checkpoint of it is a resumable state
+            if write and done < cfg.epochs:  # the last epoch's checkpoint comes after the summary
+                save_checkpoint(ckpt, _checkpoint_state(run, done, history, train_seconds), then=disk.saved(done))
                 if measured:  # history.csv changes only with a new row
                     write_csv(out / "history.csv", history)
-            done = epoch + 1
             bar.update()
     except KeyboardInterrupt:
         status = "interrupted"
+    except OSError as e:  # a full disk or a lost permission while saving: keep the record where possible
+        status, error = "error", e
     finally:
         bar.close()
     summary = build_summary(run, history, status, divergence, done, train_seconds, out)
     if write:
-        write_csv(out / "history.csv", history)
-        write_json(out / "summary.json", summary)
+        error = _write_ending(run, summary, history, out, ckpt, disk, done, error)
+    if error is not None:
+        distributed.teardown(ctx)
+        raise error
     distributed.barrier(ctx)
     distributed.teardown(ctx)
     summary["rank"] = ctx.rank
     return summary, history, run.net
+
+
+def _write_ending(run: Run, summary: dict, history: list[dict], out: Path, ckpt: Path, disk: OnDisk, done: int,
+                  error: OSError | None) -> OSError | None:
+    """summary.json, history.csv, then (a run that ended "ok" with its last epoch not saved yet) the checkpoint.
+    An interrupt or an OSError on the way rewrites the summary to say so (status "interrupted" or "error", and
+    the epoch the checkpoint on disk holds). Updates `summary` in place; returns the OSError to raise, if any."""
+    final_save = summary["status"] == "ok" and disk.epoch != done  # interrupted mid-epoch or diverged: keep the last
+    summary["checkpoint_epoch"] = done if final_save else disk.epoch
+    if error is not None:
+        summary["error"] = os_error_line(error)
+    try:
+        with interrupts_deferred():
+            write_json(out / "summary.json", summary)
+            write_csv(out / "history.csv", history)
+        if final_save:
+            save_checkpoint(ckpt, _checkpoint_state(run, done, history, summary["timing"]["train_seconds"]),
+                            then=disk.saved(done))
+        return error
+    except KeyboardInterrupt:
+        summary.update(status="interrupted", checkpoint_epoch=disk.epoch)
+    except OSError as e:
+        error = error or e
+        summary.update(status="error", error=os_error_line(error), checkpoint_epoch=disk.epoch)
+    try:
+        with interrupts_deferred():
+            write_json(out / "summary.json", summary)
+    except OSError:
+        pass  # the disk refuses even the small record: the error raised names the first file that failed
+    except KeyboardInterrupt:
+        summary["status"] = "interrupted"
+    return error
 
 
 def _timed_row(run: Run, epoch: int, train_seconds: float) -> dict:
@@ -315,6 +481,7 @@ def build_summary(run: Run, history: list[dict], status: str, divergence: dict |
                                                              "theory target"},
         "gap": {}, "steps": epochs_done, "epochs": epochs_done, "seconds": train_seconds + sum(measure_times),
         "converged": None, "converged_criterion": "a backbone has no optimality certificate",
+        "checkpoint_epoch": None,  # set where the run writes its directory: the epoch checkpoint.pt holds
         "divergence": divergence, "device": str(run.ctx.device), "world_size": run.ctx.world,
         "amp": str(run.amp).replace("torch.", "") if run.amp else "off",
         "timing": {"train_seconds": train_seconds, "epochs_per_second": epochs_done / train_seconds

@@ -128,6 +128,8 @@ def hug_target(problem: Problem) -> Target:
     """HUG collapses every class onto its proxy (NC1 = 0, spherical spread 0) and spreads the proxies
     as uniformly as its measure allows: the simplex ETF for K <= d + 1, a spherical code beyond."""
     cfg, code = problem.cfg, problem.code
+    if code is None:
+        return not_applicable("spherical_code", problem.code_note)
     deg = math.degrees(code.min_angle)
     predicted = {"nc1": 0.0, "spherical_spread": 0.0, "energy_W": code.energy, "energy_means": code.energy,
                  "min_angle_W": deg, "min_angle_means": deg, "nc4": 0.0, "accuracy": 1.0}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import signal
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -13,10 +15,41 @@ EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (exit 2), not usage + message."""
+    """argparse, but a usage error is one line on stderr (exit 2), not usage + message, and negative numbers in
+    scientific notation (--wd -1e-4) are values, so the flag's own range check answers them."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # argparse's own pattern knows -3 and -.5 but not -1e-4, which it then takes for an option
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" once: not where the help text already states its default, nor for None or False."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+class HelpFormatter(DefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """DefaultsHelpFormatter, keeping the description's own line breaks (legends, examples)."""
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM (a scheduler's kill, `timeout`) ends a run the way Ctrl-C does: KeyboardInterrupt, so the run
+    writes its summary with status "interrupted" and exits 130. SIGINT too, even where the shell started the
+    tool with SIGINT ignored (a background job `cmd &` of a script): a deliberate `kill -INT` must stop it."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def number(kind: Callable[[str], float], lo: float | None = None, hi: float | None = None,

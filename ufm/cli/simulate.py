@@ -6,7 +6,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ufm.cli.common import EXIT_DIVERGED, EXIT_INTERRUPTED, OneLineParser, check_out_dir, number
+from ufm.cli.common import (
+    EXIT_DIVERGED,
+    EXIT_INTERRUPTED,
+    HelpFormatter,
+    OneLineParser,
+    check_out_dir,
+    interrupt_on_sigterm,
+    number,
+)
 from ufm.cli.loss_flags import add_loss_flags, loss_config
 from ufm.config import (
     DEFAULT_LR,
@@ -35,6 +43,22 @@ def _counts(text: str) -> tuple[int, ...]:
     return counts
 
 
+LEGEND = """\
+reading the end-of-run table:
+  loss        the objective F (the loss plus every weight-decay term), not the loss alone
+  NC1         within-class variability: tr(Σ_W Σ_B⁺)/K, 0 once every sample sits on its class mean
+  NC2         distance of the centered class means' Gram from a simplex ETF's (0: an ETF)
+  NC3         distance between the classifier W and the centered class means (0: self-dual)
+  NC4         disagreement of the classifier with the nearest-class-mean rule (0: they agree)
+  predicted   the theory target's value (the line "theory:" names it, e.g. ce_etf, mse_bias_free)
+  gap         |measured − predicted|/|predicted| ("rel"), or |measured − predicted| where 0 is predicted ("abs")
+  certificate the global optimum of the convex program, proven by a dual lower bound ("certified")
+  SQI, GNC, milestones, minority …  the end-of-run checks that apply to this run (see the README)
+  verdict     the last line: did the run reach the predicted optimum, and why not
+exit status: 0 done, 1 an OS error writing results (the file is named), 2 bad input, 3 diverged, 130
+interrupted (Ctrl-C or SIGTERM: the summary is written with status "interrupted")"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog=PROG,
@@ -42,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "bias b) under a loss plus weight decay, measure neural collapse as it trains, and "
                     "compare the end point with the closed-form optimum. Objective: "
                     "F = (1/N) Σ_i loss(W h_i + b, y_i) + wd_W/2 ||W||² + wd_H/2 ||H||² + wd_b/2 ||b||².",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=LEGEND,
+        formatter_class=HelpFormatter,
     )
     g = p.add_argument_group("problem")
     g.add_argument("--K", type=number(int, 2), default=None, help="number of classes (default 10)")
@@ -103,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--certificate", action=argparse.BooleanOptionalAction, default=True,
                    help="solve the convex nuclear-norm program (cvxpy) and print the run's gap to the "
                         "certified global optimum")
-    g.add_argument("--out", default=None, help="run directory (default: a fresh folder under runs/)")
+    g.add_argument("--out", default=None, help="run directory (default: a fresh folder under runs/); one that "
+                                               "already holds a run is refused unless --overwrite")
+    g.add_argument("--overwrite", action="store_true", help="replace the run in --out (its files only)")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     return p
 
@@ -145,8 +172,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(e))
     check_out_dir(parser, args.out)
     from ufm.api import run
-    from ufm.output.rundir import new_run_dir
+    from ufm.output.rundir import RunDirInUse, claim_run_dir, new_run_dir, os_error_line
     from ufm.problem import resolve
+
+    if args.out is not None:
+        try:
+            claim_run_dir(args.out, args.overwrite)
+        except RunDirInUse as e:
+            parser.error(str(e))
+    interrupt_on_sigterm()
 
     try:
         problem = resolve(cfg)  # the tree and the frame: bad input before any work
@@ -155,13 +189,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         out = args.out if args.out is not None else new_run_dir("runs", f"{cfg.loss.name}-K{cfg.K}")
-        result = run(problem, out, progress=not args.quiet)
+        result = run(problem, out, progress=not args.quiet, overwrite=True)  # claimed above
         summary = result.summary
-    except DeviceUnavailable as e:
+    except (DeviceUnavailable, ConfigError) as e:  # ConfigError: e.g. more memory than there is
         parser.error(str(e))
     except OSError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {os_error_line(e)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # before the run started (nothing to keep yet)
+        print(f"{PROG}: interrupted before the run started", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if not args.quiet:
         print(result.table())
     print(f"run directory: {summary['run_dir']}", file=sys.stderr)
@@ -169,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         div = summary["divergence"]
         last = (f"last finite loss {div['last_finite_loss']:.6g} at step {div['last_finite_step']}"
                 if div["last_finite_step"] is not None else "no finite loss before it")
-        print(f"{PROG}: diverged at step {div['step']}: loss is {div['loss']} ({last}); "
+        print(f"{PROG}: diverged at step {div['step']}: {div['reason']} ({last}); "
               f"try a smaller --lr. What was written is kept in {summary['run_dir']}", file=sys.stderr)
         return EXIT_DIVERGED
     if summary["status"] == "interrupted":

@@ -8,13 +8,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ufm.cli.common import OneLineParser, check_out_dir, number
+from ufm.cli.common import HelpFormatter, OneLineParser, check_out_dir, interrupt_on_sigterm, number
 
 PROG = "python -m ufm.sweep"
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the help, and the TOML example of the epilog kept line by line."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,12 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from ufm.sweeps.grid import GridError, expand, parse_assignments, parse_settings, read_spec
+    from ufm.sweeps.grid import GridError, check_disjoint, expand, parse_assignments, parse_settings, read_spec
 
     try:
         fixed, grid = read_spec(args.spec) if args.spec is not None else ({}, {})
-        fixed.update(parse_settings(args.set))
-        grid.update(parse_assignments(args.grid))
+        sets, axes = parse_settings(args.set), parse_assignments(args.grid)
+        for source, extra in (("--set", sets), ("--grid", axes)):
+            clash = sorted(set(extra) & (set(fixed) | set(grid)))
+            if clash:
+                raise GridError(f"{source} {', '.join(clash)}: already set by the grid file {args.spec}")
+        fixed.update(sets)
+        grid.update(axes)
+        check_disjoint(fixed, grid)
         if not grid and args.spec is None:
             parser.error("give a grid file or at least one --grid KEY=V1,V2")
         cfgs = expand(fixed, grid)
@@ -66,7 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             import distributed  # noqa: F401
         except ImportError:
             parser.error("--dask needs dask.distributed: pip install 'dask[distributed]'")
+    from ufm.output.rundir import os_error_line
     from ufm.sweeps.runner import run_sweep
+
+    interrupt_on_sigterm()
 
     try:
         rows = run_sweep(cfgs, Path(args.out), workers=args.workers, batch_size=args.batch_size, dask=args.dask,
@@ -75,9 +80,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: interrupted; run the same command again to finish the sweep (finished runs are kept)",
               file=sys.stderr)
         return 130
-    except (OSError, ValueError) as e:  # e.g. a Dask scheduler that cannot be reached
+    except OSError as e:  # a full disk, an unwritable file
+        print(f"{PROG}: error: {os_error_line(e) if e.filename else e}", file=sys.stderr)
+        return 1
+    except ValueError as e:  # e.g. a Dask scheduler that cannot be reached
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
+    from ufm.sweeps.grid import config_id
+
+    mine = {config_id(c) for c in cfgs}
+    rows = [r for r in rows if r["id"] in mine]  # earlier grids' rows stay in the table, not in this verdict
     unfinished = [r for r in rows if r["status"] in ("failed", "pending", "interrupted")]
     counts = {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})}
     print(f"{len(rows)} configurations: " + ", ".join(f"{n} {s}" for s, n in counts.items())

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from ufm.backbone.config import (
@@ -17,7 +20,16 @@ from ufm.backbone.config import (
     SCHEDULES,
     TrainConfig,
 )
-from ufm.cli.common import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, OneLineParser, check_out_dir, number
+from ufm.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_DIVERGED,
+    EXIT_INTERRUPTED,
+    DefaultsHelpFormatter,
+    OneLineParser,
+    check_out_dir,
+    interrupt_on_sigterm,
+    number,
+)
 from ufm.cli.loss_flags import add_loss_flags, loss_config
 from ufm.config import DEVICES, ConfigError
 
@@ -41,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "measure neural collapse of its penultimate features on a log-spaced set of epochs (training "
                     "and test sets), checkpoint every epoch, and optionally run the matching UFM for comparison. "
                     "Objective: (1/N) Σ_i loss(W h_θ(x_i) + b, y_i) + wd/2 ||θ, W, b||².",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     g = p.add_argument_group("network")
     g.add_argument("--arch", choices=ARCHS, default="mlp",
@@ -105,7 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ufm-steps", type=number(int, 0), default=None, help="steps of that UFM (default: its own)")
     g.add_argument("--out", default=None, help="run directory (default: a fresh folder under runs/)")
     g.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its checkpoint.pt (same flags; starts fresh if none)")
+                   help="continue the run in --out from its checkpoint.pt (same flags; starts fresh if none). "
+                        "Without --resume or --overwrite, an --out that already holds a run is refused")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --out (its run files, comparison.png and the twin's files in ufm/; "
+                        "other files stay)")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     return p
 
@@ -116,10 +132,32 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status: 0 done, 1 an OS error while writing (one line naming the file), 2 bad input (flags, an --out
+    holding a run, a checkpoint that cannot be resumed), 3 diverged, 130 interrupted (Ctrl-C or SIGTERM, at any
+    point: summary.json says "interrupted" and the epoch the checkpoint holds). SIGTERM raises KeyboardInterrupt
+    while main runs (interrupt_on_sigterm); the handler in place before is restored when it returns, so a caller
+    in the same process (a test, a notebook) keeps its own."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers exist in the main thread only
+        return _main(argv)
+    previous = signal.getsignal(signal.SIGTERM)
+    interrupt_on_sigterm()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # while parsing or importing, before anything was written
+        print(f"{PROG}: interrupted before training started (nothing written)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.resume and args.out is None:
         parser.error("--resume needs --out, the run directory to continue")
+    if args.resume and args.overwrite:
+        parser.error("--resume and --overwrite exclude each other: --resume continues the run in --out, "
+                     "--overwrite replaces it")
     if args.amp == "on" and args.device not in ("auto", "cuda"):
         parser.error(f"--amp on needs CUDA (got --device {args.device})")
     try:
@@ -133,23 +171,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ufm.backbone.report import format_backbone_table
     from ufm.backbone.training import train
     from ufm.devices import DeviceUnavailable
+    from ufm.output.rundir import RunDirInUse, os_error_line
 
+    summary = None
     try:
-        summary = train(cfg, args.out, progress=not args.quiet, resume=args.resume)
+        summary = train(cfg, args.out, progress=not args.quiet, resume=args.resume, overwrite=args.overwrite)
         if cfg.compare_ufm and summary["status"] == "ok" and summary["rank"] == 0:
             from ufm.backbone.compare import compare_with_ufm
 
             summary = compare_with_ufm(summary, progress=not args.quiet)
+    except RunDirInUse as e:  # every process refuses (training._claim); under torchrun the main one says why
+        if not _main_process():
+            return EXIT_BAD_INPUT
+        parser.error(str(e))
     except (ConfigError, DataError, CheckpointError, DeviceUnavailable) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {os_error_line(e)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # before training started, or (rarely) between training and its comparison
+        when = "before training started (nothing trained)" if summary is None else \
+            f"after training; summary.json in {summary['run_dir']} holds the training's results"
+        print(f"{PROG}: interrupted {when}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if summary["rank"] != 0:
         return 0  # the main process reports for all
-    if not args.quiet:
-        print(format_backbone_table(summary))
+    try:
+        return _report(summary, args.quiet, format_backbone_table)
+    except KeyboardInterrupt:  # while printing: the run directory is complete
+        return EXIT_INTERRUPTED
+
+
+def _main_process() -> bool:
+    """Rank 0 under torchrun (RANK), or a single process."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _report(summary: dict, quiet: bool, format_table) -> int:
+    """The table (unless --quiet), the run directory, and the line and exit status of how the run ended."""
+    if not quiet:
+        print(format_table(summary))
     print(f"run directory: {summary['run_dir']}", file=sys.stderr)
     if summary["status"] == "diverged":
         div = summary["divergence"]
@@ -160,8 +222,12 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{summary['run_dir']}", file=sys.stderr)
         return EXIT_DIVERGED
     if summary["status"] == "interrupted":
-        print(f"{PROG}: interrupted; resume with the same flags plus --resume --out {summary['run_dir']}",
-              file=sys.stderr)
+        where = summary.get("interrupted_during")
+        held = summary.get("checkpoint_epoch")
+        kept = f"checkpoint of epoch {held}" if held is not None else "no checkpoint yet"
+        print(f"{PROG}: interrupted{f' during {where}' if where else ''} after {summary['epochs']} epoch(s) "
+              f"({kept}; summary.json written); resume with the same flags plus --resume --out "
+              f"{summary['run_dir']}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
 

@@ -3,7 +3,6 @@ log-spaced schedule, stopped at divergence, at an interrupt, at --tol or when th
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -61,7 +60,7 @@ def fit(problems: Sequence[Problem], stepper, y: torch.Tensor, *, progress: bool
                         continue
                     row = {"step": step, "seconds": time.perf_counter() - start,
                            **measure(stepper.params(i), y, problem)}
-                    if not math.isfinite(row["loss"]):  # the last update left non-finite parameters
+                    if watch.is_bad(row["loss"], i):  # non-finite parameters, or a loss grown by orders
                         watch.flag(step, row["loss"], i)
                         continue
                     histories[i].append(row)

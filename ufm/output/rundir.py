@@ -50,6 +50,16 @@ def atomic_write(path: Path, write: Callable[[IO], None], binary: bool = False) 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+    except RuntimeError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if "unexpected pos" not in str(e) and "failed writing" not in str(e):
+            raise
+        # torch.save reports a failed write (e.g. a full disk) as a RuntimeError ("unexpected pos …"): say which
+        # file, and that the disk may be full
+        raise OSError(None, f"write failed ({e}); is the disk full?", str(path)) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -115,3 +125,51 @@ def environment() -> dict[str, str]:
             versions[package] = "not installed"
     versions["argv"] = " ".join(sys.argv)
     return versions
+
+
+# the files that make a directory a run directory (UFM runs, backbone runs): one of them present means a run
+# was started there
+RUN_FILES = ("config.json", "summary.json", "history.csv", "params.pt", "checkpoint.pt")
+
+
+class RunDirInUse(ValueError):
+    """--out names a directory that already holds a run (and neither --overwrite nor --resume was given)."""
+
+
+def run_files(path: Path | str) -> list[str]:
+    """The run files present in `path` (none: it holds no run).
+    >>> run_files("/nonexistent")
+    []
+    """
+    path = Path(path)
+    return [name for name in RUN_FILES if (path / name).exists()]
+
+
+def claim_run_dir(path: Path | str, overwrite: bool = False, resume_flag: str | None = None) -> None:
+    """Make `path` ready for a new run: refuse (RunDirInUse, a one-line message naming the flags) when it holds a
+    started or finished run, unless `overwrite`, in which case the old run's files are removed first (only
+    those: other files in the folder are the user's). `resume_flag`: the flag that continues such a run, named
+    in the message where the tool has one."""
+    path = Path(path)
+    present = run_files(path)
+    if not present:
+        return
+    if not overwrite:
+        state = "a finished run" if "summary.json" in present else "a started run"
+        how = f"{resume_flag} to continue it, " if resume_flag else ""
+        raise RunDirInUse(f"--out {path} already holds {state} ({', '.join(present)}): pass {how}--overwrite to "
+                          "replace it, or choose another --out")
+    for name in present:
+        (path / name).unlink()
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an OS error while writing results, naming the file (ENOSPC: "no space left on device").
+    >>> import errno; os_error_line(OSError(errno.ENOSPC, "No space left on device", "runs/x/params.pt"))
+    'cannot write runs/x/params.pt: no space left on device (nothing torn: files are written atomically)'
+    """
+    import errno
+
+    what = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e)).lower()
+    where = f" {e.filename}" if e.filename else ""
+    return f"cannot write{where}: {what} (nothing torn: files are written atomically)"

@@ -56,15 +56,39 @@ def gaps(final: dict[str, float], predicted: dict[str, float]) -> tuple[dict[str
     return gap, rel
 
 
+# an accuracy this far from the one the theory target predicts means the run is not at the target's optimum
+ACCURACY_TOL = 0.05
+
+
+def doubts(final: dict, history: list[dict], target: Target) -> list[str]:
+    """Why a small gradient would not mean convergence here: the training accuracy far from the target's
+    (a stationary point that is not the optimum: HUG in d = 1, whose features cannot cross the sphere's two
+    points), or a loss that ended above where it started."""
+    out = []
+    predicted = target.predicted.get("accuracy") if target.applies else None
+    if predicted is not None and "accuracy" in final and abs(final["accuracy"] - predicted) > ACCURACY_TOL:
+        out.append(f"training accuracy {final['accuracy']:.4g}, where {target.name} predicts {predicted:.4g}: a "
+                   "stationary point that is not the optimum")
+    first = next((r["loss"] for r in history if math.isfinite(r["loss"])), None)
+    if first is not None and final and final["loss"] > first * (1 + 1e-6) + 1e-12:
+        out.append(f"the loss ended above its start ({final['loss']:.6g} > {first:.6g})")
+    return out
+
+
 def build_summary(cfg: SimConfig, history: list[dict], target: Target, *, status: str, steps: int,
-                  seconds: float, device: str, divergence: dict | None) -> dict:
+                  seconds: float, device: str, divergence: dict | None, saddle: str | None = None) -> dict:
+    """summary.json's core. `saddle`: the sentence of ufm.fit.saddle.origin_saddle when the run sits at the saddle
+    W = H = 0; with it, or with any of `doubts`, a small gradient is not reported as convergence."""
     finite_rows = [r for r in history if math.isfinite(r["loss"])]
     final = dict(finite_rows[-1]) if finite_rows else {}
     final.pop("step", None), final.pop("seconds", None)
     converged, criterion = False, "no finite measurement"
+    not_converged = ([saddle] if saddle else []) + doubts(final, history, target)
     if final:
         final["suboptimality_estimate"] = suboptimality_estimate(final["grad_norm"], final["loss"], cfg)
         converged, criterion = is_converged(final, cfg)
+        if converged and not_converged:
+            converged, criterion = False, f"{criterion}, but {'; '.join(not_converged)}"
     gap, rel_gap = gaps(final, target.predicted if target.applies else {})
     return {
         "status": status,
@@ -80,4 +104,5 @@ def build_summary(cfg: SimConfig, history: list[dict], target: Target, *, status
         "converged_criterion": criterion,
         "divergence": divergence,
         "device": device,
+        "doubts": not_converged,
     }

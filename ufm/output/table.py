@@ -36,4 +36,36 @@ def format_table(summary: dict, lines_of_checks: list[str] | None = None) -> str
     conv = "converged" if summary["converged"] else "not converged"
     tail = (f"{summary['steps']} steps in {summary['seconds']:.1f} s, {conv} "
             f"[{summary['converged_criterion']}; grad_norm {final.get('grad_norm', math.nan):.2e}]")
-    return "\n".join([head, *lines, tail])
+    return "\n".join([head, *lines, tail, verdict(summary)])
+
+
+# the relative gap on the objective under which the run counts as at the predicted optimum (float32 runs end
+# ~1e-6 off; the closed forms are exact)
+VERDICT_RTOL = 1e-3
+
+
+def verdict(summary: dict) -> str:
+    """One line under the table saying what the run showed: reached the predicted (and certified) optimum, ended
+    away from it, or had nothing to compare with. Example:
+    >>> verdict({"status": "ok", "converged": True, "theory": {"name": "ce_etf", "applies": True},
+    ...          "rel_gap": {"loss": 2e-7, "nc1": 1e-9}, "certificate": {"certified": True}, "doubts": []})
+    'verdict: the run reached the predicted optimum ce_etf (largest gap 2.0e-07 on loss; certified)'
+    """
+    if summary["status"] != "ok":
+        return f"verdict: the run {summary['status']} before its end: no claim about the optimum"
+    theory, gaps = summary["theory"], summary.get("rel_gap", {})
+    cert = summary.get("certificate") or {}
+    certified = "; certified" if cert.get("certified") else ""
+    if not theory["applies"] or not gaps:
+        if cert.get("certified") and not cert.get("lower_bound_only"):
+            return (f"verdict: no closed form; the objective is {cert['rel_gap']:.1e} (relative) above the certified "
+                    f"global optimum")
+        return "verdict: no theory target applies here: the measurements are reported without a reference"
+    worst = max(gaps, key=lambda k: gaps[k])
+    if gaps.get("loss", math.inf) <= VERDICT_RTOL and summary["converged"]:
+        return (f"verdict: the run reached the predicted optimum {theory['name']} (largest gap {gaps[worst]:.1e} on "
+                f"{worst}{certified})")
+    why = "; ".join(summary.get("doubts") or []) or ("not converged yet" if not summary["converged"] else "")
+    loss_gap = gaps.get("loss", math.nan)
+    return (f"verdict: the run did NOT reach the predicted optimum {theory['name']} (gap {loss_gap:.1e} on the "
+            f"objective, largest {gaps[worst]:.1e} on {worst}{'; ' + why if why else ''})")

@@ -54,6 +54,9 @@ def parse_assignments(items: list[str]) -> dict[str, list[Any]]:
         key, sep, values = item.partition("=")
         if not sep or not key.strip() or not values.strip():
             raise GridError(f"expected KEY=V1,V2,…, got {item!r}")
+        if key.strip() in out:  # --grid K=4 --grid K=5 would silently keep only K=5
+            raise GridError(f"--grid {key.strip()} is given twice: list every value once, e.g. "
+                            f"--grid {key.strip()}=V1,V2")
         out[key.strip()] = [parse_value(v) for v in values.split(",")]
     return out
 
@@ -66,8 +69,18 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
             raise GridError(f"expected KEY=VALUE, got {item!r}")
+        if key.strip() in out:
+            raise GridError(f"--set {key.strip()} is given twice")
         out[key.strip()] = parse_value(value)
     return out
+
+
+def check_disjoint(fixed: dict[str, Any], grid: dict[str, list[Any]]) -> None:
+    """A key both fixed (--set, the file's top level) and varied (--grid, [grid]) is ambiguous: refused (one of
+    them used to win silently)."""
+    both = sorted(set(fixed) & set(grid))
+    if both:
+        raise GridError(f"{', '.join(both)} is both a fixed setting and a grid axis: give it once")
 
 
 def read_spec(path: Path) -> tuple[dict[str, Any], dict[str, list[Any]]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
@@ -25,7 +26,37 @@ CONFIG_COLUMNS = ("K", "n", "d", "loss", "wd_W", "wd_H", "wd_b", "bias", "lr", "
                   "dtype", "init_scale", "depth", "imbalance", "minority", "hierarchy")
 
 
-def _limit_threads(threads: int) -> None:
+def _die_with_parent(parent: int) -> None:
+    """A worker must not outlive the sweep (a SIGKILLed sweep left its workers running): on Linux the kernel
+    sends it SIGKILL when its parent dies (prctl PR_SET_PDEATHSIG); elsewhere a thread polls the parent's pid.
+    `parent`: the sweep's pid, passed in, since a worker whose parent died while it was starting has already
+    been adopted by another process."""
+    import signal
+    import sys
+    import threading
+    import time
+
+    if os.getppid() != parent:
+        os._exit(1)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="ufm-parent-watch").start()
+
+
+def _limit_threads(threads: int, parent: int | None = None) -> None:
     """Each worker process computes with `threads` threads (workers × threads = the cores) and leaves
     Ctrl-C to the main process (a worker that caught it would write an "interrupted" run)."""
     import signal
@@ -33,18 +64,39 @@ def _limit_threads(threads: int) -> None:
     import torch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent is not None:
+        _die_with_parent(parent)
     torch.set_num_threads(max(1, threads))
 
 
-def finished(run: Path) -> bool:
-    """A run is finished once its summary.json exists with a final status (not "interrupted")."""
+SUMMARY_KEYS = {"status": str, "final": dict, "theory": dict, "converged": bool}
+
+
+def read_summary(run: Path, warn: Callable[[str], None] | None = None) -> dict | None:
+    """A run's summary.json, or None when it is missing or unusable (truncated, binary, not an object, lacking
+    status/final/theory/converged): such a run is treated as unfinished and rerun; `warn` gets one line naming
+    the file."""
     path = Path(run) / "summary.json"
     if not path.exists():
-        return False
+        return None
     try:
-        return json.loads(path.read_text())["status"] != "interrupted"
-    except (ValueError, KeyError):
-        return False
+        s = json.loads(path.read_text(encoding="utf-8"))
+        bad = ("not a JSON object" if not isinstance(s, dict) else
+               next((f"no {k!r}" for k, kind in SUMMARY_KEYS.items() if not isinstance(s.get(k), kind)), None))
+    except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+        bad = f"unreadable ({e})"
+    if bad is None:
+        return s
+    if warn is not None:
+        warn(f"{path}: {bad}; the run is treated as unfinished and run again")
+    return None
+
+
+def finished(run: Path, warn: Callable[[str], None] | None = None) -> bool:
+    """A run is finished once its summary.json is usable (`read_summary`) with a final status (not
+    "interrupted")."""
+    s = read_summary(run, warn)
+    return s is not None and s["status"] != "interrupted"
 
 
 def run_task(configs: list[dict], outs: list[str]) -> list[dict]:
@@ -58,7 +110,7 @@ def run_task(configs: list[dict], outs: list[str]) -> list[dict]:
         (Path(out) / "error.txt").unlink(missing_ok=True)  # a new attempt: an old failure no longer applies
     if len(cfgs) > 1:
         try:
-            results = run_batch(cfgs, [Path(o) for o in outs])
+            results = run_batch(cfgs, [Path(o) for o in outs], overwrite=True)  # the sweep owns these folders
             return [{"status": r.status, "error": ""} for r in results]
         except Exception:  # noqa: BLE001 - one bad configuration must not cost the batch: run them alone
             pass
@@ -68,7 +120,7 @@ def run_task(configs: list[dict], outs: list[str]) -> list[dict]:
             results.append({"status": json.loads((Path(out) / "summary.json").read_text())["status"], "error": ""})
             continue
         try:
-            results.append({"status": run(cfg, Path(out), progress=False).status, "error": ""})
+            results.append({"status": run(cfg, Path(out), progress=False, overwrite=True).status, "error": ""})
         except Exception as e:  # noqa: BLE001 - recorded with its error, the others go on
             Path(out).mkdir(parents=True, exist_ok=True)
             atomic_write_text(Path(out) / "error.txt", traceback.format_exc())
@@ -98,12 +150,11 @@ def row_of(cfg: SimConfig, run: Path) -> dict[str, Any]:
     settings = cfg.to_dict()
     row: dict[str, Any] = {"id": config_id(cfg), "status": "pending", "error": ""}
     row.update({k: settings.get(k) for k in CONFIG_COLUMNS})
-    summary_path = run / "summary.json"
-    if summary_path.exists():  # finished or interrupted: its numbers so far
-        s = json.loads(summary_path.read_text())
+    s = read_summary(run)
+    if s is not None:  # finished or interrupted: its numbers so far
         row["status"] = s["status"]
         row.update({RENAMED.get(k, k): s["final"].get(k) for k in FINAL_COLUMNS})
-        row["theory"] = s["theory"]["name"] if s["theory"]["applies"] else ""
+        row["theory"] = s["theory"].get("name", "") if s["theory"].get("applies") else ""
         row.update({f"rel_gap_{RENAMED.get(k, k)}": v for k, v in s.get("rel_gap", {}).items() if k in FINAL_COLUMNS})
         row["converged"] = s["converged"]
     if row["status"] in ("pending", "interrupted") and (run / "error.txt").exists():
@@ -127,7 +178,7 @@ def make_executor(workers: int, dask: str | None) -> tuple[Executor, Callable[[]
 
         threads = max(1, (os.cpu_count() or 1) // workers)
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_limit_threads, initargs=(threads,))
+                                   initializer=_limit_threads, initargs=(threads, os.getpid()))
         return pool, lambda: pool.shutdown(wait=True, cancel_futures=True)
     from distributed import Client, LocalCluster
 
@@ -145,18 +196,53 @@ def make_executor(workers: int, dask: str | None) -> tuple[Executor, Callable[[]
     return client.get_executor(), close
 
 
+RECORD = "sweep.json"  # every configuration ever swept into this folder: results.csv lists them all
+
+
+def merge_record(out: Path, cfgs: Sequence[SimConfig], warn: Callable[[str], None]) -> list[SimConfig]:
+    """The configurations of this sweep folder: those of earlier grids (out/sweep.json, or the runs' own
+    config.json in a folder from before the record existed) followed by the new ones, each once. A second grid in
+    the same --out is merged, never a reason to drop the first one's rows from results.csv."""
+    path, earlier = out / RECORD, []
+    try:
+        if path.exists():
+            earlier = [SimConfig.from_dict(c) for c in json.loads(path.read_text(encoding="utf-8"))["configs"]]
+        else:
+            for config in sorted((out / "runs").glob("*/config.json")):
+                earlier.append(SimConfig.from_dict(json.loads(config.read_text(encoding="utf-8"))))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        warn(f"{path if path.exists() else out / 'runs'}: cannot read the earlier configurations ({e}); results.csv "
+             "lists this grid's only")
+        earlier = []
+    merged = {config_id(c): c for c in earlier}
+    new = [c for c in cfgs if config_id(c) not in merged]
+    if merged and new:
+        warn(f"{out}: merging this grid ({len(cfgs)} configurations) with {len(merged)} of earlier grids; "
+             "results.csv lists all of them")
+    merged.update({config_id(c): c for c in cfgs})
+    atomic_write_text(path, json.dumps({"configs": [c.to_dict() for c in merged.values()]}, indent=1))
+    return list(merged.values())
+
+
 def run_sweep(cfgs: Sequence[SimConfig], out: Path, *, workers: int = 2, batch_size: int = 64,
               dask: str | None = None, progress: bool = True) -> list[dict]:
-    """Run every configuration of `cfgs` not finished yet under out/runs; return the results table."""
+    """Run every configuration of `cfgs` not finished yet under out/runs; return the results table, which also
+    lists the configurations of earlier grids swept into the same folder (`merge_record`). A run whose summary
+    is unusable is run again (one line names the file)."""
     from tqdm import tqdm
 
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
+
+    def warn(line: str) -> None:
+        tqdm.write(f"python -m ufm.sweep: warning: {line}", file=sys.stderr)
+
+    table = merge_record(out, cfgs, warn)
     ids = [config_id(c) for c in cfgs]
-    done = [finished(out / "runs" / i) for i in ids]
+    done = [finished(out / "runs" / i, warn) for i in ids]
     todo = [i for i, d in enumerate(done) if not d]
     tasks = [[todo[j] for j in t] for t in plan([cfgs[i] for i in todo], batch_size)]
-    write_table(out, cfgs)
+    write_table(out, table)
     bar = tqdm(total=len(cfgs), initial=sum(done), disable=not progress, desc="sweep", unit="config",
                dynamic_ncols=True)
     if tasks:
@@ -177,8 +263,8 @@ def run_sweep(cfgs: Sequence[SimConfig], out: Path, *, workers: int = 2, batch_s
                         (out / "runs" / ids[i]).mkdir(parents=True, exist_ok=True)
                         atomic_write_text(out / "runs" / ids[i] / "error.txt", r["error"] + "\n")
                 bar.update(len(members))
-                write_table(out, cfgs)
+                write_table(out, table)
         finally:
             close()
             bar.close()
-    return write_table(out, cfgs)
+    return write_table(out, table)

@@ -11,7 +11,7 @@ from ufm.config import SimConfig
 
 def run(tmp_path, **kw):
     cfg = SimConfig.from_dict({"K": 4, "n": 5, "d": 6, "wd_W": 5e-3, "wd_H": 5e-3, "wd_b": 5e-3, **kw})
-    return ufm.run(cfg, tmp_path / "run", progress=False).summary
+    return ufm.run(cfg, tmp_path / "run", progress=False, overwrite=True).summary  # one folder per test, reused
 
 
 @pytest.mark.parametrize("kw,target", [

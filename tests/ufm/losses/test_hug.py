@@ -45,7 +45,7 @@ def test_hug_loss_against_its_definition(opts):
 
 def run(tmp_path, **kw):
     cfg = SimConfig.from_dict({"n": 5, "loss": "hug", "optimizer": "lbfgs", "dtype": "float64", **kw})
-    return ufm.run(cfg, tmp_path / "run", progress=False).summary
+    return ufm.run(cfg, tmp_path / "run", progress=False, overwrite=True).summary  # one folder per test, reused
 
 
 @pytest.mark.parametrize("measure", ["energy", "gram", "maxgap"])

@@ -2,11 +2,13 @@
 restarts that skip finished runs, and the same table from the local pool and a local Dask cluster."""
 
 import csv
+import json
 import os
 
 import pytest
 import torch
 
+import ufm
 from ufm.cli.sweep import main
 from ufm.config import SimConfig
 from ufm.sweeps.grid import config_id, expand, parse_assignments, read_spec
@@ -114,17 +116,97 @@ def test_equal_settings_written_differently_are_one_configuration():
 
 
 def test_an_interrupted_run_is_not_finished(tmp_path):
-    import json
-
     from ufm.sweeps.runner import finished
 
     run = tmp_path / "r"
     run.mkdir()
     assert not finished(run)
-    (run / "summary.json").write_text(json.dumps({"status": "interrupted"}))
+    core = {"final": {}, "theory": {"name": "none", "applies": False}, "converged": False}
+    (run / "summary.json").write_text(json.dumps({"status": "interrupted", **core}))
     assert not finished(run)
-    (run / "summary.json").write_text(json.dumps({"status": "diverged"}))
+    (run / "summary.json").write_text(json.dumps({"status": "diverged", **core}))
     assert finished(run)
+
+
+@pytest.mark.parametrize("content", [b'{"status": "ok", "final": {', b"\x00\xff\xfe binary", b'{"status":"ok"}',
+                                     b"[1,2]", b""])
+def test_a_corrupted_summary_is_rerun_and_named(tmp_path, content, capsys):
+    """A truncated, binary, incomplete or non-object summary.json used to stop every restart of the sweep: the
+    run is now treated as unfinished (one warning naming the file), run again, and the table is whole."""
+    fixed = {"K": 3, "n": 4, "d": 5, "steps": 20, "certificate": False}
+    rows = ufm.sweep({"wd": [1e-3, 1e-2]}, tmp_path, fixed=fixed, workers=1, progress=False)
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    bad = tmp_path / "runs" / rows[0]["id"] / "summary.json"
+    bad.write_bytes(content)
+    rows = ufm.sweep({"wd": [1e-3, 1e-2]}, tmp_path, fixed=fixed, workers=1, progress=False)
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert str(bad) in capsys.readouterr().err
+    assert json.loads(bad.read_text())["status"] == "ok"  # rerun: a valid summary again
+
+
+def test_a_second_grid_in_the_same_folder_is_merged(tmp_path):
+    """Reusing --out with another grid used to drop the first grid's rows from results.csv: now both are listed."""
+    fixed = {"n": 4, "d": 5, "steps": 20, "certificate": False}
+    ufm.sweep({"K": [3, 4]}, tmp_path, fixed=fixed, workers=1, progress=False)
+    rows = ufm.sweep({"K": [5]}, tmp_path, fixed=fixed, workers=1, progress=False)
+    assert sorted(r["K"] for r in rows) == [3, 4, 5] and all(r["status"] == "ok" for r in rows)
+    with (tmp_path / "results.csv").open() as f:
+        assert sorted(int(r["K"]) for r in csv.DictReader(f)) == [3, 4, 5]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--grid", "K=4", "--grid", "K=5"], "--grid K is given twice"),
+    (["--grid", "K=4", "--set", "K=10"], "both a fixed setting and a grid axis"),
+    (["--grid", "K=4", "--set", "steps=5", "--set", "steps=6"], "--set steps is given twice"),
+])
+def test_conflicting_grid_keys_are_refused(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_killed_sweep_leaves_no_worker_behind(tmp_path):
+    """SIGKILL of the sweep process used to orphan its pool workers: they now die with it (PR_SET_PDEATHSIG on
+    Linux, else a thread watching the parent)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    argv = [sys.executable, "-m", "ufm.sweep", "--grid", "K=3,4,5,6", "--set", "steps=200000", "--set", "n=4",
+            "--set", "d=5", "--set", "certificate=false", "--set", "optimizer=adam", "--workers", "2", "--quiet",
+            "--out", str(tmp_path)]
+    proc = subprocess.Popen(argv, env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.DEVNULL)
+    children: list[int] = []
+    for _ in range(1200):  # wait (up to ~2 min) until the workers have started runs
+        out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        children = [int(p) for p in out]
+        if len(list(tmp_path.glob("runs/*/config.json"))) >= 2:
+            break
+        time.sleep(0.1)
+    assert children, "the sweep started no worker"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    alive = children
+    for _ in range(300):  # the kernel's signal is immediate; allow time for the fallback thread
+        alive = [p for p in alive if _alive(p)]
+        if not alive:
+            break
+        time.sleep(0.1)
+    assert not alive, f"orphaned workers {alive}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (dead, not yet reaped by init) counts as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_config_ids_survive_upgrades():
