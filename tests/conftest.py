@@ -1,7 +1,11 @@
-"""Tests marked `slow` (minutes on 2 CPU cores) run only with --runslow; `gpu` tests skip themselves
-without CUDA. The tests compute with one thread (and so do the processes they start): their products are
-small, and on a machine with any other load a second thread makes them several times slower (measured: a
-K = 4 run under a registered loss took 2–9 s with 2 threads beside another job, 0.26 s with one)."""
+"""Markers: `slow` tests take more than about 2 s each on 2 CPU cores (they run in the full suite; the quick
+check `python -m pytest -m "not slow"` leaves them out); `minutes` tests run only with --runslow; `gpu` tests
+skip themselves without CUDA. The slow tests are listed here (SLOW, by node-id prefix, from `pytest
+--durations=60`) rather than decorated one by one, so the list is one place to keep current.
+
+The tests compute with one thread (and so do the processes they start): their products are small, and on a
+machine with any other load a second thread makes them several times slower (measured: a K = 4 run under a
+registered loss took 2–9 s with 2 threads beside another job, 0.26 s with one)."""
 
 import os
 
@@ -13,15 +17,51 @@ import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
+SLOW = (
+    "tests/figures/test_figures.py::test_every_figure_is_drawn_in_smoke_mode",
+    "tests/ufm/backbone/test_training.py::test_weight_decay_drives_a_real_network_further_into_collapse",
+    "tests/ufm/backbone/test_training.py::test_sigkill_mid_run_then_resume_ends_exactly_like_an_uninterrupted_run",
+    "tests/ufm/backbone/test_training.py::test_resume_with_another_configuration_is_refused",
+    "tests/ufm/backbone/test_training.py::test_torchrun_two_cpu_processes_measure_the_whole_training_set",
+    "tests/ufm/backbone/test_training.py::test_divergence_stops_with_a_clear_message",
+    "tests/ufm/backbone/test_train_safety.py::test_under_torchrun",
+    "tests/ufm/backbone/test_train_safety.py::test_a_signal_mid_training",
+    "tests/ufm/backbone/test_measure.py::test_nc_statistics_reduced_over_two_gloo_processes",
+    "tests/test_readme.py::test_readme_python_blocks_run",
+    "tests/analysis/test_uniformity.py::test_maxmin_code_reaches_the_tammes_angles",
+    "tests/analysis/test_tracking.py::test_two_gloo_processes",
+    "tests/ufm/sweeps/test_sweep.py::test_local_pool_and_local_dask_cluster_give_the_same_table",
+    "tests/ufm/sweeps/test_sweep.py::test_failures_are_recorded_and_a_restart_skips_finished_runs",
+    "tests/ufm/sweeps/test_sweep.py::test_a_corrupted_summary_is_rerun_and_named",
+    "tests/ufm/sweeps/test_sweep.py::test_a_second_grid_in_the_same_folder_is_merged",
+    "tests/ufm/sweeps/test_sweep.py::test_a_killed_sweep_leaves_no_worker_behind",
+    "tests/theory/test_sphere.py::test_one_block_normalized_scale_problem_and_run",
+    "tests/ufm/test_api.py::test_the_example_runs_in_memory_and_writes_nothing",
+    "tests/ufm/cli/test_simulate.py::test_end_to_end_run_prints_table_and_writes_summary",
+    "tests/ufm/cli/test_simulate_safety.py::test_an_accuracy_far_from_the_target_is_not_convergence",
+    "tests/ufm/test_deep.py::test_a_deep_relu_run_below_the_dnc_objective_is_flagged",
+    "tests/ufm/test_deep.py::test_minority_cosine_matches_the_ufm_optimum_and_the_lpm_bounds_the_loss",
+    "tests/ufm/test_deep.py::test_critical_ratios_are_monotone_through_vanishing_classifiers",
+    "tests/ufm/test_deep.py::test_without_weight_decay_there_is_no_collapse",
+    "tests/ufm/checks/test_theory.py::test_imbalanced_ce_at_tiny_weight_decay_is_certified_at_the_run",
+    "tests/ufm/checks/test_theory.py::test_counts_give_the_minority_and_seli_blocks",
+    "tests/ufm/test_atlas.py",
+    "tests/theory/test_theorems.py::test_deep_linear_ufm_reaches_its_closed_form",
+    "tests/theory/test_theorems.py::test_nonnegative_features_reach_the_bias_free_mse_optimum",
+    "tests/figures/test_history.py::test_garbled_summary_from_the_command_line_has_no_traceback",
+    "tests/figures/test_cli.py::test_bad_out_from_the_command_line_has_no_traceback",
+    "tests/examples/",
+)
+
 
 def pytest_addoption(parser):
-    parser.addoption("--runslow", action="store_true", default=False, help="also run the tests marked slow")
+    parser.addoption("--runslow", action="store_true", default=False, help="also run the tests marked minutes")
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--runslow"):
-        return
-    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    skip = pytest.mark.skip(reason="minutes: run with --runslow")
     for item in items:
-        if "slow" in item.keywords:
+        if item.nodeid.startswith(SLOW):
+            item.add_marker(pytest.mark.slow)
+        if "minutes" in item.keywords and not config.getoption("--runslow"):
             item.add_marker(skip)

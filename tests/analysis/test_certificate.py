@@ -166,7 +166,7 @@ def test_a_solver_stopped_early_reports_not_certified():
     assert not sol.certificate.certified and sol.certificate.lower < sol.certificate.upper
 
 
-@pytest.mark.slow
+@pytest.mark.minutes
 def test_thousand_classes_general_program_equals_the_grouped_one():
     """700 classes of 100 and 300 of 10, λ = 1e-5 (minutes on 2 CPU cores): the 1000×1000 program is
     certified to 1e-9 and equals the 2×2 block-symmetric program to 1e-8."""

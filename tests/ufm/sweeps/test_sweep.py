@@ -128,20 +128,24 @@ def test_an_interrupted_run_is_not_finished(tmp_path):
     assert finished(run)
 
 
-@pytest.mark.parametrize("content", [b'{"status": "ok", "final": {', b"\x00\xff\xfe binary", b'{"status":"ok"}',
-                                     b"[1,2]", b""])
-def test_a_corrupted_summary_is_rerun_and_named(tmp_path, content, capsys):
-    """A truncated, binary, incomplete or non-object summary.json used to stop every restart of the sweep: the
-    run is now treated as unfinished (one warning naming the file), run again, and the table is whole."""
+CORRUPT = [b'{"status": "ok", "final": {', b"\x00\xff\xfe binary", b'{"status":"ok"}', b"[1,2]", b""]
+
+
+def test_a_corrupted_summary_is_rerun_and_named(tmp_path, capsys):
+    """A truncated, binary, incomplete or non-object summary.json used to stop every restart of the sweep: each such
+    run is now treated as unfinished (one warning naming its file), run again, and the table is whole."""
     fixed = {"K": 3, "n": 4, "d": 5, "steps": 20, "certificate": False}
-    rows = ufm.sweep({"wd": [1e-3, 1e-2]}, tmp_path, fixed=fixed, workers=1, progress=False)
-    assert [r["status"] for r in rows] == ["ok", "ok"]
-    bad = tmp_path / "runs" / rows[0]["id"] / "summary.json"
-    bad.write_bytes(content)
-    rows = ufm.sweep({"wd": [1e-3, 1e-2]}, tmp_path, fixed=fixed, workers=1, progress=False)
-    assert [r["status"] for r in rows] == ["ok", "ok"]
-    assert str(bad) in capsys.readouterr().err
-    assert json.loads(bad.read_text())["status"] == "ok"  # rerun: a valid summary again
+    grid = {"wd": [1e-3, 2e-3, 3e-3, 4e-3, 5e-3]}
+    rows = ufm.sweep(grid, tmp_path, fixed=fixed, workers=1, progress=False)
+    assert [r["status"] for r in rows] == ["ok"] * 5
+    bad = [tmp_path / "runs" / r["id"] / "summary.json" for r in rows]
+    for path, content in zip(bad, CORRUPT, strict=True):
+        path.write_bytes(content)
+    rows = ufm.sweep(grid, tmp_path, fixed=fixed, workers=1, progress=False)
+    assert [r["status"] for r in rows] == ["ok"] * 5
+    err = capsys.readouterr().err
+    for path in bad:
+        assert str(path) in err and json.loads(path.read_text())["status"] == "ok"  # named, rerun, valid again
 
 
 def test_a_second_grid_in_the_same_folder_is_merged(tmp_path):
