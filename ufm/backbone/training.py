@@ -168,6 +168,25 @@ def _check_batches(cfg: TrainConfig, ctx: distributed.Context, data: Dataset, ne
         raise ConfigError(f"--dataset {cfg.dataset}: a split has fewer samples than the {ctx.world} processes")
 
 
+# parameter-sized float32 buffers while training: weights, gradients, the optimizer's state (momentum; Adam's two
+# moments) and the float64 copy the penalty and the checkpoint take
+NETWORK_COPIES = {"sgd": 3 + 2, "adam": 4 + 2}
+
+
+def check_network_memory(cfg: TrainConfig, shape: tuple[int, int, int], K: int, fixed, device: torch.device) -> None:
+    """ConfigError (one line) when the network's parameters and their training state cannot fit in the memory
+    available on `device` (--mlp-width 1000000000 used to end in an out-of-memory traceback). The network is built
+    on the meta device: shapes only, nothing allocated."""
+    from ufm.fit.memory import HEADROOM, available_bytes
+
+    with torch.device("meta"):
+        count = sum(p.numel() for p in build_network(cfg, shape, K, fixed).parameters())
+    need, have = 4 * count * NETWORK_COPIES.get(cfg.optimizer, 5), available_bytes(str(device))
+    if have is not None and need > HEADROOM * have:
+        raise ConfigError(f"--arch {cfg.arch}: {count:.3g} parameters need about {need / 2**30:.3g} GiB to train, "
+                          f"more than the {have / 2**30:.3g} GiB available on {device}: reduce the width or depth")
+
+
 def setup_run(cfg: TrainConfig, ctx: distributed.Context) -> Run:
     if cfg.amp == "on" and ctx.device.type != "cuda":
         raise ConfigError(f"--amp on needs CUDA; this run is on {ctx.device.type}")
@@ -175,6 +194,7 @@ def setup_run(cfg: TrainConfig, ctx: distributed.Context) -> Run:
     sim = twin_config(cfg, data.counts)
     problem = resolve(sim)
     fixed = torch.as_tensor(problem.frame.W) if cfg.loss.name == "haframe" else None
+    check_network_memory(cfg, data.shape, data.K, fixed, ctx.device)
     torch.manual_seed(cfg.seed)  # the same initial network in every process (DDP also broadcasts it)
     net = build_network(cfg, data.shape, data.K, fixed).to(ctx.device)
     _check_batches(cfg, ctx, data, net)

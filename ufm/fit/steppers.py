@@ -5,6 +5,7 @@ parameters (synchronized) and `sync()` makes every tensor current. A single run 
 FusedGD: full-batch GD on the one-layer UFM under a loss with a closed-form gradient (CE, label smoothing,
 MSE), for B >= 1 configurations of one `batch_key` (ufm.fit.fused_gd). Autograd: any loss, depth and
 optimizer, one configuration (the optimizer's step on the objective F, autograd through the data loss).
+FixedFrame (ufm.fit.fixed_frame): Autograd on K + 1 coordinates per row where the classifier is fixed.
 """
 
 from __future__ import annotations
@@ -104,10 +105,15 @@ class Autograd:
 
 
 def make_stepper(problems: Sequence[Problem], params: Sequence[dict[str, torch.Tensor]], y: torch.Tensor):
-    """FusedGD for configurations of one batch_key, else Autograd (one configuration)."""
+    """FusedGD for configurations of one batch_key; else, for one configuration, FixedFrame where the classifier is
+    fixed (HAFrame, HUG's fixed proxies: the features stepped in K + 1 coordinates per row), else Autograd."""
+    from ufm.fit import fixed_frame  # it builds on Autograd
+
     if all(fused(p.cfg) for p in problems) and len({batch_key(p.cfg) for p in problems}) == 1:
         return FusedGD(problems, params, y)
     if len(problems) != 1:
         raise ValueError("configurations step together only with one batch_key (same shapes, loss and steps; "
                          "full-batch GD on the one-layer UFM under a loss with a closed-form step)")
+    if fixed_frame.reducible(problems[0].cfg):
+        return fixed_frame.FixedFrame(problems[0], params[0], y)
     return Autograd(problems[0], params[0], y)

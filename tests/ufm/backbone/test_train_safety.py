@@ -408,3 +408,16 @@ def test_the_estimate_leaves_the_twin_unchanged():
     est = estimate_twin(problem)
     assert (est.K, est.N, est.d, est.steps) == (4, 160, 32, 30) and 0 < est.seconds < float("inf")
     assert run(problem, progress=False).final == plain
+
+
+def test_a_network_that_cannot_fit_is_refused_before_it_is_built(capsys, tmp_path):
+    """--mlp-width 1000000000 used to end in an out-of-memory traceback: the network is counted on the meta device
+    (nothing allocated) and refused with one line."""
+    from ufm.cli.train import main
+
+    try:
+        code = main(["--dataset", "synthetic", "--mlp-width", "1000000000", "--quiet", "--out", str(tmp_path / "run")])
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and "GiB" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
