@@ -1,0 +1,205 @@
+"""The GPU check: one command for a session that is lent a GPU, at most ~8 minutes, writing one Markdown table —
+the GPU tests; the UFM step against its matrix-product floor (one layer, fixed frame, deep); batched B = 256
+against sequential; the NC metrics streamed at N = 1.28 M, d = 2048, K = 1000; the ImageNet-scale UFM's steps/s
+(K = 1000, n = 130, d = 2048, float32 with TF32); ResNet18 on a CIFAR-shaped synthetic set (epochs/s and NC
+measurement time, bf16 autocast). `--cpu-smoke` runs every row at toy sizes on the CPU (the test suite does),
+so the script cannot rot before a GPU comes.
+
+    bash benchmarks/gpu_check.sh --out gpu_check.md          # on the GPU machine
+    python -m benchmarks.gpu_check --cpu-smoke               # anywhere, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from benchmarks.timing import best_time
+
+Row = tuple[str, str, str, str]  # what, size, measured, against the reference
+
+FULL = {"step": (100, 1000, 512), "deep": (100, 200, 512), "frame": ("cifar100", 100, 512), "batch": 256,
+        "metrics": (1_280_000, 2048, 1000), "imagenet": (1000, 130, 2048), "resnet": (10, 500, 100), "steps": 20}
+SMOKE = {"step": (10, 10, 32), "deep": (4, 10, 16), "frame": ("balanced:2,3", 5, 24), "batch": 4,
+         "metrics": (3000, 16, 10), "imagenet": (10, 13, 32), "resnet": (4, 4, 4), "steps": 3}
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(f: Callable[[], object], device: str, repeats: int = 3) -> float:
+    def run() -> None:
+        f()
+        sync(device)
+    return best_time(run, repeats)
+
+
+def gpu_tests(device: str) -> Row:
+    if device != "cuda":
+        return ("GPU tests (tests/ufm/test_gpu.py)", "—", "not run: no CUDA (--cpu-smoke)", "—")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests/ufm/test_gpu.py"],
+                          capture_output=True, text=True, timeout=300)
+    last = (done.stdout.strip().splitlines() or ["no output"])[-1]
+    return ("GPU tests (tests/ufm/test_gpu.py)", "—", last, "exit 0" if done.returncode == 0 else "FAILED")
+
+
+def one_layer_step(device: str, s: dict) -> list[Row]:
+    from benchmarks.ufm_step import floor, ours
+
+    K, n, d = s["step"]
+    N, steps = K * n, s["steps"]
+    t_ours = timed(ours(N, d, K, 1, device, steps), device) / steps
+    t_floor = timed(floor(N, d, K, device, steps), device) / steps
+    B = s["batch"]
+    t_batch = timed(ours(N, d, K, B, device, steps), device) / steps
+    return [("one-layer GD step (CE) vs its 3 matrix products", f"N={N} d={d} K={K}", f"{1e3 * t_ours:.3f} ms",
+             f"{t_ours / t_floor:.2f}× floor"),
+            (f"batched B = {B} vs {B} sequential steps", f"N={N} d={d} K={K}", f"{1e3 * t_batch:.3f} ms per batch",
+             f"{B * t_ours / t_batch:.1f}× faster than sequential")]
+
+
+def fixed_frame_step(device: str, s: dict) -> Row:
+    from benchmarks.fixed_frame import time_steps
+    from ufm.config import SimConfig
+    from ufm.fit.fixed_frame import FixedFrame
+    from ufm.fit.steppers import Autograd
+    from ufm.model import init_params
+    from ufm.problem import class_tree, resolve
+
+    tree, n, d = s["frame"]
+    cfg = SimConfig.from_dict({"K": class_tree(tree).K, "n": n, "d": d, "loss": "haframe", "hierarchy": tree})
+    problem = resolve(cfg)
+    y, dev = problem.labels(device), torch.device(device)
+    full = time_steps(Autograd(problem, init_params(problem, dev, torch.float32), y), s["steps"], dev)
+    reduced = time_steps(FixedFrame(problem, init_params(problem, dev, torch.float32), y), s["steps"], dev)
+    return ("fixed-frame step (HAFrame) vs the full-space step", f"{tree}: N={cfg.N} d={d} K={cfg.K}",
+            f"{1e3 * reduced:.3f} ms", f"{full / reduced:.1f}× faster than full space")
+
+
+def deep_step(device: str, s: dict) -> Row:
+    from ufm.config import SimConfig
+    from ufm.fit.steppers import Autograd
+    from ufm.model import init_params
+    from ufm.problem import resolve
+
+    K, n, d = s["deep"]
+    cfg = SimConfig(K=K, n=n, d=d, depth=3, loss="mse", device=device)
+    problem = resolve(cfg)
+    y, dev = problem.labels(device), torch.device(device)
+    stepper = Autograd(problem, init_params(problem, dev, torch.float32), y)
+    t = timed(stepper.step, device)
+    X, M = torch.randn(cfg.N, d, device=device), torch.randn(d, d, device=device)
+    G = torch.randn(cfg.N, d, device=device)
+
+    def floor() -> None:  # per layer (2 hidden + W, taken as d × d): forward X Mᵀ, backward G M and Gᵀ X
+        for _ in range(3):
+            X @ M.T
+            G @ M
+            G.T @ X
+    return ("deep UFM step (L = 3, MSE, autograd) vs its matrix products", f"N={cfg.N} d={d} K={K}",
+            f"{1e3 * t:.3f} ms", f"{t / timed(floor, device):.2f}× floor")
+
+
+def streamed_metrics(device: str, s: dict) -> Row:
+    from analysis.metrics import nc_metrics_streaming
+
+    N, d, K = s["metrics"]
+    batch = min(N, 65_536)
+    g = torch.Generator(device=device).manual_seed(0)
+    centers = torch.randn(K, d, device=device, generator=g)
+    W = centers + 0.1 * torch.randn(K, d, device=device, generator=g)
+
+    def batches():
+        for start in range(0, N, batch):
+            y = torch.arange(start, min(N, start + batch), device=device) % K
+            yield centers[y] + 0.5 * torch.randn(len(y), d, device=device, generator=g), y
+
+    t = timed(lambda: nc_metrics_streaming(batches, K, W), device, repeats=1)
+    return ("NC metrics, streamed (two passes)", f"N={N} d={d} K={K}", f"{t:.3g} s", f"{N / t / 1e6:.3g} M samples/s")
+
+
+def imagenet_ufm(device: str, s: dict) -> Row:
+    from ufm.config import SimConfig
+    from ufm.fit.steppers import FusedGD
+    from ufm.model import init_params
+    from ufm.problem import resolve
+
+    K, n, d = s["imagenet"]
+    torch.backends.cuda.matmul.allow_tf32 = True
+    cfg = SimConfig(K=K, n=n, d=d, loss="ce", device=device)
+    problem = resolve(cfg)
+    y, dev = problem.labels(device), torch.device(device)
+    stepper = FusedGD([problem], [init_params(problem, dev, torch.float32)], y)
+    steps = s["steps"]
+
+    def run() -> None:
+        for _ in range(steps):
+            stepper.step()
+    t = timed(run, device, repeats=2) / steps
+    peak = f", peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if device == "cuda" else ""
+    return ("ImageNet-scale UFM (CE, GD, float32/TF32)", f"N={cfg.N} d={d} K={K}", f"{1 / t:.1f} steps/s{peak}",
+            "goal ≥ 20 steps/s on one H100")
+
+
+def resnet(device: str, s: dict) -> Row:
+    import ufm
+    from ufm.backbone.config import TrainConfig
+
+    classes, per_class, width = s["resnet"]
+    cfg = TrainConfig.from_dict(dict(dataset="synthetic", arch="resnet18", classes=classes, per_class=per_class,
+                                     test_per_class=max(1, per_class // 5), input_shape=(3, 32, 32),
+                                     resnet_width=width if device != "cuda" else 64, epochs=2, batch_size=128,
+                                     device=device, amp="on" if device == "cuda" else "off"))
+    start = time.perf_counter()
+    timing = ufm.train(cfg, progress=False).summary["timing"]
+    total = time.perf_counter() - start
+    return ("ResNet18, CIFAR-shaped synthetic" + (", bf16 autocast" if device == "cuda" else ""),
+            f"{classes}×{per_class} images 3×32×32", f"{timing['epochs_per_second']:.2f} epochs/s",
+            f"NC measurement {timing['mean_measure_seconds']:.2f} s each ({total:.0f} s in all)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cpu-smoke", action="store_true", help="every row at toy sizes on the CPU (seconds)")
+    p.add_argument("--out", type=Path, default=None, help="also write the Markdown table to this file")
+    args = p.parse_args(argv)
+    if not args.cpu_smoke and not torch.cuda.is_available():
+        print("python -m benchmarks.gpu_check: error: no CUDA device here (use --cpu-smoke for the toy run)",
+              file=sys.stderr)
+        return 2
+    device, sizes = ("cpu", SMOKE) if args.cpu_smoke else ("cuda", FULL)
+    name = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    rows: list[Row] = []
+    checks = [lambda: [gpu_tests(device)], lambda: one_layer_step(device, sizes),
+              lambda: [fixed_frame_step(device, sizes)], lambda: [deep_step(device, sizes)],
+              lambda: [streamed_metrics(device, sizes)], lambda: [imagenet_ufm(device, sizes)],
+              lambda: [resnet(device, sizes)]]
+    start = time.perf_counter()
+    for check in checks:
+        try:
+            rows.extend(check())
+        except Exception as e:  # noqa: BLE001 - one failing row must not cost the others
+            rows.append((getattr(check, "__name__", "check"), "—", f"FAILED: {type(e).__name__}: {e}", "—"))
+        print(f"  {rows[-1][0]}: {rows[-1][2]}", file=sys.stderr, flush=True)
+    smoke = " (cpu smoke: toy sizes)" if args.cpu_smoke else ""
+    lines = [f"GPU check on {name}, torch {torch.__version__}{smoke}, {time.perf_counter() - start:.0f} s", "",
+             "| what | size | measured | against |", "| --- | --- | --- | --- |"]
+    lines += [f"| {' | '.join(r)} |" for r in rows]
+    table = "\n".join(lines)
+    print(table)
+    if args.out is not None:
+        args.out.write_text(table + "\n")
+    return 1 if any("FAILED" in " ".join(r) for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
