@@ -19,6 +19,7 @@ from ufm.fit.loop import fit
 from ufm.fit.memory import check_memory
 from ufm.fit.saddle import origin_saddle
 from ufm.fit.steppers import batch_key, make_stepper
+from ufm.fit.threads import auto_threads, thread_count
 from ufm.model import init_params, with_classifier
 from ufm.output.rundir import atomic_write, claim_run_dir, environment, write_csv, write_json
 from ufm.output.summary import build_summary
@@ -59,21 +60,23 @@ class RunResult:
 
 
 def run(cfg: SimConfig | Problem, out: Path | str | None = None, *, progress: bool = True,
-        overwrite: bool = False) -> RunResult:
+        overwrite: bool = False, threads: int | None = None) -> RunResult:
     """Simulate one UFM (DESIGN §5.2) and hold its end point against theory. With `out`, also write the run
     directory there (config.json, history.csv as it goes, summary.json, params.pt); a directory that already
     holds a run is refused (ufm.output.rundir.RunDirInUse) unless `overwrite`. `cfg` may be a resolved Problem
     (ufm.resolve(cfg)), which is then not resolved again. Ctrl-C (or SIGTERM under the command line) at any point
-    ends the run with status "interrupted" and whatever it had: the summary, then the parameters. Example:
+    ends the run with status "interrupted" and whatever it had: the summary, then the parameters. `threads`: CPU
+    threads (None: ufm.fit.threads.auto_threads — one for small problems, else the idle cores). Example:
     >>> r = run(SimConfig(K=4, n=5, d=6, loss="ce", wd=5e-3, steps=300, dtype="float64"), progress=False)
     >>> r.summary["theory"]["name"], abs(r.summary["rel_gap"]["loss"]) < 1e-3
     ('ce_etf', True)
     """
-    return run_batch([cfg], None if out is None else [out], progress=progress, overwrite=overwrite)[0]
+    return run_batch([cfg], None if out is None else [out], progress=progress, overwrite=overwrite,
+                     threads=threads)[0]
 
 
 def run_batch(cfgs: Sequence[SimConfig | Problem], outs: Sequence[Path | str] | None = None, *,
-              progress: bool = False, overwrite: bool = False) -> list[RunResult]:
+              progress: bool = False, overwrite: bool = False, threads: int | None = None) -> list[RunResult]:
     """Run many configurations: those of one `batch_key` (same shapes, loss and steps; full-batch GD on the
     one-layer UFM under a loss with a closed-form step) step together as one batched program, the others
     one by one; each gets the result (and, with `outs`, the run directory) a single run would, equal to it
@@ -94,8 +97,12 @@ def run_batch(cfgs: Sequence[SimConfig | Problem], outs: Sequence[Path | str] | 
     results: list[RunResult | None] = [None] * len(cfgs)
     for members in groups.values():
         group_outs = None if outs is None else [Path(outs[i]) for i in members]
-        for i, r in zip(members, _run_group([cfgs[i] for i in members], group_outs, progress), strict=True):
-            results[i] = r
+        items = [cfgs[i] for i in members]
+        first = items[0].cfg if isinstance(items[0], Problem) else items[0]
+        count = None if resolve_device(first.device).type != "cpu" else threads or auto_threads(first)
+        with thread_count(count):
+            for i, r in zip(members, _run_group(items, group_outs, progress), strict=True):
+                results[i] = r
     return results  # type: ignore[return-value]
 
 

@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default=None, help="run directory (default: a fresh folder under runs/); one that "
                                                "already holds a run is refused unless --overwrite")
     g.add_argument("--overwrite", action="store_true", help="replace the run in --out (its files only)")
+    g.add_argument("--threads", type=number(int, 1), default=None,
+                   help="CPU threads (default: 1 for small problems, N·d·K < 2e7, else the cores the load average "
+                        "leaves idle)")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     return p
 
@@ -189,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         out = args.out if args.out is not None else new_run_dir("runs", f"{cfg.loss.name}-K{cfg.K}")
-        result = run(problem, out, progress=not args.quiet, overwrite=True)  # claimed above
+        result = run(problem, out, progress=not args.quiet, overwrite=True, threads=args.threads)  # claimed above
         summary = result.summary
     except (DeviceUnavailable, ConfigError) as e:  # ConfigError: e.g. more memory than there is
         parser.error(str(e))

@@ -103,6 +103,8 @@ def run_task(configs: list[dict], outs: list[str]) -> list[dict]:
     """One task: its configurations as a batch when there are several (falling back to one by one if the
     batch fails), each alone otherwise. Returns one {"id", "status", "error"} per configuration; never
     raises for a configuration's failure."""
+    import torch
+
     from ufm.api import run, run_batch
 
     cfgs = [SimConfig.from_dict(c) for c in configs]
@@ -110,7 +112,8 @@ def run_task(configs: list[dict], outs: list[str]) -> list[dict]:
         (Path(out) / "error.txt").unlink(missing_ok=True)  # a new attempt: an old failure no longer applies
     if len(cfgs) > 1:
         try:
-            results = run_batch(cfgs, [Path(o) for o in outs], overwrite=True)  # the sweep owns these folders
+            # the sweep owns these folders, and its workers' thread counts (set by _limit_threads)
+            results = run_batch(cfgs, [Path(o) for o in outs], overwrite=True, threads=torch.get_num_threads())
             return [{"status": r.status, "error": ""} for r in results]
         except Exception:  # noqa: BLE001 - one bad configuration must not cost the batch: run them alone
             pass
@@ -120,7 +123,8 @@ def run_task(configs: list[dict], outs: list[str]) -> list[dict]:
             results.append({"status": json.loads((Path(out) / "summary.json").read_text())["status"], "error": ""})
             continue
         try:
-            results.append({"status": run(cfg, Path(out), progress=False, overwrite=True).status, "error": ""})
+            result = run(cfg, Path(out), progress=False, overwrite=True, threads=torch.get_num_threads())
+            results.append({"status": result.status, "error": ""})
         except Exception as e:  # noqa: BLE001 - recorded with its error, the others go on
             Path(out).mkdir(parents=True, exist_ok=True)
             atomic_write_text(Path(out) / "error.txt", traceback.format_exc())
