@@ -40,8 +40,9 @@ import numpy as np
 
 BUILTIN = ("cifar100", "fgvc_aircraft", "inaturalist19", "tiered_imagenet_h")
 LCA_DISTANCES = ("auto", "height_minus_depth", "max_leaf_distance")  # see the module docstring
-# the K×K float64 LCA matrix (and, for the losses, a frame Gram and soft labels of the same size): 3.2 GB each
-# at 20 000 classes; 100 000 (80 GB each) did not fit and failed with a traceback
+# the K×K LCA matrix is stored in uint8 (0.4 GB at 20 000 classes), but the metrics read it in float64 and the
+# losses build a frame Gram and soft labels of the same size (3.2 GB each at 20 000 classes; at the 100 000 once
+# stated, 80 GB each: a traceback)
 MAX_CLASSES = 20_000
 
 
@@ -155,14 +156,16 @@ class Tree:
     @cached_property
     def lca_heights(self) -> np.ndarray:
         """K×K integer matrix of LCA distances d_ij under the tree's `lca_convention`, d_ii = 0:
-        H − depth(LCA(i, j)), or max(dist(leaf_i, LCA), dist(leaf_j, LCA))."""
+        H − depth(LCA(i, j)), or max(dist(leaf_i, LCA), dist(leaf_j, LCA)). Stored in the smallest unsigned
+        integer type that holds the tree's height (uint8 for every tree of height < 256: K² bytes, 8× less than
+        int64, which is what lets a 20 000-class tree load)."""
         # bottom-up: at node a, two classes below different children of a have a as their LCA.
         # Work Σ_a (classes below a)² <= height·K², vectorized per node.
         by_depth = self.lca_convention == "height_minus_depth"
         H = self.tree_height
         class_of = {v: k for k, v in enumerate(self.leaves)}
         below: list[list[tuple[int, int]]] = [[] for _ in self.names]  # (class, distance) under each node
-        D = np.zeros((self.K, self.K), dtype=np.int64)
+        D = np.zeros((self.K, self.K), dtype=np.min_scalar_type(max(H, 1)))
         for a in reversed(self.topological_order):
             if not self.children[a]:
                 below[a] = [(class_of[a], 0)]
@@ -382,7 +385,7 @@ def balanced(branching: Sequence[int]) -> Tree:
         raise HierarchyError(f"branching factors must be positive integers, got {list(branching)}")
     if math.prod(int(b) for b in branching) > MAX_CLASSES:
         raise HierarchyError(f"a tree of {math.prod(branching)} classes: at most {MAX_CLASSES} are supported (its K×K "
-                             f"LCA matrix alone would take {math.prod(branching) ** 2 * 8 / 2**30:.0f} GiB)")
+                             f"LCA matrix in float64 would take {math.prod(branching) ** 2 * 8 / 2**30:.0f} GiB)")
     names, parent, level = ["root"], [-1], [0]
     for depth, b in enumerate(branching, start=1):
         last = depth == len(branching)

@@ -160,6 +160,24 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     )
 
 
+def announce_memory(cfg: SimConfig, quiet: bool) -> None:
+    """Large runs say up front what memory they will take (ufm.fit.memory's estimate; a run that cannot fit is
+    refused by ufm.run itself)."""
+    from ufm.devices import resolve_device
+    from ufm.fit.memory import available_bytes, estimate_bytes
+
+    need = estimate_bytes(cfg)
+    if quiet or need < 2**30:
+        return
+    try:
+        device = str(resolve_device(cfg.device))
+    except DeviceUnavailable:
+        return
+    have = available_bytes(device)
+    free = f" of the {have / 2**30:.1f} GiB available on {device}" if have else ""
+    print(f"{PROG}: N = {cfg.N}, d = {cfg.d}, K = {cfg.K}: about {need / 2**30:.1f} GiB{free}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -184,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RunDirInUse as e:
             parser.error(str(e))
     interrupt_on_sigterm()
+    announce_memory(cfg, args.quiet)
 
     try:
         problem = resolve(cfg)  # the tree and the frame: bad input before any work
