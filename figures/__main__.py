@@ -9,7 +9,6 @@ written) is one line on stderr and exit status 2; a failed write of a picture is
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 import tempfile
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from figures import runs as run_files
 from figures import style
-from ufm.cli.common import EXIT_INTERRUPTED, OneLineParser
+from ufm.cli.common import EXIT_INTERRUPTED, OneLineParser, probe_writable
 
 PROG = "python -m figures"
 # name → module (one short script per figure), in the order of the README's gallery
@@ -54,9 +53,7 @@ def check_dir(flag: str, text: str) -> str | None:
         return f"{flag} {path}: looks like a file name ({flag} takes a folder: {what})"
     try:
         path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(path)
     except OSError as e:
         return f"{flag} {path}: cannot write there ({e.strerror or e})"
     return None

@@ -14,9 +14,7 @@ import argparse
 import csv
 import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from matplotlib.backend_bases import FigureCanvasBase
@@ -24,7 +22,7 @@ from matplotlib.backend_bases import FigureCanvasBase
 from figures import runs as run_files
 from figures import style
 from figures.style import plt
-from ufm.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, OneLineParser
+from ufm.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, OneLineParser, probe_writable
 from ufm.output.rundir import read_history
 
 PROG = "python -m figures.history"
@@ -142,9 +140,7 @@ def check_out(out: Path) -> str | None:
     if not folder.is_dir():
         return f"--out {out}: folder {folder} {'is not a directory' if folder.exists() else 'does not exist'}"
     try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(folder)
     except OSError as e:
         return f"--out {out}: cannot write in {folder} ({e.strerror or e})"
     return None

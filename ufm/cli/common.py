@@ -70,6 +70,14 @@ def number(kind: Callable[[str], float], lo: float | None = None, hi: float | No
     return parse
 
 
+def probe_writable(folder: Path | str) -> None:
+    """Create and remove a uniquely named file in `folder` (unique: torchrun's processes all probe at once); the
+    OSError says why the folder is not writable."""
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+    os.close(fd)
+    os.unlink(probe)
+
+
 def check_out_dir(parser: argparse.ArgumentParser, out: str | None) -> None:
     """--out must name a directory we can create and write in (checked before any work starts)."""
     if out is None:
@@ -78,8 +86,6 @@ def check_out_dir(parser: argparse.ArgumentParser, out: str | None) -> None:
         parser.error("--out must name a directory, got an empty string")
     try:
         Path(out).mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-test-")  # unique: torchrun's processes all check
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(out)
     except OSError as e:
         parser.error(f"--out {out}: cannot write there ({e.strerror or e})")
