@@ -25,16 +25,17 @@ HXE_WEIGHTINGS = ("height", "depth", "depth-normalized")
 class HierarchyData:
     """What the hierarchical losses need from the class tree, as float64/int64 CPU tensors.
 
-    HXE: internal nodes grouped by height (children before parents), each group with its children's
-    columns (padded with the index of a −inf column); per class the edges of its path to the root
-    (child node, parent node, weight λ(child)); soft labels: the K×K target matrix; HAFrame: its Gram S.
+    HXE: which classes lie below each internal node (a K × g 0/1 matrix), the column of every node in
+    [classes, internal nodes, a −inf padding column]; per class the edges of its path to the root (child node,
+    parent node, weight λ(child)); soft labels: the K×K target matrix; HAFrame: its Gram S.
     """
 
     n_nodes: int
     leaf_nodes: torch.Tensor  # (K,) node index of each class
-    levels: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # (nodes (g,), children (g, m))
-    path_child: torch.Tensor  # (K, H) nodes on each class's path, leaf first (root-padded)
-    path_parent: torch.Tensor  # (K, H) their parents (root-padded)
+    below: torch.Tensor  # (K, g) float64: 1 where class k lies below internal node j (internal nodes in id order)
+    columns: torch.Tensor  # (n_nodes + 1,) column of node v in node_log_probs: [classes, internal nodes, −inf]
+    path_child: torch.Tensor  # (K, H) columns (`columns`) of the nodes on each class's path, leaf first (root-padded)
+    path_parent: torch.Tensor  # (K, H) the columns of their parents (root-padded)
     path_weight: torch.Tensor  # (K, H) λ(child) of the weighting (HXE_WEIGHTINGS); 0 on padding
     soft_targets: torch.Tensor | None  # (K, K) row y: softmax(−β·d(y, ·)/max d)
     frame_gram: torch.Tensor | None  # (K, K) HAFrame S
@@ -48,12 +49,19 @@ def hierarchy_data(tree: Tree, alpha: float = 0.0, beta: float | None = None, we
     if weighting not in HXE_WEIGHTINGS:
         raise ValueError(f"HXE weighting must be one of {HXE_WEIGHTINGS}, got {weighting!r}")
     n = len(tree.names)
-    levels = []
-    for h in range(1, tree.tree_height + 1):
-        nodes = [v for v in tree.topological_order if tree.height[v] == h]
-        width = max(len(tree.children[v]) for v in nodes)
-        kids = [list(tree.children[v]) + [n] * (width - len(tree.children[v])) for v in nodes]
-        levels.append((torch.tensor(nodes), torch.tensor(kids)))
+    internal = [v for v in range(n) if tree.children[v]]
+    class_of = {v: k for k, v in enumerate(tree.leaves)}
+    below = np.zeros((tree.K, len(internal)))
+    for j, a in enumerate(internal):
+        stack = [a]
+        while stack:  # the classes under a
+            v = stack.pop()
+            if v in class_of:
+                below[class_of[v], j] = 1.0
+            stack.extend(tree.children[v])
+    columns = np.full(n + 1, tree.K + len(internal))  # the padding node n (and anything unset): the −inf column
+    columns[list(tree.leaves)] = np.arange(tree.K)
+    columns[internal] = tree.K + np.arange(len(internal))
     paths = [tree.path_to_root(v) for v in tree.leaves]
     H = max(len(p) for p in paths) - 1
     root = tree.root
@@ -73,8 +81,9 @@ def hierarchy_data(tree: Tree, alpha: float = 0.0, beta: float | None = None, we
         D = tree.lca_heights
         soft = torch.softmax(torch.tensor(-beta * (D / D.max())), dim=1)
     return HierarchyData(
-        n_nodes=n, leaf_nodes=torch.tensor(tree.leaves), levels=tuple(levels),
-        path_child=torch.tensor(child), path_parent=torch.tensor(parent), path_weight=torch.tensor(weight),
+        n_nodes=n, leaf_nodes=torch.tensor(tree.leaves), below=torch.tensor(below), columns=torch.tensor(columns),
+        path_child=torch.tensor(columns[child]), path_parent=torch.tensor(columns[parent]),
+        path_weight=torch.tensor(weight),
         soft_targets=soft, frame_gram=None if frame_gram is None else torch.as_tensor(frame_gram, dtype=torch.float64),
     )
 
@@ -86,13 +95,18 @@ def _tree(opts: LossOptions, loss: str) -> HierarchyData:
 
 
 def node_log_probs(logits: torch.Tensor, tree: HierarchyData) -> torch.Tensor:
-    """(N, nodes + 1): log p(node) = log Σ_{classes below} softmax(z), built bottom-up by log-sum-exp
-    over children; the last column is −inf (the padding of the children lists)."""
-    L = logits.new_full((logits.shape[0], tree.n_nodes + 1), -math.inf)
-    L[:, tree.leaf_nodes.to(logits.device)] = logits.log_softmax(1)
-    for nodes, kids in tree.levels:
-        L[:, nodes.to(logits.device)] = torch.logsumexp(L[:, kids.to(logits.device)], dim=2)
-    return L
+    """(N, nodes + 1): log p(node) = log Σ_{classes below} softmax(z) in the column `tree.columns[v]` of node v —
+    the K classes first, then the internal nodes; the last column is −inf (padding). Classes: log_softmax.
+    Internal nodes: one product with the 0/1 matrix of the classes below them, log(Σ_k e^{z_k − m}·below_kj) + m −
+    lse(z), m = max z, in float64 (e^{z − m} underflows only 745 below the largest logit): one matrix product
+    instead of a log-sum-exp per level of the tree."""
+    lse = logits.logsumexp(1, keepdim=True)
+    z = logits.double()
+    m = z.max(1, keepdim=True).values.detach()  # a shift for range only: the result does not depend on it
+    below = tree.below.to(device=logits.device, dtype=torch.float64)
+    internal = ((z - m).exp() @ below).log() + m - lse.double()
+    pad = logits.new_full((logits.shape[0], 1), -math.inf)
+    return torch.cat([logits - lse, internal.to(logits.dtype), pad], dim=1)
 
 
 def hierarchical_cross_entropy(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions,
