@@ -6,7 +6,7 @@ FusedGD: full-batch GD on the one-layer UFM under a loss with a closed-form grad
 MSE), for B >= 1 configurations of one `batch_key` (ufm.fit.fused_gd). Autograd: any loss, depth and
 optimizer, one configuration (the optimizer's step on the objective F, autograd through the data loss).
 FixedFrame (ufm.fit.fixed_frame): Autograd on K + 1 coordinates per row where the classifier is fixed.
-HXEStep (ufm.fit.tree_gd): full-batch GD under HXE with its gradient written out.
+HXEStep, SoftLabelStep (ufm.fit.tree_gd): full-batch GD under HXE or soft labels, the gradient written out.
 """
 
 from __future__ import annotations
@@ -106,19 +106,19 @@ class Autograd:
 
 
 def make_stepper(problems: Sequence[Problem], params: Sequence[dict[str, torch.Tensor]], y: torch.Tensor):
-    """FusedGD for configurations of one batch_key; else, for one configuration, HXEStep (full-batch GD under HXE),
-    FixedFrame where the classifier is fixed (HAFrame, HUG's fixed proxies: the features stepped in K + 1
-    coordinates per row), else Autograd."""
+    """FusedGD for configurations of one batch_key; else, for one configuration, HXEStep or SoftLabelStep
+    (full-batch GD under HXE or soft labels), FixedFrame where the classifier is fixed (HAFrame, HUG's fixed
+    proxies: the features stepped in K + 1 coordinates per row), else Autograd."""
     from ufm.fit import fixed_frame  # it builds on Autograd
-    from ufm.fit.tree_gd import HXEStep, hxe_fused
+    from ufm.fit.tree_gd import tree_fused, tree_step
 
     if all(fused(p.cfg) for p in problems) and len({batch_key(p.cfg) for p in problems}) == 1:
         return FusedGD(problems, params, y)
     if len(problems) != 1:
         raise ValueError("configurations step together only with one batch_key (same shapes, loss and steps; "
                          "full-batch GD on the one-layer UFM under a loss with a closed-form step)")
-    if hxe_fused(problems[0].cfg):
-        return HXEStep(problems[0], params[0], y)
+    if tree_fused(problems[0].cfg):
+        return tree_step(problems[0], params[0], y)
     if fixed_frame.reducible(problems[0].cfg):
         return fixed_frame.FixedFrame(problems[0], params[0], y)
     return Autograd(problems[0], params[0], y)

@@ -1,5 +1,7 @@
-"""Full-batch GD on the one-layer UFM under HXE (Bertinetto et al. 2020) with its gradient written out, as
-ufm.fit.fused_gd does for CE/LS/MSE: no autograd graph, five matrix products per step.
+"""Full-batch GD on the one-layer UFM under the hierarchical losses with their gradients written out, as
+ufm.fit.fused_gd does for CE/LS/MSE: no autograd graph, the step's three matrix products plus two small ones.
+
+Soft labels (Bertinetto et al. 2020): ℓ = −Σ_k q_{y,k} log p_k, so ∂ℓ/∂z = p − q_y.
 
 With p = softmax(z) and node masses p(v) = Σ_{k below v} p_k, ∂ log p(v)/∂z_k = [k below v]·p_k/p(v) − p_k. HXE is
 ℓ = −Σ_v c_{y,v} log p(v) with c_{y,v} = Σ over y's path edges of λ(e)·([v = child(e)] − [v = parent(e)]); the
@@ -15,10 +17,34 @@ from ufm.config import SimConfig
 from ufm.problem import Problem
 
 
-def hxe_fused(cfg: SimConfig) -> bool:
-    """The runs this step serves: full-batch GD on the one-layer UFM with free features under HXE."""
-    return (cfg.loss.name == "hxe" and cfg.optimizer == "gd" and cfg.depth == 1 and cfg.features == "free"
+def tree_fused(cfg: SimConfig) -> bool:
+    """The runs these steps serve: full-batch GD on the one-layer UFM with free features under HXE or soft labels."""
+    return (cfg.loss.name in ("hxe", "soft") and cfg.optimizer == "gd" and cfg.depth == 1 and cfg.features == "free"
             and cfg.normalize == "none" and (cfg.batch_size is None or cfg.batch_size >= cfg.N))
+
+
+def tree_step(problem: Problem, params: dict[str, torch.Tensor], y: torch.Tensor):
+    """The written-out step of this configuration's loss: HXEStep or SoftLabelStep."""
+    return (HXEStep if problem.cfg.loss.name == "hxe" else SoftLabelStep)(problem, params, y)
+
+
+@torch.no_grad()
+def gd_update(params: dict[str, torch.Tensor], G: torch.Tensor, lr: float, wd: dict[str, float]) -> torch.Tensor:
+    """One GD step of the one-layer UFM given G = ∂(mean ℓ)/∂Z: b, H and W move by −lr·(gradient + λ·block), H in
+    one addmm (no N × d temporary). Returns the weight-decay term λ/2‖·‖² before the step."""
+    H, W, b = params["H"], params["W"], params.get("b")
+    reg = 0.5 * sum(wd[k] * torch.dot(v.reshape(-1), v.reshape(-1)) for k, v in params.items())
+    gW = G.T @ H  # before H moves
+    if b is not None:
+        b.mul_(1 - lr * wd["b"]).sub_(G.sum(0), alpha=lr)
+    H.addmm_(G, W, beta=1 - lr * wd["H"], alpha=-lr)
+    W.mul_(1 - lr * wd["W"]).sub_(gW, alpha=lr)
+    return reg
+
+
+def logits_of(params: dict[str, torch.Tensor]) -> torch.Tensor:
+    Z = params["H"] @ params["W"].T
+    return Z + params["b"] if "b" in params else Z
 
 
 class HXEStep:
@@ -53,13 +79,8 @@ class HXEStep:
     @torch.no_grad()
     def step(self) -> torch.Tensor:
         """One GD step; returns F before it (the mean HXE plus the weight decay)."""
-        p = self.params_
-        H, W, b = p["H"], p["W"], p.get("b")
-        N = H.shape[0]
-        Z = H @ W.T
-        if b is not None:
-            Z += b
-        log_p = Z.log_softmax(1)
+        N = len(self.y)
+        log_p = logits_of(self.params_).log_softmax(1)
         P = log_p.exp()
         mass = P @ self.B  # (N, g): p(v) of the internal nodes
         R = torch.where(self.live, self.C / mass, 0.0)
@@ -67,14 +88,7 @@ class HXEStep:
         G = P * (R @ self.B.T)
         G.scatter_add_(1, self.y, self.c_leaf)
         G.mul_(-1.0 / N)  # ∂(mean ℓ)/∂Z
-        F = F / N + 0.5 * sum(self.wd[k] * torch.dot(v.reshape(-1), v.reshape(-1)) for k, v in p.items())
-        lr = self.lr
-        gW = G.T @ H  # before H moves
-        if b is not None:
-            b.mul_(1 - lr * self.wd["b"]).sub_(G.sum(0), alpha=lr)
-        H.addmm_(G, W, beta=1 - lr * self.wd["H"], alpha=-lr)  # H ← (1 − lr·λ_H)H − lr·GW, no N × d temporary
-        W.mul_(1 - lr * self.wd["W"]).sub_(gW, alpha=lr)
-        return F
+        return F / N + gd_update(self.params_, G, self.lr, self.wd)
 
     def stalled(self) -> bool:
         return False
@@ -84,3 +98,22 @@ class HXEStep:
 
     def params(self, i: int) -> dict[str, torch.Tensor]:
         return self.params_
+
+
+class SoftLabelStep(HXEStep):
+    """Soft labels' written-out GD step: G = (p − q_y)/N (module docstring); the rest as HXEStep."""
+
+    def __init__(self, problem: Problem, params: dict[str, torch.Tensor], y: torch.Tensor):
+        cfg = problem.cfg
+        self.params_, self.cfg, self.y = params, cfg, y[:, None]
+        H = params["H"]
+        self.Q = problem.options.hierarchy.soft_targets.to(device=H.device, dtype=H.dtype)[y]  # (N, K)
+        self.lr, self.wd = cfg.lr, {"W": cfg.wd_W, "H": cfg.wd_H, "b": cfg.wd_b}
+
+    @torch.no_grad()
+    def step(self) -> torch.Tensor:
+        N = len(self.y)
+        log_p = logits_of(self.params_).log_softmax(1)
+        F = -(self.Q * log_p).sum() / N
+        G = (log_p.exp() - self.Q) / N
+        return F + gd_update(self.params_, G, self.lr, self.wd)
