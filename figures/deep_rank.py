@@ -32,7 +32,7 @@ def _singular_values(run: Path, depth: int) -> list[np.ndarray]:
 
 def build(out: Path, smoke: bool) -> plt.Figure:
     K, depth, lam = 4, 5, 2e-3
-    steps = 300 if smoke else 2000
+    steps = 100 if smoke else 2000
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     ranks_run = None
     for act, color in (("linear", "C0"), ("relu", "C3")):

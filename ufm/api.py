@@ -133,28 +133,26 @@ def _run_group(items: list[SimConfig | Problem], outs: list[Path] | None, progre
         final = with_classifier(stepper.params(i), problem, y)  # a loss of the features alone: W from the means
         end = EndOfRun(problem, final, y, done.histories[i], done.status_of(i), progress=progress)
         out = None if outs is None else outs[i]
-        interrupted = _finish(end, out, done, i, str(device), interrupted)
         cpu = {k: v.detach().cpu() for k, v in final.items()}
+        interrupted = _finish(end, out, cpu, done, i, str(device), interrupted)
         results.append(RunResult(problem.cfg, end.summary, done.histories[i], cpu, out, check_lines(end.summary)))
     return results
 
 
-def _finish(end: EndOfRun, out: Path | None, done, i: int, device: str, interrupted: bool) -> bool:
+def _finish(end: EndOfRun, out: Path | None, cpu: dict[str, torch.Tensor], done, i: int, device: str,
+            interrupted: bool) -> bool:
     """The end of one run: theory target (with the certificate), summary, checks, files — summary.json first (small),
     then params.pt, so a full disk or an interrupt loses the large file, not the record. A Ctrl-C here (or during
     the loop: `interrupted`) skips what is left of the expensive part (the convex program, the checks) and ends
-    with status "interrupted". Returns whether the run was interrupted."""
+    with status "interrupted" (and no claim of convergence). `cpu`: the final parameters for params.pt. Returns
+    whether the run was interrupted."""
     problem = end.problem
-
     finite = [r["loss"] for r in done.histories[i] if math.isfinite(r["loss"])]
     saddle = origin_saddle(problem, end.params, end.y, finite[-1]) if finite and end.status != "diverged" else None
 
-    def summarize() -> None:
-        end.summary = build_summary(problem.cfg, done.histories[i], end.target, status=end.status,
-                                    steps=done.steps_of(i), seconds=done.seconds, device=device,
-                                    divergence=done.watch.report(i), saddle=saddle)
-        if out is not None:
-            write_json(out / "summary.json", end.summary)
+    def mark_interrupted() -> None:
+        end.status = "interrupted"
+        end.summary.update(status="interrupted", converged=False)
 
     if interrupted:
         end.status = "interrupted"
@@ -165,22 +163,25 @@ def _finish(end: EndOfRun, out: Path | None, done, i: int, device: str, interrup
         interrupted, end.status = True, "interrupted"
         end.__dict__["convex"] = (None, "interrupted while solving the convex program")
         end.target = theory_target(problem, None)
-    summarize()
+    end.summary = build_summary(problem.cfg, done.histories[i], end.target, status=end.status, steps=done.steps_of(i),
+                                seconds=done.seconds, device=device, divergence=done.watch.report(i), saddle=saddle)
+    if out is not None:
+        write_json(out / "summary.json", end.summary)
     try:
         if not interrupted:
             run_checks(end)
     except KeyboardInterrupt:
-        interrupted, end.status = True, "interrupted"
-        end.summary["status"] = "interrupted"
+        interrupted = True
+        mark_interrupted()
     if out is not None:
         write_json(out / "summary.json", end.summary)
-        cpu = {k: v.detach().cpu() for k, v in end.params.items()}
         try:
             # the final iterate, for figures and notebooks (tensors only: torch.load(..., weights_only=True))
             atomic_write(out / "params.pt", lambda f: torch.save(cpu, f), binary=True)
         except KeyboardInterrupt:
             interrupted = True
-            end.summary.update(status="interrupted", params_written=False)
+            mark_interrupted()
+            end.summary["params_written"] = False
             write_json(out / "summary.json", end.summary)
         end.summary["run_dir"] = str(out)
     return interrupted
