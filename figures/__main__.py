@@ -17,6 +17,7 @@ from pathlib import Path
 from figures import runs as run_files
 from figures import style
 from ufm.cli.common import EXIT_INTERRUPTED, OneLineParser, probe_writable
+from ufm.output.rundir import os_error_line
 
 PROG = "python -m figures"
 # name → module (one short script per figure), in the order of the README's gallery
@@ -97,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                 where = "  ".join(str(path) for path in paths) if keep else "drawn (not kept)"
                 print(f"{name:<20} {time.perf_counter() - t0:7.1f} s  {where}", flush=True)
         except OSError as e:  # a full disk, a folder made read-only meanwhile: one line naming the file
-            where = f"{e.filename}: " if e.filename else ""
-            print(f"{PROG}: error: {name}: {where}{e.strerror or e}", file=sys.stderr)
+            print(f"{PROG}: error: {name}: {os_error_line(e)}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             print(f"{PROG}: interrupted while drawing {name}", file=sys.stderr)

@@ -23,7 +23,7 @@ from figures import runs as run_files
 from figures import style
 from figures.style import plt
 from ufm.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, OneLineParser, probe_writable
-from ufm.output.rundir import read_history
+from ufm.output.rundir import os_error_line, read_history
 
 PROG = "python -m figures.history"
 
@@ -166,8 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as e:  # a full disk: one line naming the file (nothing torn: the write is atomic)
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"{PROG}: error: cannot write {where}{e.strerror or e}", file=sys.stderr)
+        print(f"{PROG}: error: {os_error_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

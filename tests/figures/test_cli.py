@@ -104,7 +104,7 @@ def test_a_failed_write_is_one_line_naming_the_file_exit_1(tmp_path, capsys, mon
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
     monkeypatch.setattr(runs, "atomic_write", full)
     assert cli.main(["nc_curves", "--out", str(tmp_path)]) == 1
-    one_line_error(capsys, "nc_curves", str(tmp_path / "nc_curves.png"), "No space left on device")
+    one_line_error(capsys, "nc_curves", str(tmp_path / "nc_curves.png"), "no space left on device")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -146,7 +146,7 @@ def test_a_failed_write_is_one_line_exit_1_and_keeps_the_old_picture(run_dir, ca
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
     monkeypatch.setattr(runs, "atomic_write", full)
     assert main([str(run_dir)]) == 1
-    one_line_error(capsys, str(png), "No space left on device")
+    one_line_error(capsys, str(png), "no space left on device")  # os_error_line's wording
     assert png.read_bytes() == b"old"
 
 
