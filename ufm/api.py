@@ -88,6 +88,9 @@ def run_batch(cfgs: Sequence[SimConfig | Problem], outs: Sequence[Path | str] | 
     """
     if outs is not None and len(outs) != len(cfgs):
         raise ValueError(f"{len(cfgs)} configurations but {len(outs)} output directories")
+    for item in cfgs:  # before anything is allocated (or hashed: a batch key of 10⁸ class counts takes seconds)
+        cfg = item.cfg if isinstance(item, Problem) else item
+        check_memory(cfg, str(resolve_device(cfg.device)))
     for out in outs or ():
         claim_run_dir(out, overwrite)
     groups: dict[Any, list[int]] = {}
@@ -111,8 +114,6 @@ def _run_group(items: list[SimConfig | Problem], outs: list[Path] | None, progre
     problems = [p if isinstance(p, Problem) else resolve(p) for p in items]
     cfgs = [p.cfg for p in problems]
     device, dtype = resolve_device(cfgs[0].device), resolve_dtype(cfgs[0].dtype)
-    for cfg in cfgs:
-        check_memory(cfg, str(device))  # before anything is allocated
     if outs is not None:
         for cfg, out in zip(cfgs, outs, strict=True):
             out.mkdir(parents=True, exist_ok=True)
