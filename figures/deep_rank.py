@@ -10,6 +10,7 @@ import numpy as np
 from figures import runs
 from figures.style import THEORY, plt
 from ufm.config import SimConfig
+from ufm.fit.measure import layer_singular_values
 
 CAPTION = ("Deep neural collapse versus low rank: bias-free MSE, K = 4, L = 5, λ = 2e-3 (d = width = 8, float64 "
            "L-BFGS). Left: the singular values σ_i/σ_1 of the class means at every layer's input at the end; the deep "
@@ -21,13 +22,7 @@ CAPTION = ("Deep neural collapse versus low rank: bias-free MSE, K = 4, L = 5, �
 
 def _singular_values(run: Path, depth: int) -> list[np.ndarray]:
     last = runs.history(run)[-1]
-    out = []
-    for layer in range(depth):
-        sv = []
-        while f"sv{len(sv) + 1}_layer{layer}" in last:
-            sv.append(last[f"sv{len(sv) + 1}_layer{layer}"])
-        out.append(np.array(sv))
-    return out
+    return [np.array(layer_singular_values(last, layer)) for layer in range(depth)]
 
 
 def build(out: Path, smoke: bool) -> plt.Figure:

@@ -141,7 +141,8 @@ def resolve(cfg: SimConfig) -> Problem:
     S, s_min = frame_gram_of(cfg.loss, tree) if tree is not None else (None, None)
     problem = Problem(cfg, tree, S, s_min, loss_options(cfg.loss, tree, S, cfg.temperature))
     if cfg.loss.name == "hug" and cfg.loss.hug_proxies == "fixed" and problem.code is None:
-        raise ConfigError(f"--hug-proxies fixed needs {problem.code_note[4:]}: use learned proxies or a smaller K")
+        raise ConfigError(f"--hug-proxies fixed needs the spherical code, and {problem.code_note}: use learned proxies "
+                          "or a smaller K")
     if cfg.loss.name == "haframe":
         try:
             problem.frame  # noqa: B018 - checked now: a frame that cannot be embedded in R^d is bad input

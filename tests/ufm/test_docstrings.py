@@ -7,7 +7,7 @@ import pytest
 
 MODULES = ["ufm", "ufm.api", "ufm.config", "ufm.problem", "ufm.losses.config", "ufm.losses.registry", "ufm.checks",
            "ufm.checks.milestones", "ufm.checks.minority", "ufm.checks.theory", "ufm.output.format", "ufm.sweeps.grid",
-           "ufm.atlas", "ufm.losses.contrastive", "ufm.model"]
+           "ufm.atlas", "ufm.losses.contrastive", "ufm.model", "ufm.fit.measure"]
 
 
 @pytest.mark.parametrize("name", MODULES)

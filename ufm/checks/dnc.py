@@ -4,6 +4,7 @@ it has found a better, non-collapsed (low-rank) solution, which the theory says 
 
 from __future__ import annotations
 
+from ufm.fit.measure import layer_singular_values
 from ufm.output.format import fmt
 
 NAME, ORDER = "dnc", 45
@@ -23,18 +24,9 @@ def compute(run) -> dict:
                else "above the DNC objective (not converged, or a worse critical point)")
     ranks = [run.final[k] for k in sorted((k for k in run.final if k.startswith("rank_layer")),
                                           key=lambda k: int(k[len("rank_layer"):]))]
-    svs = [[run.final[f"sv{i}_layer{layer}"] for i in range(1, recorded_singular_values(run.final, layer) + 1)]
-           for layer in range(len(ranks))]
+    svs = [layer_singular_values(run.final, layer) for layer in range(len(ranks))]
     return {"dnc_objective": dnc, "objective": loss, "rel_gap": (loss - dnc) / abs(dnc), "below_dnc": bool(below),
             "class_mean_ranks": ranks, "class_mean_singular_values": svs, "verdict": verdict}
-
-
-def recorded_singular_values(final: dict, layer: int) -> int:
-    """How many singular values the history recorded at `layer` (sv1_layer{l}, sv2_layer{l}, …)."""
-    i = 0
-    while f"sv{i + 1}_layer{layer}" in final:
-        i += 1
-    return i
 
 
 def lines(block: dict) -> list[str]:

@@ -18,6 +18,17 @@ RANK_RTOL = 1e-6  # a class-mean singular value below this fraction of the large
 SV_MAX = 16  # deep runs record the largest SV_MAX singular values of the class means at every layer
 
 
+def layer_singular_values(row: dict, layer: int) -> list[float]:
+    """The class-mean singular values a history row recorded at `layer` (sv1_layer{l}, sv2_layer{l}, …).
+    >>> layer_singular_values({"sv1_layer0": 2.0, "sv2_layer0": 1.0, "sv1_layer1": 3.0}, 0)
+    [2.0, 1.0]
+    """
+    values = []
+    while f"sv{len(values) + 1}_layer{layer}" in row:
+        values.append(row[f"sv{len(values) + 1}_layer{layer}"])
+    return values
+
+
 def measure(params: dict[str, torch.Tensor], y: torch.Tensor, problem: Problem) -> dict[str, float]:
     """One history row (without step and time). `loss` is the full objective F; `data_loss` its mean loss.
 
