@@ -260,6 +260,7 @@ def deviation_stats(H: Any, y: Any, geom: _Geometry) -> DeviationStats:
 
 def gram_distance(G: Any, reference: Any) -> float:
     """‖G/‖G‖_F − R/‖R‖_F‖_F: the distance between two K×K Grams up to scale (NaN if G is 0).
+    >>> import numpy as np
     >>> gram_distance(2 * np.eye(3), np.eye(3))
     0.0
     """

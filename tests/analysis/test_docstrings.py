@@ -1,17 +1,15 @@
-"""The docstring examples of the certificate and the closed forms run, and print what they say."""
-
-import doctest
+"""The docstring examples of every analysis module run, and print what they say."""
 
 import pytest
 
-import analysis.certificate
-import analysis.nuclear_program
-import analysis.sphere
-import analysis.theory
+from tests.doctest_modules import count_examples, module_names, run_examples
 
 
-@pytest.mark.parametrize("module", [analysis.certificate, analysis.nuclear_program, analysis.sphere, analysis.theory],
-                         ids=lambda m: m.__name__)
-def test_docstring_examples(module):
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
+@pytest.mark.parametrize("name", module_names("analysis"))
+def test_docstring_examples(name):
+    failed, attempted, report = run_examples(name)
+    assert failed == 0, f"{failed} of {attempted} examples failed in {name}:\n{report}"
+
+
+def test_the_examples_are_found():
+    assert count_examples("analysis") > 50

@@ -1,16 +1,15 @@
-"""The docstring examples of the public API and of the run's theory blocks run, and print what they say."""
-
-import doctest
-import importlib
+"""The docstring examples of every ufm module run, and print what they say."""
 
 import pytest
 
-MODULES = ["ufm", "ufm.api", "ufm.config", "ufm.problem", "ufm.losses.config", "ufm.losses.registry", "ufm.checks",
-           "ufm.checks.milestones", "ufm.checks.minority", "ufm.checks.theory", "ufm.output.format", "ufm.sweeps.grid",
-           "ufm.atlas", "ufm.losses.contrastive", "ufm.model", "ufm.fit.measure"]
+from tests.doctest_modules import count_examples, module_names, run_examples
 
 
-@pytest.mark.parametrize("name", MODULES)
+@pytest.mark.parametrize("name", module_names("ufm"))
 def test_docstring_examples(name):
-    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
+    failed, attempted, report = run_examples(name)
+    assert failed == 0, f"{failed} of {attempted} examples failed in {name}:\n{report}"
+
+
+def test_the_examples_are_found():
+    assert count_examples("ufm") > 50

@@ -24,8 +24,12 @@ def origin_saddle(problem: Problem, params: dict[str, torch.Tensor], y: torch.Te
     >>> from ufm.config import SimConfig; from ufm.problem import resolve
     >>> p = resolve(SimConfig(K=3, n=4, d=5, loss="ce", wd=1e-3)); y = p.labels()
     >>> zero = {"H": torch.zeros(12, 5, dtype=torch.float64), "W": torch.zeros(3, 5, dtype=torch.float64)}
-    >>> origin_saddle(p, zero, y, math.log(3))[:37]
-    'at the saddle W = H = 0: F = 1.098612'
+    >>> s = origin_saddle(p, zero, y, math.log(3)); s[:69]
+    'at the saddle W = H = 0: F = 1.09861, its value at the origin 1.09861'
+    >>> s[s.index("there"):s.index(", so")]  # σ_max(Y − 1/K) = √n = 2 against N·√(λ_W·λ_H) = 12·1e-3
+    'there 2 exceeds N·sqrt(wd_W·wd_H) = 0.012'
+    >>> origin_saddle(p, zero, y, 0.5) is None  # a final objective below F(0) = log 3: the run left the origin
+    True
     """
     cfg = problem.cfg
     if cfg.depth > 1 or cfg.fixed_classifier or cfg.normalize != "none" or cfg.features != "free":
