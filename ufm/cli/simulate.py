@@ -132,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                "already holds a run is refused unless --overwrite")
     g.add_argument("--overwrite", action="store_true", help="replace the run in --out (its files only)")
     g.add_argument("--threads", type=number(int, 1), default=None,
-                   help="CPU threads (default: 1 for small problems, N·d·K < 2e7, else the cores the load average "
-                        "leaves idle)")
+                   help="CPU threads (default: 1 for small problems, N·d·K < 2e7, else the cores no other "
+                        "process is using, sampled over 0.1 s)")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     return p
 

@@ -2,7 +2,11 @@
 OMP_NUM_THREADS or threads= respected, torch's setting restored after a run."""
 
 import os
+import subprocess
+import sys
+import time
 
+import pytest
 import torch
 
 import ufm
@@ -26,12 +30,42 @@ def test_the_rule(monkeypatch):
     assert auto_threads(big) is None  # the user's own choice stands
 
 
-def test_idle_cores_follows_the_load(monkeypatch):
-    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+def test_idle_cores_counts_the_idle_ticks(monkeypatch):
+    """Two samples of /proc/stat: the idle fractions of our CPUs over the window, summed and rounded."""
+    monkeypatch.setattr(threads, "our_cpus", lambda: {0, 1, 2, 3})
+    samples = iter([{0: (0, 0), 1: (0, 0), 2: (0, 0), 3: (0, 0), 4: (0, 0)},
+                    {0: (10, 10), 1: (9, 10), 2: (0, 10), 3: (2, 10), 4: (10, 10)}])  # CPU 4 is not ours
+    monkeypatch.setattr(threads, "cpu_times", lambda: next(samples))
+    monkeypatch.setattr(threads, "own_cpu_seconds", lambda: 0.0)
+    assert threads.idle_cores(window=0) == 2  # 1 + 0.9 + 0 + 0.2 = 2.1
+    busy = iter([{0: (0, 0), 1: (0, 0)}, {0: (0, 10), 1: (1, 10)}])
+    monkeypatch.setattr(threads, "cpu_times", lambda: next(busy))
+    assert threads.idle_cores(window=0) == 1  # never below one
+
+
+def test_idle_cores_falls_back_on_the_load_average(monkeypatch):
+    monkeypatch.setattr(threads, "our_cpus", lambda: set(range(8)))
+    monkeypatch.setattr(threads, "cpu_times", lambda: None)  # not Linux
     monkeypatch.setattr(os, "getloadavg", lambda: (2.6, 0, 0))
     assert threads.idle_cores() == 5
     monkeypatch.setattr(os, "getloadavg", lambda: (30.0, 0, 0))
     assert threads.idle_cores() == 1
+
+
+def test_idle_cores_sees_a_busy_neighbour():
+    """A real CPU-bound process beside us takes one of our cores' idle time (on a machine with >= 2 of ours)."""
+    cpus = sorted(threads.our_cpus())
+    if len(cpus) < 2 or threads.cpu_times() is None:
+        pytest.skip("needs Linux and two CPUs")
+    idle_before = threads.idle_cores(window=0.3)
+    neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        os.sched_setaffinity(neighbour.pid, {cpus[0]})
+        time.sleep(0.2)
+        assert threads.idle_cores(window=0.3) <= max(1, idle_before - 1)
+    finally:
+        neighbour.kill()
+        neighbour.wait()
 
 
 def test_a_run_uses_the_count_and_restores_torch(monkeypatch):
