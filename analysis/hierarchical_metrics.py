@@ -200,12 +200,13 @@ def mean_geometry_metrics(means: Any, S: Any, W: Any = None) -> dict[str, float]
 
 
 def hierarchical_metrics(H: Any, y: Any, lca: Any, W: Any = None, b: Any = None, S: Any = None, K: int | None = None,
-                         ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+                         ks: Sequence[int] = DEFAULT_KS, logits: Any = None) -> dict[str, float]:
     """All of the above for features H (N×d), labels y, LCA heights (K×K), classifier W and bias b
     (the logits Wh + b give accuracy, severity and the @k measures, all from one `ranking`) and a target
     Gram S (angular collapse of the class means, and of W's rows, and the hierarchy-aware NC2). Keys:
     accuracy, mistake_severity, hier_dist@k, best_hier_dist@k, hier_precision@k, angular_mean, angular_std,
-    angular_std_signed, angular_mean_W, angular_std_W, angular_std_signed_W, hier_nc2."""
+    angular_std_signed, angular_mean_W, angular_std_W, angular_std_signed_W, hier_nc2. `logits`: HWᵀ + b where the
+    caller has them already (an N × d × K product saved)."""
     H = as_features(H).double()
     y = as_labels(y, device=H.device)
     K = K if K is not None else len(as_tensor(lca))
@@ -213,7 +214,10 @@ def hierarchical_metrics(H: Any, y: Any, lca: Any, W: Any = None, b: Any = None,
     Wt = None
     if W is not None:
         Wt = as_features(W, device=H.device).double()
-        Z = H @ Wt.T + (0 if b is None else as_tensor(b, device=H.device).double())
+        if logits is not None:
+            Z = as_features(logits, device=H.device).double()
+        else:
+            Z = H @ Wt.T + (0 if b is None else as_tensor(b, device=H.device).double())
         out.update(prediction_metrics(prediction_sums(Z, y, lca, ks), ks))
     if S is not None:
         out.update(mean_geometry_metrics(class_means(H, y, K), S, Wt))

@@ -181,7 +181,8 @@ class _Geometry:
     shift: torch.Tensor  # (K, K or 2K) float64
 
 
-def _geometry(sums: ClassSums, W: Any, b: Any, global_mean: str, dtype: torch.dtype) -> _Geometry:
+def _geometry(sums: ClassSums, W: Any, b: Any, global_mean: str, dtype: torch.dtype,
+              project_W: bool = True) -> _Geometry:
     if global_mean not in GLOBAL_MEANS:
         raise ValueError(f"global_mean must be one of {GLOBAL_MEANS}, got {global_mean!r}")
     _check_nonempty(sums.counts)
@@ -206,13 +207,14 @@ def _geometry(sums: ClassSums, W: Any, b: Any, global_mean: str, dtype: torch.dt
                 raise ValueError(f"b must have shape (K,) = {(K,)}, got {tuple(b64.shape)}")
     work = _work_dtype(dtype)
     means_work = means.to(work)
-    V_work = (M if W64 is None else torch.cat([M, W64])).to(work)
+    V_work = (M if W64 is None or not project_W else torch.cat([M, W64])).to(work)
     shift = (means - means_work.double()) @ V_work.double().T
     return _Geometry(means, mu_G, M, A, sq_dist, W64, b64, means_work, V_work, shift)
 
 
-def deviation_stats(H: Any, y: Any, geom: _Geometry) -> DeviationStats:
-    """Second pass over one batch: projections of h_i − μ_{y_i} on [M; W], chunk by chunk."""
+def deviation_stats(H: Any, y: Any, geom: _Geometry, logits: Any = None) -> DeviationStats:
+    """Second pass over one batch: projections of h_i − μ_{y_i} on [M; W], chunk by chunk (on M alone when the
+    batch's logits HWᵀ + b are given: the classifier's decisions are their argmax)."""
     H = as_features(H)
     y = as_labels(y, device=H.device)
     K, d = geom.centered.shape
@@ -223,7 +225,7 @@ def deviation_stats(H: Any, y: Any, geom: _Geometry) -> DeviationStats:
     # P_i = δ'_i Vᵀ − e_k Vᵀ: subtract that per-class constant (geom.shift) in float64. The means μ_k
     # themselves are float64 sums (class_sums), so Σ_{i in k} δ'_i = n_k e_k, which _finalize uses.
     mean_logits = None
-    if geom.W is not None:
+    if geom.W is not None and logits is None:
         mean_logits = means.double() @ geom.W.T  # fl(μ_j) · w_k: logits = δ' Wᵀ + fl(μ_y) Wᵀ + b
         if geom.b is not None:
             mean_logits = mean_logits + geom.b
@@ -251,7 +253,11 @@ def deviation_stats(H: Any, y: Any, geom: _Geometry) -> DeviationStats:
         gram += P.T @ P
         nearest = (geom.sq_dist[yc] - 2 * P).argmin(1)
         ncc_correct += (nearest == yc).sum()
-        if mean_logits is not None:
+        if logits is not None:
+            predicted = logits[start:start + chunk].argmax(1)
+            mismatches += (predicted != nearest).sum()
+            correct += (predicted == yc).sum()
+        elif mean_logits is not None:
             predicted = (proj64[:, K:] + mean_logits[yc]).argmax(1)
             mismatches += (predicted != nearest).sum()
             correct += (predicted == yc).sum()
@@ -370,12 +376,14 @@ def nc_metrics(
     K: int | None = None,
     global_mean: str = "samples",
     rtol: float = DEFAULT_RTOL,
+    logits: Any = None,
 ) -> dict[str, float]:
     """NC1–NC4 and companions of features H (N, d) with labels y (N,), classifier W (K, d), bias b (K,).
 
     Keys: see METRIC_KEYS; those that need W (nc3, nc4, accuracy, nc2_W, self-duality, *_W, bias_relation*)
     are NaN without it; without b the bias relation takes b = 0. K defaults to max(y) + 1. See the module
-    docstring for the formulas.
+    docstring for the formulas. `logits`: HWᵀ + b (N, K) where the caller has them already: the decisions are
+    their argmax, and the second pass projects on the centered means alone (half its product).
     """
     H = as_features(H)
     y = as_labels(y, device=H.device)
@@ -383,6 +391,15 @@ def nc_metrics(
         K = int(y.max()) + 1 if y.numel() else 0
         if W is not None:
             K = max(K, int(as_tensor(W).shape[0]))
+    if logits is not None:
+        if W is None:
+            raise ValueError("logits need the classifier W they came from")
+        logits = as_features(logits, device=H.device)
+        if logits.shape != (H.shape[0], K):
+            raise ValueError(f"logits must have shape (N, K) = {(H.shape[0], K)}, got {tuple(logits.shape)}")
+        sums = class_sums(H, y, K)
+        geom = _geometry(sums, W, b, global_mean, H.dtype, project_W=False)
+        return _finalize(sums, geom, deviation_stats(H, y, geom, logits), rtol)
     return nc_metrics_streaming([(H, y)], K, W, b, global_mean=global_mean, rtol=rtol)
 
 
@@ -479,8 +496,9 @@ def gnc_metrics(H: Any, y: Any, W: Any = None, K: int | None = None, s: float = 
     else:
         out = {"energy_means": float(riesz_energy(means, s)),
                "min_angle_means": math.degrees(float(min_angle(means)))}
-        cos = (normalize_rows(H) * normalize_rows(means)[y]).sum(1)
-        out["spherical_spread"] = float((1 - cos).mean())
+        # mean_i ⟨ĥ_i, μ̂_{y_i}⟩ = (1/N) Σ_k ⟨Σ_{i in k} ĥ_i, μ̂_k⟩: class sums of the unit rows, no N × d gather
+        unit_sums = class_sums(normalize_rows(H), y, K).sums
+        out["spherical_spread"] = 1 - float((unit_sums * normalize_rows(means)).sum()) / len(y)
         rows = _row_stats(means, "means_sphere")
         for key in ("distance_var_means_sphere", "log_distance_var_means_sphere"):
             out[key] = rows[key]

@@ -2,23 +2,34 @@
 only through Wh_i and ‖h_i‖, so the gradient of row i lies in span(rows of W) + span(h_i). Write
 h_i = a_i Q + ρ_i u_i (Q: an orthonormal basis of W's row space, r × d; u_i: the unit direction of h_i's part
 orthogonal to it, fixed by the start); every GD or heavy-ball step keeps that form, moving only the r + 1
-numbers (a_i, ρ_i): the map (a_i, ρ_i) → h_i is an isometry, and these steps are linear in the gradient. So the
-run is stepped on h̃_i = (a_i, ρ_i) ∈ R^{r+1} with the classifier W̃ = (W Qᵀ, 0) — the same objective values and
-the same iterates mapped back, at the cost of a (K + 1)-dimensional problem instead of a d-dimensional one
-(d = 512, K = 100 for CIFAR-100's HAFrame); under full-batch GD, HAFrame's step is also written out (no autograd).
-Adam and torch's L-BFGS are not rotation-equivariant (coordinate-wise scalings, an L1 norm): they step in the
-full space."""
+numbers (a_i, ρ_i): the map (a_i, ρ_i) → h_i is an isometry, and these steps are linear in the gradient.
+
+FixedFrame steps h̃_i = (a_i, ρ_i) ∈ R^{r+1} with the classifier W̃ = (W Qᵀ, 0) by autograd (heavy-ball SGD, HUG):
+the same objective values and the same iterates mapped back, at the cost of a (K + 1)-dimensional problem instead
+of a d-dimensional one (d = 512, K = 100 for CIFAR-100's HAFrame). LogitGD goes further for HAFrame under
+full-batch GD: it steps the logits z_i = W h_i themselves, z ← (1 − lr·k_i) z − lr·G S with S = W Wᵀ, one
+N×K×K product per step, and ‖a_i‖² by its exact recurrence. Adam and torch's L-BFGS are not rotation-equivariant
+(coordinate-wise scalings, an L1 norm): they step in the full space."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 from ufm.config import SimConfig
+from ufm.fit.measure import ObjectiveValues
 from ufm.fit.steppers import Autograd
 from ufm.problem import Problem
 
 # torch's L-BFGS scales its first step by 1/‖g‖₁ and stops on max|g_i|: coordinate-wise, like Adam
 REDUCIBLE_OPTIMIZERS = ("gd", "sgd")
+# LogitGD recomputes ‖a_i‖² from the logits this often: its recurrence is exact, but float32 rounding would
+# otherwise random-walk over thousands of steps (the iterate itself is re-read from Z, which does not drift)
+RESYNC_EVERY = 100
+# LogitGD reads a coordinate off the logits only along W's singular directions with s_j >= WEAK·s_1 (rounding in Z
+# is amplified by s_1/s_j there); weaker ones are stepped on their own
+WEAK = 0.05
 
 
 def reducible(cfg: SimConfig) -> bool:
@@ -28,65 +39,117 @@ def reducible(cfg: SimConfig) -> bool:
             and cfg.d > cfg.K + 1)
 
 
+def logit_steppable(cfg: SimConfig) -> bool:
+    """HAFrame under full-batch GD: LogitGD's closed-form step applies."""
+    return (reducible(cfg) and cfg.loss.name == "haframe" and cfg.optimizer == "gd"
+            and (cfg.batch_size is None or cfg.batch_size >= cfg.N))
+
+
+def fixed_frame_stepper(problem: Problem, params: dict[str, torch.Tensor], y: torch.Tensor):
+    """The fastest exact stepper for a reducible run: LogitGD for HAFrame under full-batch GD, else FixedFrame."""
+    return (LogitGD if logit_steppable(problem.cfg) else FixedFrame)(problem, params, y)
+
+
+def split_features(W: torch.Tensor, H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                torch.Tensor]:
+    """H = aQ + ρU: Q (r × d) an orthonormal basis of W's rows (r = rank W), a = HQᵀ (N × r), ρ (N × 1) the norms
+    of the rest and U (N × d) its unit rows.
+    >>> W, H = torch.eye(2, 3, dtype=torch.float64), torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64)
+    >>> Q, a, rho, U = split_features(W, H); a.abs().tolist(), rho.item(), float((a @ Q + rho * U - H).abs().max())
+    ([[1.0, 2.0]], 3.0, 0.0)
+    """
+    _, sv, Vh = torch.linalg.svd(W, full_matrices=False)
+    Q = Vh[: int((sv > sv[0] * 1e-12).sum())]
+    a = H @ Q.T
+    rest = H - a @ Q
+    rho = rest.norm(dim=1, keepdim=True)
+    return Q, a, rho, rest / rho.clamp_min(torch.finfo(H.dtype).tiny)
+
+
+def rowdot(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """⟨A_i, B_i⟩ for every row, as a column (N × 1).
+    >>> rowdot(torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([[1.0, 1.0], [0.0, 2.0]])).tolist()
+    [[3.0], [8.0]]
+    """
+    return torch.linalg.vecdot(A, B).unsqueeze(1)
+
+
+@dataclass
+class BlockGram:
+    """S = δ·I + B C Bᵀ: B (K × m) the 0/1 membership of the classes in the tree's smallest clusters (the balls of
+    the smallest off-diagonal LCA distance), C (m × m). A Gram that is a function of the LCA distance (HAFrame's)
+    has this form, and G S costs N·K·m·2 + N·m² instead of N·K²: m = 20 for CIFAR-100's 100 classes."""
+
+    delta: float
+    B: torch.Tensor  # (K, m)
+    BT: torch.Tensor  # (m, K), contiguous
+    C: torch.Tensor  # (m, m)
+
+    def times(self, G: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """G S into `out`."""
+        return torch.addmm(G, (G @ self.B) @ self.C, self.BT, beta=self.delta, out=out)
+
+
+def block_gram(S: torch.Tensor, lca: torch.Tensor) -> BlockGram | None:
+    """S's block form (BlockGram) in S's dtype from the tree's LCA distances, or None where it gains nothing (K < 8,
+    m > K/4) or where S is not that function of the tree (checked in float64 to 1e-12).
+    >>> cluster = torch.arange(8) // 4  # two clusters of four classes: LCA distance 1 inside, 2 across
+    >>> lca = torch.where(cluster[:, None] == cluster[None, :], 1, 2).fill_diagonal_(0)
+    >>> S = torch.tensor([1.0, 0.5, -0.1], dtype=torch.float64)[lca]
+    >>> g = block_gram(S, lca); g.delta, g.C.tolist()
+    (0.5, [[0.5, -0.1], [-0.1, 0.5]])
+    >>> G = torch.randn(3, 8, dtype=torch.float64); float((g.times(G, torch.empty_like(G)) - G @ S).abs().max()) < 1e-14
+    True
+    """
+    K = len(S)
+    D = lca.to(torch.int64)
+    off = D[~torch.eye(K, dtype=torch.bool)]
+    if K < 8 or not len(off):
+        return None
+    near = D <= int(off.min())  # an equivalence for an ultrametric (the LCA distance of a tree)
+    labels = torch.unique(near.to(torch.int64).argmax(1), return_inverse=True)[1]
+    m = int(labels.max()) + 1
+    if m > K // 4:
+        return None
+    S64 = S.to(torch.float64)
+    B = torch.nn.functional.one_hot(labels, m).to(torch.float64)
+    pair = (near & ~torch.eye(K, dtype=torch.bool)).nonzero()
+    delta = float(S64[pair[0, 0], pair[0, 0]] - S64[pair[0, 0], pair[0, 1]])
+    sizes = B.sum(0)
+    C = B.T @ (S64 - delta * torch.eye(K, dtype=torch.float64)) @ B / torch.outer(sizes, sizes)
+    error = float((delta * torch.eye(K, dtype=torch.float64) + B @ C @ B.T - S64).abs().max())
+    if error > 1e-12 * float(S64.abs().max()):
+        return None
+    cast = dict(dtype=S.dtype, device=S.device)
+    return BlockGram(delta, B.to(**cast), B.T.contiguous().to(**cast), C.to(**cast))
+
+
 class FixedFrame:
     """The Autograd stepper on the reduced coordinates h̃ = (a, ρ) (module docstring); `params(0)` maps them back to
     H = aQ + ρu. Example (equal to the full-space step, up to rounding):
     >>> from ufm.config import SimConfig; from ufm.problem import resolve; from ufm.model import init_params
-    >>> p = resolve(SimConfig(K=4, n=3, d=16, loss="haframe", hierarchy="balanced:2,2", dtype="float64"))
+    >>> cfg = dict(K=4, n=3, d=16, loss="haframe", hierarchy="balanced:2,2", dtype="float64")
+    >>> p = resolve(SimConfig.from_dict(cfg))
     >>> full = init_params(p, torch.device("cpu"), torch.float64); y = p.labels()
     >>> reduced = FixedFrame(p, {k: v.detach().clone().requires_grad_(v.requires_grad) for k, v in full.items()}, y)
     >>> ref = Autograd(p, full, y); _ = [(ref.step(), reduced.step()) for _ in range(5)]
-    >>> float((reduced.params(0)["H"] - ref.params(0)["H"]).abs().max()) < 1e-12
+    >>> float((reduced.params(0)["H"] - ref.params(0)["H"]).detach().abs().max()) < 1e-12
     True
     """
 
     def __init__(self, problem: Problem, params: dict[str, torch.Tensor], y: torch.Tensor):
-        W, H = params["W"].detach(), params["H"].detach()
-        _, sv, Vh = torch.linalg.svd(W, full_matrices=False)
-        r = int((sv > sv[0] * 1e-12).sum())
-        self.Q = Vh[:r]  # (r, d): orthonormal rows spanning W's rows
-        a = H @ self.Q.T
-        rest = H - a @ self.Q
-        rho = rest.norm(dim=1, keepdim=True)
-        self.U = rest / rho.clamp_min(torch.finfo(H.dtype).tiny)  # (N, d): each row's own orthogonal direction
+        W = params["W"].detach()
+        self.Q, a, rho, self.U = split_features(W, params["H"].detach())
         self.W = params["W"]
         W_reduced = torch.cat([W @ self.Q.T, torch.zeros(len(W), 1, dtype=W.dtype, device=W.device)], dim=1)
         self.reduced = {"H": torch.cat([a, rho], dim=1).requires_grad_(True), "W": W_reduced}
-        cfg = problem.cfg
-        full_batch = cfg.batch_size is None or cfg.batch_size >= cfg.N
-        self.manual = cfg.loss.name == "haframe" and cfg.optimizer == "gd" and full_batch
-        if self.manual:  # the closed-form GD step: no autograd graph, no optimizer
-            opts = problem.options
-            self.S_y = opts.hierarchy.frame_gram.to(device=W.device, dtype=W.dtype)[y]  # (N, K) targets S_{k,y_i}
-            self.Y = torch.nn.functional.one_hot(y, cfg.K).to(W.dtype)
-            self.alpha, self.lr, self.wd = opts.cosine_weight, cfg.lr, cfg.wd_H
-        else:
-            self.inner = Autograd(problem, self.reduced, y)
+        self.inner = Autograd(problem, self.reduced, y)
 
     def step(self) -> torch.Tensor:
-        if self.manual:
-            return self._haframe_gd_step()
         return self.inner.step()
 
-    @torch.no_grad()
-    def _haframe_gd_step(self) -> torch.Tensor:
-        """One GD step on F = (1 − α)·CE(Z) + α·mean_i Σ_k (z_ik/‖h_i‖ − S_{k,y_i})² + λ_H/2‖H‖², Z = HW̃ᵀ (unit
-        rows): ∂F/∂Z = ((1 − α)(softmax Z − Y) + 2α·R/n)/N with R = Z/n − S_y, n_i = ‖h_i‖, and through the norm
-        ∂F/∂n_i = −(2α/N)·Σ_k R_ik z_ik/n_i², ∂n_i/∂h_i = h_i/n_i. Returns F before the step."""
-        H, W, a, N = self.reduced["H"], self.reduced["W"], self.alpha, len(self.Y)
-        Z = H @ W.T
-        n = H.norm(dim=1, keepdim=True).clamp_min(torch.finfo(H.dtype).tiny)
-        R = Z / n - self.S_y
-        log_p = Z.log_softmax(1)
-        F = ((1 - a) * -(log_p * self.Y).sum() + a * R.square().sum()) / N + 0.5 * self.wd * H.square().sum()
-        G_Z = ((1 - a) * (log_p.exp() - self.Y) + (2 * a) * R / n) / N
-        G_n = -(2 * a / N) * (R * Z).sum(1, keepdim=True) / n.square()
-        grad = G_Z @ W + (G_n / n) * H + self.wd * H
-        H.sub_(grad, alpha=self.lr)
-        return F
-
     def stalled(self) -> bool:
-        return not self.manual and self.inner.stalled()
+        return self.inner.stalled()
 
     def sync(self) -> None:
         pass
@@ -95,4 +158,121 @@ class FixedFrame:
         with torch.no_grad():
             h = self.reduced["H"]
             H = h[:, :-1] @ self.Q + h[:, -1:] * self.U
+        return {"H": H.requires_grad_(True), "W": self.W}
+
+
+class LogitGD:
+    """Full-batch GD on HAFrame's F = (1 − α)·CE(Z) + α·mean_i Σ_k (z_ik/n_i − S_{k,y_i})² + λ_H/2·Σ_i n_i²
+    (Liang & Davis 2023; Z = HWᵀ, n_i = ‖h_i‖, W fixed) stepped on the logits. With g_i the rows of G = ∂F/∂Z and
+    γ_i = ∂F/∂n_i, the step h_i ← c_i h_i − lr·Wᵀg_i has c_i = 1 − lr(λ_H + γ_i/n_i), so
+        z_i ← c_i z_i − lr·S g_i  (S = WWᵀ),    ρ_i ← c_i ρ_i,
+        ‖a_i‖² ← c_i²‖a_i‖² − 2 c_i lr⟨z_i, g_i⟩ + lr²⟨S g_i, g_i⟩     (⟨a_i, Mᵀg_i⟩ = ⟨z_i, g_i⟩, M = WQᵀ),
+    and n_i² = ‖a_i‖² + ρ_i². `params(0)` maps back to H = aQ + ρU (module docstring).
+    Example (equal to the full-space step, up to rounding):
+    >>> from ufm.config import SimConfig; from ufm.problem import resolve; from ufm.model import init_params
+    >>> cfg = dict(K=4, n=3, d=16, loss="haframe", hierarchy="balanced:2,2", dtype="float64")
+    >>> p = resolve(SimConfig.from_dict(cfg))
+    >>> full = init_params(p, torch.device("cpu"), torch.float64); y = p.labels()
+    >>> fast = LogitGD(p, {k: v.detach().clone() for k, v in full.items()}, y)
+    >>> ref = Autograd(p, full, y); _ = [(ref.step(), fast.step()) for _ in range(5)]
+    >>> float((fast.params(0)["H"] - ref.params(0)["H"]).detach().abs().max()) < 1e-12
+    True
+    """
+
+    def __init__(self, problem: Problem, params: dict[str, torch.Tensor], y: torch.Tensor):
+        W = params["W"].detach()
+        self.W, self.y, cfg, opts = params["W"], y, problem.cfg, problem.options
+        Q, a, self.rho, self.U = split_features(W, params["H"].detach())
+        # the basis Q along W's right singular vectors, so that M = WQᵀ = U_M·diag(s): the logits give back
+        # a_j = ⟨z, U_M[:, j]⟩/s_j, well-conditioned for the strong directions; the weak ones (s_j < WEAK·s_1, e.g.
+        # a frame's numerically null direction, s_j ~ 1e-8) are stepped directly: a_j ← c a_j − lr·s_j⟨U_M[:, j], g⟩
+        U_M, s, Vh_M = torch.linalg.svd(W @ Q.T, full_matrices=False)
+        self.Q, a, strong = Vh_M @ Q, a @ Vh_M.T, int((s >= WEAK * s[0]).sum())
+        self.M = U_M * s
+        self.read = U_M[:, :strong] / s[:strong]  # (K, r_strong): a_strong = Z·read
+        self.weak_map, self.a_weak = self.M[:, strong:], a[:, strong:].clone()
+        self.S = W @ W.T
+        # S = WWᵀ is HAFrame's Gram, a function of the LCA distance: its block form makes G S 2.5× cheaper (K = 100)
+        frame = opts.hierarchy.frame_gram.to(device=W.device, dtype=W.dtype)
+        self.blocks = block_gram(frame, torch.tensor(problem.tree.lca_heights, device=W.device))
+        self.S_y = opts.hierarchy.frame_gram.to(device=W.device, dtype=W.dtype)[y]  # (N, K) targets S_{k,y_i}
+        self.s_sq = rowdot(self.S_y, self.S_y)  # ‖s_i‖²
+        self.alpha, self.lr, self.wd, self.N = opts.cosine_weight, cfg.lr, cfg.wd_H, len(y)
+        self.rows = torch.arange(len(y), device=y.device)
+        self.Z = a @ self.M.T
+        self.a_sq = a.square().sum(1, keepdim=True)
+        self.P, self.GS = torch.empty_like(self.Z), torch.empty_like(self.Z)
+        self.count = 0
+
+    def _terms(self, Z: torch.Tensor, n_sq: torch.Tensor, S_y: torch.Tensor, s_sq: torch.Tensor,
+               out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(F, the data loss, G = ∂F/∂Z, k = λ_H + γ/n) at the logits Z and squared norms n² (G built in `out`).
+        The cosine residuals R = Z/n − S_y enter only through ‖R_i‖² = ‖z_i‖²/n_i² − 2⟨z_i, s_i⟩/n_i + ‖s_i‖² and
+        ⟨R_i, z_i⟩ = ‖z_i‖²/n_i − ⟨z_i, s_i⟩ (s_i = S_{y_i}), G = ((1 − α)(softmax Z − Y) + 2α(Z/n² − S_y/n))/N and
+        γ_i = −(2α/N)·⟨R_i, z_i⟩/n_i²: R itself is never formed (fewer passes over N × K)."""
+        al, N = self.alpha, self.N
+        inv_n = n_sq.rsqrt()
+        top = Z.amax(1, keepdim=True)
+        P = torch.sub(Z, top, out=out).exp_()
+        total = P.sum(1, keepdim=True)
+        zz, zs = rowdot(Z, Z), rowdot(Z, S_y)
+        cos_sq = (zz / n_sq - 2 * zs * inv_n + s_sq).sum()
+        ce = (top + total.log()).sum() - Z[self.rows, self.y].sum()
+        data = ((1 - al) * ce + al * cos_sq) / N
+        G = P.mul_((1 - al) / (N * total))
+        G[self.rows, self.y] -= (1 - al) / N
+        G.addcmul_(Z, (2 * al / N) / n_sq).addcmul_(S_y, (-2 * al / N) * inv_n)
+        k = self.wd - (2 * al / N) * (zz * inv_n - zs) * inv_n.pow(3)
+        return data + 0.5 * self.wd * n_sq.sum(), data, G, k
+
+    @torch.no_grad()
+    def step(self) -> torch.Tensor:
+        """One GD step (class docstring); returns F before it."""
+        self.count += 1
+        if self.count % RESYNC_EVERY == 0:
+            self._resync()
+        Z, lr = self.Z, self.lr
+        n_sq = self.a_sq + self.rho.square()
+        F, _, G, k = self._terms(Z, n_sq, self.S_y, self.s_sq, out=self.P)
+        c = 1 - lr * k
+        GS = torch.mm(G, self.S, out=self.GS) if self.blocks is None else self.blocks.times(G, out=self.GS)
+        self.a_sq.mul_(c.square()).add_(lr * (lr * rowdot(GS, G) - 2 * c * rowdot(Z, G)))
+        self.rho.mul_(c)
+        if self.a_weak.shape[1]:
+            self.a_weak.mul_(c).sub_(G @ self.weak_map, alpha=lr)
+        Z.mul_(c).sub_(GS, alpha=lr)
+        return F
+
+    @torch.no_grad()
+    def objective(self, i: int) -> ObjectiveValues:
+        """F, the data loss, ‖∇_H F‖ and the logits of the current iterate, in float64, from the reduced state:
+        Z = aMᵀ (N·r·K instead of autograd on N × d), and ‖∇_{h_i} F‖² = ‖Wᵀg_i + k_i h_i‖²
+        = g_iᵀ S g_i + 2k_i⟨z_i, g_i⟩ + k_i² n_i² (class docstring)."""
+        f64 = torch.float64
+        a, W = self._coordinates().to(f64), self.W.detach().to(f64)
+        Z = a @ (W @ self.Q.to(f64).T).T
+        n_sq = a.square().sum(1, keepdim=True) + self.rho.to(f64).square()
+        F, data, G, k = self._terms(Z, n_sq, self.S_y.to(f64), self.s_sq.to(f64), out=torch.empty_like(Z))
+        grad_sq = rowdot(G @ (W @ W.T), G) + 2 * k * rowdot(Z, G) + k.square() * n_sq
+        return ObjectiveValues(float(F), float(data), float(grad_sq.sum().clamp_min(0).sqrt()), Z)
+
+    def _coordinates(self) -> torch.Tensor:
+        """a (N × r), from the logits and the weak directions' own coordinates."""
+        return torch.cat([self.Z @ self.read, self.a_weak], dim=1)
+
+    def _resync(self) -> None:
+        """‖a‖² from the coordinates themselves, and Z put back in S's range (what rounding left outside it)."""
+        a = self._coordinates()
+        self.a_sq = a.square().sum(1, keepdim=True)
+        torch.mm(a, self.M.T, out=self.Z)
+
+    def stalled(self) -> bool:
+        return False
+
+    def sync(self) -> None:
+        pass
+
+    def params(self, i: int) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            H = self._coordinates() @ self.Q + self.rho * self.U
         return {"H": H.requires_grad_(True), "W": self.W}

@@ -58,8 +58,10 @@ def fit(problems: Sequence[Problem], stepper, y: torch.Tensor, *, progress: bool
                 for i, problem in enumerate(problems):
                     if watch.diverged[i]:
                         continue
+                    # a stepper that knows its objective in closed form hands it over (ufm.fit.fixed_frame.LogitGD)
+                    known = stepper.objective(i) if hasattr(stepper, "objective") else None
                     row = {"step": step, "seconds": time.perf_counter() - start,
-                           **measure(stepper.params(i), y, problem)}
+                           **measure(stepper.params(i), y, problem, known)}
                     if watch.is_bad(row["loss"], i):  # non-finite parameters, or a loss grown by orders
                         watch.flag(step, row["loss"], i)
                         continue

@@ -5,6 +5,7 @@ layer's input)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -29,29 +30,45 @@ def layer_singular_values(row: dict, layer: int) -> list[float]:
     return values
 
 
-def measure(params: dict[str, torch.Tensor], y: torch.Tensor, problem: Problem) -> dict[str, float]:
+@dataclass
+class ObjectiveValues:
+    """What a stepper that knows its objective in closed form hands `measure` (in float64): F, the data loss,
+    ‖∇F‖ and the logits Z (N × K) of its current iterate."""
+
+    loss: float
+    data_loss: float
+    grad_norm: float
+    logits: torch.Tensor
+
+
+def measure(params: dict[str, torch.Tensor], y: torch.Tensor, problem: Problem,
+            known: ObjectiveValues | None = None) -> dict[str, float]:
     """One history row (without step and time). `loss` is the full objective F; `data_loss` its mean loss.
 
     Measured on a float64 copy of the parameters, so a float32 run's loss and gradient norm are
     those of its iterate, not float32 round-off (summing N losses in float32 errs by ~1e-6 relative).
+    `known`: F, ‖∇F‖ and the logits from the stepper (ufm.fit.fixed_frame.LogitGD), instead of autograd on N × d.
     """
     cfg = problem.cfg
-    params = {k: p.detach().double().requires_grad_(p.requires_grad) for k, p in params.items()}
+    params = {k: p.detach().double().requires_grad_(p.requires_grad and known is None) for k, p in params.items()}
     params = with_classifier(params, problem, y)  # a loss of the features alone: W = the class-mean classifier
-    F, data = objective_and_grad(params, y, problem)
-    grads = [p.grad for p in params.values() if p.requires_grad]
+    if known is None:
+        F, data = objective_and_grad(params, y, problem)
+        grad_norm = math.sqrt(sum(float(p.grad.square().sum()) for p in params.values() if p.requires_grad))
+    else:
+        F, data, grad_norm = known.loss, known.data_loss, known.grad_norm
     with torch.no_grad():
         inputs = layer_inputs(params, cfg.act, nonneg=cfg.features == "nonneg")
         X, W, b = inputs[-1], params["W"], params.get("b")  # X: the classifier's input (H when L = 1)
-        Z = classify(params, X, cfg.normalize, cfg.temperature)
+        Z = classify(params, X, cfg.normalize, cfg.temperature) if known is None else known.logits
         z_true = Z.gather(1, y[:, None]).squeeze(1)
         z_other = (Z.sum(1) - z_true) / (cfg.K - 1)
         row = {
             "loss": float(F),
             "data_loss": float(data),
-            "grad_norm": math.sqrt(sum(float(g.square().sum()) for g in grads)),
+            "grad_norm": grad_norm,
             "W_norm_sq": float(W.square().sum()),
-            "H_norm_sq": float(params["H"].square().sum()),
+            "H_norm_sq": float(torch.linalg.vector_norm(params["H"]).square()),
             "z_true": float(z_true.mean()),
             "z_other": float(z_other.mean()),
             "logit_gap": float((z_true - z_other).mean()),
@@ -85,7 +102,8 @@ def measure(params: dict[str, torch.Tensor], y: torch.Tensor, problem: Problem) 
             W = W / W.norm(dim=1, keepdim=True)
         if cfg.normalize != "none":
             W = W / cfg.temperature  # X Wᵀ + b are then the logits the loss saw
-        row.update(nc_metrics(X, y, W, b, K=cfg.K))
+        logits = Z if cfg.normalize == "none" and cfg.loss.name != "hug" else None  # = X Wᵀ + b, computed
+        row.update(nc_metrics(X, y, W, b, K=cfg.K, logits=logits))
         if not etf_exists(cfg.K, cfg.feature_dim):
             # no simplex ETF exists in R^d: a distance to one measures nothing (the GNC measures below do)
             row.update(nc2=math.nan, nc3=math.nan, nc2_W=math.nan)
@@ -93,5 +111,6 @@ def measure(params: dict[str, torch.Tensor], y: torch.Tensor, problem: Problem) 
         if problem.tree is not None:
             # mistake severity, HierDist@k, and angular collapse / hierarchy-aware NC2 against the
             # HAFrame Gram S of the tree (the classifier of --loss haframe; a reference for the others)
-            row.update(hierarchical_metrics(X, y, problem.tree.lca_heights, W, b, problem.frame_gram, K=cfg.K))
+            row.update(hierarchical_metrics(X, y, problem.tree.lca_heights, W, b, problem.frame_gram, K=cfg.K,
+                                            logits=logits))
     return row

@@ -5,7 +5,8 @@ parameters (synchronized) and `sync()` makes every tensor current. A single run 
 FusedGD: full-batch GD on the one-layer UFM under a loss with a closed-form gradient (CE, label smoothing,
 MSE), for B >= 1 configurations of one `batch_key` (ufm.fit.fused_gd). Autograd: any loss, depth and
 optimizer, one configuration (the optimizer's step on the objective F, autograd through the data loss).
-FixedFrame (ufm.fit.fixed_frame): Autograd on K + 1 coordinates per row where the classifier is fixed.
+FixedFrame, LogitGD (ufm.fit.fixed_frame): where the classifier is fixed, Autograd on K + 1 coordinates per row,
+or HAFrame's GD step on the logits.
 HXEStep, SoftLabelStep (ufm.fit.tree_gd): full-batch GD under HXE or soft labels, the gradient written out.
 """
 
@@ -120,5 +121,5 @@ def make_stepper(problems: Sequence[Problem], params: Sequence[dict[str, torch.T
     if tree_fused(problems[0].cfg):
         return tree_step(problems[0], params[0], y)
     if fixed_frame.reducible(problems[0].cfg):
-        return fixed_frame.FixedFrame(problems[0], params[0], y)
+        return fixed_frame.fixed_frame_stepper(problems[0], params[0], y)
     return Autograd(problems[0], params[0], y)
