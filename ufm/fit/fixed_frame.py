@@ -66,12 +66,15 @@ def split_features(W: torch.Tensor, H: torch.Tensor) -> tuple[torch.Tensor, torc
     return Q, a, rho, rest / rho.clamp_min(torch.finfo(H.dtype).tiny)
 
 
-def rowdot(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """⟨A_i, B_i⟩ for every row, as a column (N × 1).
+def rowdot(A: torch.Tensor, B: torch.Tensor, buffer: torch.Tensor | None = None) -> torch.Tensor:
+    """⟨A_i, B_i⟩ for every row, as a column (N × 1); the elementwise product goes to `buffer` when given (no
+    allocation per call).
     >>> rowdot(torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([[1.0, 1.0], [0.0, 2.0]])).tolist()
     [[3.0], [8.0]]
     """
-    return torch.linalg.vecdot(A, B).unsqueeze(1)
+    if buffer is None:
+        return torch.linalg.vecdot(A, B).unsqueeze(1)
+    return torch.mul(A, B, out=buffer).sum(1, keepdim=True)
 
 
 @dataclass
@@ -201,29 +204,40 @@ class LogitGD:
         self.rows = torch.arange(len(y), device=y.device)
         self.Z = a @ self.M.T
         self.a_sq = a.square().sum(1, keepdim=True)
-        self.P, self.GS = torch.empty_like(self.Z), torch.empty_like(self.Z)
+        self.P, self.GS, self.T = torch.empty_like(self.Z), torch.empty_like(self.Z), torch.empty_like(self.Z)
         self.count = 0
 
     def _terms(self, Z: torch.Tensor, n_sq: torch.Tensor, S_y: torch.Tensor, s_sq: torch.Tensor,
-               out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(F, the data loss, G = ∂F/∂Z, k = λ_H + γ/n) at the logits Z and squared norms n² (G built in `out`).
-        The cosine residuals R = Z/n − S_y enter only through ‖R_i‖² = ‖z_i‖²/n_i² − 2⟨z_i, s_i⟩/n_i + ‖s_i‖² and
-        ⟨R_i, z_i⟩ = ‖z_i‖²/n_i − ⟨z_i, s_i⟩ (s_i = S_{y_i}), G = ((1 − α)(softmax Z − Y) + 2α(Z/n² − S_y/n))/N and
-        γ_i = −(2α/N)·⟨R_i, z_i⟩/n_i²: R itself is never formed (fewer passes over N × K)."""
+               out: torch.Tensor | None = None, tmp: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, torch.Tensor]:
+        """(F, the data loss, G/u, u, k = λ_H + γ/n) at the logits Z and squared norms n²: G = ∂F/∂Z is returned as
+        a multiple of the scalar u = (1 − α)/N (built in `out`; `tmp`: a scratch buffer of Z's shape), which saves
+        a pass of scaling over N × K. The cosine residuals R = Z/n − S_y enter only through
+        ‖R_i‖² = ‖z_i‖²/n_i² − 2⟨z_i, s_i⟩/n_i + ‖s_i‖² and ⟨R_i, z_i⟩ = ‖z_i‖²/n_i − ⟨z_i, s_i⟩ (s_i = S_{y_i}),
+        G = ((1 − α)(softmax Z − Y) + 2α(Z/n² − S_y/n))/N and γ_i = −(2α/N)·⟨R_i, z_i⟩/n_i²: R itself is never
+        formed, and the softmax is torch's fused row kernel (fewer passes over N × K: the step is memory-bound)."""
         al, N = self.alpha, self.N
         inv_n = n_sq.rsqrt()
-        top = Z.amax(1, keepdim=True)
-        P = torch.sub(Z, top, out=out).exp_()
-        total = P.sum(1, keepdim=True)
-        zz, zs = rowdot(Z, Z), rowdot(Z, S_y)
+        P = torch.softmax(Z, 1, out=out)
+        p_y = P[self.rows, self.y]
+        # CE_i = −log p_{i,y_i}; a p_y that underflowed (a logit gap beyond ~87 in float32) is recomputed exactly
+        ce_rows = -p_y.log()
+        lost = p_y < 1e4 * torch.finfo(Z.dtype).tiny
+        if bool(lost.any()):
+            ce_rows[lost] = Z[lost].logsumexp(1) - Z[lost, self.y[lost]]
+        zz, zs = rowdot(Z, Z, tmp), rowdot(Z, S_y, tmp)
         cos_sq = (zz / n_sq - 2 * zs * inv_n + s_sq).sum()
-        ce = (top + total.log()).sum() - Z[self.rows, self.y].sum()
-        data = ((1 - al) * ce + al * cos_sq) / N
-        G = P.mul_((1 - al) / (N * total))
-        G[self.rows, self.y] -= (1 - al) / N
-        G.addcmul_(Z, (2 * al / N) / n_sq).addcmul_(S_y, (-2 * al / N) * inv_n)
+        data = ((1 - al) * ce_rows.sum() + al * cos_sq) / N
+        u = (1 - al) / N
+        if u > 0:  # G/u = softmax Z − Y + (2α/(1 − α))(Z/n² − S_y/n)
+            G = P
+            G[self.rows, self.y] -= 1
+            ratio = 2 * al / (1 - al)
+        else:  # α = 1: no cross-entropy, G = (2/N)(Z/n² − S_y/n)
+            G, u, ratio = P.zero_(), 2.0 / N, 1.0
+        G.addcmul_(Z, ratio / n_sq).addcmul_(S_y, -ratio * inv_n)
         k = self.wd - (2 * al / N) * (zz * inv_n - zs) * inv_n.pow(3)
-        return data + 0.5 * self.wd * n_sq.sum(), data, G, k
+        return data + 0.5 * self.wd * n_sq.sum(), data, G, u, k
 
     @torch.no_grad()
     def step(self) -> torch.Tensor:
@@ -233,14 +247,15 @@ class LogitGD:
             self._resync()
         Z, lr = self.Z, self.lr
         n_sq = self.a_sq + self.rho.square()
-        F, _, G, k = self._terms(Z, n_sq, self.S_y, self.s_sq, out=self.P)
+        F, _, G, u, k = self._terms(Z, n_sq, self.S_y, self.s_sq, out=self.P, tmp=self.T)
         c = 1 - lr * k
         GS = torch.mm(G, self.S, out=self.GS) if self.blocks is None else self.blocks.times(G, out=self.GS)
-        self.a_sq.mul_(c.square()).add_(lr * (lr * rowdot(GS, G) - 2 * c * rowdot(Z, G)))
+        step = lr * u  # G = u·(G/u): the scale enters here, on N-vectors
+        self.a_sq.mul_(c.square()).add_(step * (step * rowdot(GS, G, self.T) - 2 * c * rowdot(Z, G, self.T)))
         self.rho.mul_(c)
         if self.a_weak.shape[1]:
-            self.a_weak.mul_(c).sub_(G @ self.weak_map, alpha=lr)
-        Z.mul_(c).sub_(GS, alpha=lr)
+            self.a_weak.mul_(c).sub_(G @ self.weak_map, alpha=step)
+        Z.mul_(c).sub_(GS, alpha=step)
         return F
 
     @torch.no_grad()
@@ -252,7 +267,8 @@ class LogitGD:
         a, W = self._coordinates().to(f64), self.W.detach().to(f64)
         Z = a @ (W @ self.Q.to(f64).T).T
         n_sq = a.square().sum(1, keepdim=True) + self.rho.to(f64).square()
-        F, data, G, k = self._terms(Z, n_sq, self.S_y.to(f64), self.s_sq.to(f64), out=torch.empty_like(Z))
+        F, data, G, u, k = self._terms(Z, n_sq, self.S_y.to(f64), self.s_sq.to(f64))
+        G.mul_(u)
         grad_sq = rowdot(G @ (W @ W.T), G) + 2 * k * rowdot(Z, G) + k.square() * n_sq
         return ObjectiveValues(float(F), float(data), float(grad_sq.sum().clamp_min(0).sqrt()), Z)
 

@@ -114,3 +114,18 @@ def test_block_gram_is_the_frame_gram_and_refuses_what_is_not():
     broken[0, 1] = broken[1, 0] = broken[0, 1] + 1e-6
     assert block_gram(broken, lca) is None
     assert block_gram(S[:6, :6], lca[:6, :6]) is None  # too few classes to gain
+
+
+@pytest.mark.parametrize("init_scale", [100.0, 1000.0])
+def test_logit_gd_cross_entropy_survives_an_underflowing_softmax(init_scale):
+    """Logit gaps of 130 and 1300 underflow the true class's float32 softmax probability: LogitGD recomputes those
+    rows' −log p_y exactly, so its first objective equals the float64 full-space one to float32 precision."""
+    cfg = SimConfig.from_dict({**BASE, "dtype": "float32", "init_scale": init_scale, "lr": 1e-3})
+    problem = resolve(cfg)
+    y = problem.labels()
+    start = init_params(problem, torch.device("cpu"), torch.float32)
+    Z = start["H"].detach() @ start["W"].T
+    assert float((Z.max(1).values - Z.min(1).values).max()) > 100
+    ref = Autograd(resolve(SimConfig.from_dict({**cfg.to_dict(), "dtype": "float64"})),
+                   {k: v.detach().double().requires_grad_(v.requires_grad) for k, v in start.items()}, y)
+    assert float(LogitGD(problem, copy(start), y).step()) == pytest.approx(float(ref.step()), rel=1e-6)
