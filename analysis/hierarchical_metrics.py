@@ -216,6 +216,8 @@ def hierarchical_metrics(H: Any, y: Any, lca: Any, W: Any = None, b: Any = None,
         Wt = as_features(W, device=H.device).double()
         if logits is not None:
             Z = as_features(logits, device=H.device).double()
+            if Z.shape != (H.shape[0], Wt.shape[0]):
+                raise ValueError(f"logits must have shape (N, K) = {(H.shape[0], Wt.shape[0])}, got {tuple(Z.shape)}")
         else:
             Z = H @ Wt.T + (0 if b is None else as_tensor(b, device=H.device).double())
         out.update(prediction_metrics(prediction_sums(Z, y, lca, ks), ks))

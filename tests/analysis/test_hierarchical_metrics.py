@@ -230,3 +230,16 @@ def test_measures_follow_the_trees_lca_convention():
     old_m = prediction_metrics(prediction_sums(Z, y, old.lca_heights, (1, 5)), (1, 5))
     _assert_measures(new_m, naive_measures(Z, y, t.lca_heights, (1, 5)))
     assert new_m["accuracy"] == old_m["accuracy"] and new_m["mistake_severity"] > old_m["mistake_severity"]
+
+
+def test_hierarchical_metrics_take_given_logits():
+    """Given logits HWᵀ + b, the prediction measures are those computed from H and W (no second product)."""
+    rng = np.random.default_rng(3)
+    tree = load("balanced:2,3,2")
+    H, W, b = rng.standard_normal((120, 5)), rng.standard_normal((12, 5)), rng.standard_normal(12)
+    y = rng.integers(0, 12, 120)
+    plain = hierarchical_metrics(H, y, tree.lca_heights, W, b, K=12)
+    given = hierarchical_metrics(H, y, tree.lca_heights, W, b, K=12, logits=H @ W.T + b)
+    assert given == pytest.approx(plain, rel=1e-12, nan_ok=True) and set(given) == set(plain)
+    with pytest.raises(ValueError, match="shape"):
+        hierarchical_metrics(H, y, tree.lca_heights, W, b, K=12, logits=(H @ W.T)[:10])

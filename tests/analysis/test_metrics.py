@@ -262,3 +262,18 @@ def test_float32_features_with_an_offset_match_float64_on_the_same_features():
         assert ours[key] == pytest.approx(value, rel=1e-7, abs=1e-12), key
     for key in ("nc4", "accuracy", "ncc_accuracy", "rank_means"):  # decisions and counts: identical
         assert ours[key] == ref[key], key
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_given_logits_give_the_same_metrics(dtype):
+    """nc_metrics(..., logits=HWᵀ + b) projects on the centered means alone and takes the decisions from the
+    logits: every metric equals the naive reference, as without them (imbalanced classes, a bias, d < K too)."""
+    for K, d, counts in ((6, 9, [5, 7, 3, 8, 6, 4]), (10, 4, [12] * 10)):
+        H, y, W, b = gaussian_classes(K, d, counts, seed=K)
+        H_t, W_t, b_t = (torch.as_tensor(a, dtype=dtype) for a in (H, W, b))
+        logits = H_t @ W_t.T + b_t
+        ours = nc_metrics(H_t, torch.as_tensor(y), W_t, b_t, logits=logits)
+        assert ours == pytest.approx(nc_metrics(H_t, torch.as_tensor(y), W_t, b_t), rel=1e-6, abs=1e-9, nan_ok=True)
+        assert_agree(ours, naive_nc(H, y, W, b, K))
+    with pytest.raises(ValueError, match="shape"):
+        nc_metrics(H_t, torch.as_tensor(y), W_t, b_t, logits=logits[:, :3])

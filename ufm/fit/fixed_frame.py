@@ -104,8 +104,8 @@ def block_gram(S: torch.Tensor, lca: torch.Tensor) -> BlockGram | None:
     >>> G = torch.randn(3, 8, dtype=torch.float64); float((g.times(G, torch.empty_like(G)) - G @ S).abs().max()) < 1e-14
     True
     """
-    K = len(S)
-    D = lca.to(torch.int64)
+    K, cast = len(S), dict(dtype=S.dtype, device=S.device)
+    D, S = lca.to(device="cpu", dtype=torch.int64), S.to(device="cpu")  # a K × K setup: on the CPU, whatever S's device
     off = D[~torch.eye(K, dtype=torch.bool)]
     if K < 8 or not len(off):
         return None
@@ -123,7 +123,6 @@ def block_gram(S: torch.Tensor, lca: torch.Tensor) -> BlockGram | None:
     error = float((delta * torch.eye(K, dtype=torch.float64) + B @ C @ B.T - S64).abs().max())
     if error > 1e-12 * float(S64.abs().max()):
         return None
-    cast = dict(dtype=S.dtype, device=S.device)
     return BlockGram(delta, B.to(**cast), B.T.contiguous().to(**cast), C.to(**cast))
 
 
@@ -196,8 +195,8 @@ class LogitGD:
         self.weak_map, self.a_weak = self.M[:, strong:], a[:, strong:].clone()
         self.S = W @ W.T
         # S = WWᵀ is HAFrame's Gram, a function of the LCA distance: its block form makes G S 2.5× cheaper (K = 100)
-        frame = opts.hierarchy.frame_gram.to(device=W.device, dtype=W.dtype)
-        self.blocks = block_gram(frame, torch.tensor(problem.tree.lca_heights, device=W.device))
+        self.frame = opts.hierarchy.frame_gram.to(device=W.device)  # float64
+        self.blocks = block_gram(self.frame.to(W.dtype), torch.tensor(problem.tree.lca_heights))
         self.S_y = opts.hierarchy.frame_gram.to(device=W.device, dtype=W.dtype)[y]  # (N, K) targets S_{k,y_i}
         self.s_sq = rowdot(self.S_y, self.S_y)  # ‖s_i‖²
         self.alpha, self.lr, self.wd, self.N = opts.cosine_weight, cfg.lr, cfg.wd_H, len(y)
@@ -223,18 +222,16 @@ class LogitGD:
         # CE_i = −log p_{i,y_i}; a p_y that underflowed (a logit gap beyond ~87 in float32) is recomputed exactly
         ce_rows = -p_y.log()
         lost = p_y < 1e4 * torch.finfo(Z.dtype).tiny
-        if bool(lost.any()):
+        if Z.device.type != "cpu":  # no host sync per step: the exact log-sum-exp of every row, where it is needed
+            ce_rows = torch.where(lost, Z.logsumexp(1) - Z[self.rows, self.y], ce_rows)
+        elif bool(lost.any()):
             ce_rows[lost] = Z[lost].logsumexp(1) - Z[lost, self.y[lost]]
         zz, zs = rowdot(Z, Z, tmp), rowdot(Z, S_y, tmp)
         cos_sq = (zz / n_sq - 2 * zs * inv_n + s_sq).sum()
         data = ((1 - al) * ce_rows.sum() + al * cos_sq) / N
-        u = (1 - al) / N
-        if u > 0:  # G/u = softmax Z − Y + (2α/(1 − α))(Z/n² − S_y/n)
-            G = P
-            G[self.rows, self.y] -= 1
-            ratio = 2 * al / (1 - al)
-        else:  # α = 1: no cross-entropy, G = (2/N)(Z/n² − S_y/n)
-            G, u, ratio = P.zero_(), 2.0 / N, 1.0
+        # G/u = softmax Z − Y + (2α/(1 − α))(Z/n² − S_y/n), u = (1 − α)/N (the config keeps α < 1)
+        u, ratio, G = (1 - al) / N, 2 * al / (1 - al), P
+        G[self.rows, self.y] -= 1
         G.addcmul_(Z, ratio / n_sq).addcmul_(S_y, -ratio * inv_n)
         k = self.wd - (2 * al / N) * (zz * inv_n - zs) * inv_n.pow(3)
         return data + 0.5 * self.wd * n_sq.sum(), data, G, u, k
@@ -261,16 +258,18 @@ class LogitGD:
     @torch.no_grad()
     def objective(self, i: int) -> ObjectiveValues:
         """F, the data loss, ‖∇_H F‖ and the logits of the current iterate, in float64, from the reduced state:
-        Z = aMᵀ (N·r·K instead of autograd on N × d), and ‖∇_{h_i} F‖² = ‖Wᵀg_i + k_i h_i‖²
-        = g_iᵀ S g_i + 2k_i⟨z_i, g_i⟩ + k_i² n_i² (class docstring)."""
+        Z = aMᵀ (N·r·K instead of autograd on N × d) and, in the coordinates (a, ρ) of h, the gradient
+        (Mᵀg_i + k_i a_i, k_i ρ_i) (class docstring), formed as a vector: near the optimum Mᵀg ≈ −k·a, and an
+        expanded square would cancel to rounding."""
         f64 = torch.float64
         a, W = self._coordinates().to(f64), self.W.detach().to(f64)
-        Z = a @ (W @ self.Q.to(f64).T).T
-        n_sq = a.square().sum(1, keepdim=True) + self.rho.to(f64).square()
-        F, data, G, u, k = self._terms(Z, n_sq, self.S_y.to(f64), self.s_sq.to(f64))
-        G.mul_(u)
-        grad_sq = rowdot(G @ (W @ W.T), G) + 2 * k * rowdot(Z, G) + k.square() * n_sq
-        return ObjectiveValues(float(F), float(data), float(grad_sq.sum().clamp_min(0).sqrt()), Z)
+        M = W @ self.Q.to(f64).T
+        Z, rho = a @ M.T, self.rho.to(f64)
+        n_sq = a.square().sum(1, keepdim=True) + rho.square()
+        S_y = self.frame[self.y]  # the float64 Gram, not the run's rounding of it
+        F, data, G, u, k = self._terms(Z, n_sq, S_y, rowdot(S_y, S_y))
+        grad_sq = (torch.addmm(k * a, G, M, alpha=u).square().sum() + (k * rho).square().sum())
+        return ObjectiveValues(float(F), float(data), float(grad_sq.sqrt()), Z)
 
     def _coordinates(self) -> torch.Tensor:
         """a (N × r), from the logits and the weak directions' own coordinates."""

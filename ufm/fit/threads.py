@@ -7,6 +7,7 @@ minute ago still counts, and cost large runs their second core back to back)."""
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -52,13 +53,28 @@ def own_cpu_seconds() -> float:
     return t.user + t.system
 
 
+def cpu_quota(path: str = "/sys/fs/cgroup/cpu.max") -> int | None:
+    """The cores a cgroup v2 CPU quota allows ("quota period" in cpu.max, rounded up); None without a quota (a
+    container limited with --cpus sees all the host's CPUs in its affinity and in /proc/stat).
+    >>> cpu_quota("/nonexistent") is None
+    True
+    """
+    try:
+        fields = open(path).read().split()
+        return None if fields[0] == "max" else max(1, math.ceil(int(fields[0]) / int(fields[1])))
+    except (OSError, ValueError, IndexError, ZeroDivisionError):
+        return None
+
+
 def idle_cores(window: float = IDLE_WINDOW) -> int:
-    """The cores of ours that no other process used over the last `window` seconds (at least 1): the sum of their idle
-    fractions and of our own use, rounded; from the 1-minute load average where /proc/stat cannot be read.
+    """The cores of ours that no other process used over the last `window` seconds (at least 1, at most a cgroup
+    quota): the sum of their idle fractions and of our own use, rounded; from the 1-minute load average where
+    /proc/stat cannot be read.
     >>> 1 <= idle_cores() <= len(our_cpus())
     True
     """
     cpus = our_cpus()
+    limit = min(len(cpus), cpu_quota() or len(cpus))
     before, own, start = cpu_times(), own_cpu_seconds(), time.perf_counter()
     if before is not None:
         time.sleep(window)
@@ -68,12 +84,12 @@ def idle_cores(window: float = IDLE_WINDOW) -> int:
         seen = [c for c in cpus if c in before and c in after and after[c][1] > before[c][1]]
         if seen:
             idle = sum((after[c][0] - before[c][0]) / (after[c][1] - before[c][1]) for c in seen)
-            return max(1, min(len(cpus), round(idle * len(cpus) / len(seen) + ours)))
+            return max(1, min(limit, round(idle * len(cpus) / len(seen) + ours)))
     try:
         load = os.getloadavg()[0]
     except (OSError, AttributeError):
         load = 0.0
-    return max(1, min(len(cpus), len(cpus) - round(load)))
+    return max(1, min(limit, len(cpus) - round(load)))
 
 
 def auto_threads(cfg: SimConfig) -> int | None:
