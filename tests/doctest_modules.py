@@ -35,6 +35,12 @@ def run_examples(name: str) -> tuple[int, int, str]:
     return runner.failures, runner.tries, report.getvalue()
 
 
+def assert_examples_pass(name: str) -> None:
+    """Run module `name`'s examples; fail with doctest's report of each failure."""
+    failed, attempted, report = run_examples(name)
+    assert failed == 0, f"{failed} of {attempted} examples failed in {name}:\n{report}"
+
+
 def count_examples(package: str) -> int:
     """The number of examples in all the package's modules (none is run)."""
     return sum(len(test.examples) for name in module_names(package) for test in docstrings(name))

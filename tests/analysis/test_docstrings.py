@@ -2,13 +2,12 @@
 
 import pytest
 
-from tests.doctest_modules import count_examples, module_names, run_examples
+from tests.doctest_modules import assert_examples_pass, count_examples, module_names
 
 
 @pytest.mark.parametrize("name", module_names("analysis"))
 def test_docstring_examples(name):
-    failed, attempted, report = run_examples(name)
-    assert failed == 0, f"{failed} of {attempted} examples failed in {name}:\n{report}"
+    assert_examples_pass(name)
 
 
 def test_the_examples_are_found():

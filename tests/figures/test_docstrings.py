@@ -3,10 +3,9 @@ first one written)."""
 
 import pytest
 
-from tests.doctest_modules import module_names, run_examples
+from tests.doctest_modules import assert_examples_pass, module_names
 
 
 @pytest.mark.parametrize("name", module_names("figures"))
 def test_docstring_examples(name):
-    failed, attempted, report = run_examples(name)
-    assert failed == 0, f"{failed} of {attempted} examples failed in {name}:\n{report}"
+    assert_examples_pass(name)
