@@ -38,7 +38,6 @@ SLOW = (
     "tests/theory/test_sphere.py::test_one_block_normalized_scale_problem_and_run",
     "tests/ufm/test_api.py::test_the_example_runs_in_memory_and_writes_nothing",
     "tests/ufm/test_docstrings.py::test_docstring_examples[ufm.api]",
-    "tests/ufm/fit/test_fixed_frame.py::test_logit_gd_measurements_equal_autograd_ones_near_the_optimum[float64",
     "tests/ufm/cli/test_simulate.py::test_end_to_end_run_prints_table_and_writes_summary",
     "tests/ufm/cli/test_simulate_safety.py::test_an_accuracy_far_from_the_target_is_not_convergence",
     "tests/ufm/test_deep.py::test_a_deep_relu_run_below_the_dnc_objective_is_flagged",
