@@ -196,8 +196,9 @@ class LogitGD:
         self.S = W @ W.T
         # S = WWᵀ is HAFrame's Gram, a function of the LCA distance: its block form makes G S 2.5× cheaper (K = 100)
         self.frame = opts.hierarchy.frame_gram.to(device=W.device)  # float64
-        self.blocks = block_gram(self.frame.to(W.dtype), torch.tensor(problem.tree.lca_heights))
-        self.S_y = opts.hierarchy.frame_gram.to(device=W.device, dtype=W.dtype)[y]  # (N, K) targets S_{k,y_i}
+        frame = self.frame.to(W.dtype)
+        self.blocks = block_gram(frame, torch.tensor(problem.tree.lca_heights))
+        self.S_y = frame[y]  # (N, K) targets S_{k,y_i}
         self.s_sq = rowdot(self.S_y, self.S_y)  # ‖s_i‖²
         self.alpha, self.lr, self.wd, self.N = opts.cosine_weight, cfg.lr, cfg.wd_H, len(y)
         self.rows = torch.arange(len(y), device=y.device)

@@ -60,7 +60,8 @@ def cpu_quota(path: str = "/sys/fs/cgroup/cpu.max") -> int | None:
     True
     """
     try:
-        fields = open(path).read().split()
+        with open(path) as f:
+            fields = f.read().split()
         return None if fields[0] == "max" else max(1, math.ceil(int(fields[0]) / int(fields[1])))
     except (OSError, ValueError, IndexError, ZeroDivisionError):
         return None
