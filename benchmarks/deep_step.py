@@ -15,7 +15,7 @@ import argparse
 
 import torch
 
-from benchmarks.timing import best_time
+from benchmarks.timing import best_time, product_floor
 from ufm.config import SimConfig
 from ufm.fit.steppers import make_stepper
 from ufm.model import init_params
@@ -30,22 +30,6 @@ def stepper_run(cfg: SimConfig, device: str, steps: int):
     def run() -> None:
         for _ in range(steps):
             stepper.step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-    return run
-
-
-def floor_run(shapes: list[tuple[int, int, int]], device: str, steps: int):
-    """Three products per layer of shape (N, fan_in) × (fan_out, fan_in)ᵀ: forward, and the two of backward."""
-    mats = [(torch.randn(N, i, device=device), torch.randn(o, i, device=device), torch.randn(N, o, device=device))
-            for N, i, o in shapes]
-
-    def run() -> None:
-        for _ in range(steps):
-            for X, M, G in mats:
-                X @ M.T
-                G @ M
-                G.T @ X
         if device == "cuda":
             torch.cuda.synchronize()
     return run
@@ -74,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     for label, cfg in cases:
         widths = [cfg.d] + [cfg.width] * (cfg.depth - 1)
         shapes = [(cfg.N, widths[i], widths[i + 1]) for i in range(cfg.depth - 1)] + [(cfg.N, widths[-1], cfg.K)]
-        step, floor = stepper_run(cfg, args.device, args.steps), floor_run(shapes, args.device, args.steps)
+        step, floor = stepper_run(cfg, args.device, args.steps), product_floor(shapes, args.device, args.steps)
         times = [(best_time(step, 1), best_time(floor, 1)) for _ in range(args.repeats)]  # interleaved: load hits both
         t, f = min(a for a, _ in times) / args.steps, min(b for _, b in times) / args.steps
         print(f"{label:<48}{1e3 * t:>10.3f}{1e3 * f:>10.3f}{t / f:>8.2f}")

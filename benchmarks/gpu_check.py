@@ -52,12 +52,13 @@ def gpu_tests(device: str) -> Row:
 
 
 def one_layer_step(device: str, s: dict) -> list[Row]:
-    from benchmarks.ufm_step import floor, ours
+    from benchmarks.timing import product_floor
+    from benchmarks.ufm_step import ours
 
     K, n, d = s["step"]
     N, steps = K * n, s["steps"]
     t_ours = timed(ours(N, d, K, 1, device, steps), device) / steps
-    t_floor = timed(floor(N, d, K, device, steps), device) / steps
+    t_floor = timed(product_floor([(N, d, K)], device, steps), device) / steps
     B = s["batch"]
     t_batch = timed(ours(N, d, K, B, device, steps), device) / steps
     return [("one-layer GD step (CE) vs its 3 matrix products", f"N={N} d={d} K={K}", f"{1e3 * t_ours:.3f} ms",
@@ -85,6 +86,7 @@ def fixed_frame_step(device: str, s: dict) -> Row:
 
 
 def deep_step(device: str, s: dict) -> Row:
+    from benchmarks.timing import product_floor
     from ufm.config import SimConfig
     from ufm.fit.steppers import Autograd
     from ufm.model import init_params
@@ -96,14 +98,7 @@ def deep_step(device: str, s: dict) -> Row:
     y, dev = problem.labels(device), torch.device(device)
     stepper = Autograd(problem, init_params(problem, dev, torch.float32), y)
     t = timed(stepper.step, device)
-    X, M = torch.randn(cfg.N, d, device=device), torch.randn(d, d, device=device)
-    G = torch.randn(cfg.N, d, device=device)
-
-    def floor() -> None:  # per layer (2 hidden + W, taken as d × d): forward X Mᵀ, backward G M and Gᵀ X
-        for _ in range(3):
-            X @ M.T
-            G @ M
-            G.T @ X
+    floor = product_floor([(cfg.N, d, d)] * 3, device, 1)  # 2 hidden layers + W, taken as d × d
     return ("deep UFM step (L = 3, MSE, autograd) vs its matrix products", f"N={cfg.N} d={d} K={K}",
             f"{1e3 * t:.3f} ms", f"{t / timed(floor, device):.2f}× floor")
 

@@ -1,10 +1,13 @@
-"""Timing helpers shared by the benchmarks: best-of-n wall clock and a log-log slope."""
+"""Timing helpers shared by the benchmarks: best-of-n wall clock, a log-log slope, and the matrix-product floor of
+a step."""
 
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Callable, Sequence
+
+import torch
 
 
 def best_time(f: Callable[[], object], repeats: int) -> float:
@@ -23,3 +26,20 @@ def loglog_slope(xs: Sequence[float], ts: Sequence[float]) -> float:
     lx, lt = [math.log(x) for x in xs], [math.log(t) for t in ts]
     mx, mt = sum(lx) / len(lx), sum(lt) / len(lt)
     return sum((a - mx) * (b - mt) for a, b in zip(lx, lt, strict=True)) / sum((a - mx) ** 2 for a in lx)
+
+
+def product_floor(shapes: Sequence[tuple[int, int, int]], device: str, steps: int) -> Callable[[], None]:
+    """`steps` times the three products per layer of shape (N, fan_in) × (fan_out, fan_in)ᵀ — forward X Mᵀ and the
+    two of backward, G M and Gᵀ X — on random tensors: a step's floor (a one-layer UFM: the one shape (N, d, K))."""
+    mats = [(torch.randn(N, i, device=device), torch.randn(o, i, device=device), torch.randn(N, o, device=device))
+            for N, i, o in shapes]
+
+    def run() -> None:
+        for _ in range(steps):
+            for X, M, G in mats:
+                X @ M.T
+                G @ M
+                G.T @ X
+        if device == "cuda":
+            torch.cuda.synchronize()
+    return run

@@ -17,7 +17,7 @@ import argparse
 
 import torch
 
-from benchmarks.timing import best_time, loglog_slope
+from benchmarks.timing import best_time, loglog_slope, product_floor
 from ufm.fit.fused_gd import GDStep, LossSpec
 
 
@@ -57,21 +57,6 @@ def plain_autograd(N: int, d: int, K: int, device: str, steps: int = 20):
     return run
 
 
-def floor(N: int, d: int, K: int, device: str, steps: int = 20):
-    H, W, _ = problem(N, d, K, 1, device)
-    H, W = H[0], W[0]
-    G = torch.randn(N, K, device=device)
-
-    def run() -> None:
-        for _ in range(steps):
-            H @ W.T
-            G.T @ H
-            G @ W
-        if device == "cuda":
-            torch.cuda.synchronize()
-    return run
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.ufm_step", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     steps = 20
     t_ours = best_time(ours(N, d, K, 1, dev, steps), r) / steps
     t_auto = best_time(plain_autograd(N, d, K, dev, steps), r) / steps
-    t_floor = best_time(floor(N, d, K, dev, steps), r) / steps
+    t_floor = best_time(product_floor([(N, d, K)], dev, steps), r) / steps
     print(f"UFM step, K={K} d={d} N={N} float32 on {dev}, {torch.get_num_threads()} threads (best of {r})")
     print(f"{'':<36}{'ms/step':>10}{'ratio':>10}")
     print(f"{'plain autograd + torch.optim.SGD':<36}{1e3 * t_auto:>10.3f}{t_auto / t_ours:>10.2f}  autograd / ours")
