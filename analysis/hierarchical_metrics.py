@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from analysis._arrays import as_features, as_labels, as_tensor
+from analysis.blocked import logit_blocks
 from analysis.metrics import add_fields, class_means, gram_distance
 
 DEFAULT_KS = (1, 5, 20)
@@ -200,13 +201,22 @@ def mean_geometry_metrics(means: Any, S: Any, W: Any = None) -> dict[str, float]
 
 
 def hierarchical_metrics(H: Any, y: Any, lca: Any, W: Any = None, b: Any = None, S: Any = None, K: int | None = None,
-                         ks: Sequence[int] = DEFAULT_KS, logits: Any = None) -> dict[str, float]:
+                         ks: Sequence[int] = DEFAULT_KS, logits: Any = None,
+                         sums: PredictionSums | None = None) -> dict[str, float]:
     """All of the above for features H (N×d), labels y, LCA heights (K×K), classifier W and bias b
     (the logits Wh + b give accuracy, severity and the @k measures, all from one `ranking`) and a target
     Gram S (angular collapse of the class means, and of W's rows, and the hierarchy-aware NC2). Keys:
     accuracy, mistake_severity, hier_dist@k, best_hier_dist@k, hier_precision@k, angular_mean, angular_std,
     angular_std_signed, angular_mean_W, angular_std_W, angular_std_signed_W, hier_nc2. `logits`: HWᵀ + b where the
-    caller has them already (an N × d × K product saved)."""
+    caller has them already (an N × d × K product saved), or `sums`: their `prediction_sums` (e.g. summed block by
+    block); without either the logits are formed one block of rows at a time (analysis.blocked), never N × K at once.
+    >>> import torch
+    >>> lca = torch.tensor([[0, 1, 2], [1, 0, 2], [2, 2, 0]])
+    >>> H = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]); W = H.clone()
+    >>> out = hierarchical_metrics(H, [0, 1, 1], lca, W)
+    >>> out["accuracy"], out["mistake_severity"]                # the third sample is mistaken for class 2
+    (0.6666666666666666, 2.0)
+    """
     H = as_features(H).double()
     y = as_labels(y, device=H.device)
     K = K if K is not None else len(as_tensor(lca))
@@ -214,13 +224,19 @@ def hierarchical_metrics(H: Any, y: Any, lca: Any, W: Any = None, b: Any = None,
     Wt = None
     if W is not None:
         Wt = as_features(W, device=H.device).double()
-        if logits is not None:
+        if sums is None and logits is not None:
             Z = as_features(logits, device=H.device).double()
             if Z.shape != (H.shape[0], Wt.shape[0]):
                 raise ValueError(f"logits must have shape (N, K) = {(H.shape[0], Wt.shape[0])}, got {tuple(Z.shape)}")
-        else:
-            Z = H @ Wt.T + (0 if b is None else as_tensor(b, device=H.device).double())
-        out.update(prediction_metrics(prediction_sums(Z, y, lca, ks), ks))
+            sums = prediction_sums(Z, y, lca, ks)
+        elif sums is None:
+            bias = None if b is None else as_tensor(b, device=H.device).double()
+            D = as_tensor(lca, device=H.device).double()  # once, not per block
+            parts = [prediction_sums(Z, y[rows], D, ks) for rows, Z in logit_blocks(H, Wt, bias, copies=4)]
+            sums = parts[0]
+            for part in parts[1:]:
+                sums = sums + part
+        out.update(prediction_metrics(sums, ks))
     if S is not None:
         out.update(mean_geometry_metrics(class_means(H, y, K), S, Wt))
     return out

@@ -12,12 +12,19 @@ DESIGN §5.1): the formulas, the keys and the numbers are `analysis.metrics.nc_m
 - `NCTracker(model, "fc")`: both together; `update(x, y)` runs the model and feeds the accumulator,
   `compute()` reads W and b from the layer when it is an `nn.Linear`.
 
-Why the features are kept: the exact metrics need two passes over the data (class means first, then the
-deviations from them; NC1's within-class covariance and NC4's nearest-mean decisions depend on the final
-means), so an accumulator that sees every batch once must keep them. Memory: N·d elements (N samples seen,
-d features) in the storage dtype, on `store_device` (pass `store_device="cpu"` to keep GPU memory free; each
-batch is moved back to the compute device one at a time during `compute`). If the data can be iterated
-twice, `nc_metrics_streaming` needs only O(K·d + K²) memory instead.
+Two ways to accumulate (`keep_features`):
+- True (the default): the features themselves. The exact metrics need two passes (class means first, then the
+  deviations from them; NC1's within-class covariance and NC4's nearest-mean decisions depend on the final
+  means), so an accumulator that sees every batch once keeps them: N·d elements (N samples seen, d features) in
+  the storage dtype, on `store_device` (pass `store_device="cpu"` to keep GPU memory free; each batch is moved
+  back to the compute device one at a time during `compute`). Every metric, exactly.
+- False: sufficient statistics (`analysis.metrics.SufficientStats`: counts, class sums, d×d second moments about
+  per-class shifts), O(K·d + d²) memory whatever N. One pass; every metric is exact except the two that compare
+  each sample with the final means (nc4, ncc_accuracy: NaN), and the accuracy is that of the decisions passed
+  to `update` (NCTracker passes the tracked layer's own). For vocabularies of 10⁴–10⁵ classes and long streams.
+Either way the geometry is computed on the smaller side (K×K or d×d, `side`), and classes absent from the data
+are an error or excluded (`missing`, the count reported as `excluded_classes`).
+If the data can be iterated twice, `nc_metrics_streaming` needs only O(K·d + min(K, d)²) memory too.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import torch
 from torch import nn
 
 from analysis._arrays import as_features, as_labels, as_tensor
-from analysis.metrics import DEFAULT_RTOL, GLOBAL_MEANS, nc_metrics_streaming
+from analysis.metrics import DEFAULT_RTOL, GLOBAL_MEANS, MISSING, SIDES, SufficientStats, nc_metrics_streaming
 
 __all__ = ["NCAccumulator", "FeatureHook", "NCTracker", "distributed_sum"]
 
@@ -77,11 +84,14 @@ class NCAccumulator:
     Parameters: K the number of classes (≥ 2); `global_mean` "samples" (μ_G = mean of all samples, Papyan
     et al.) or "classes" (unweighted mean of the class means); `rtol` the relative cut-off of the
     pseudo-inverse in NC1 (as in `nc_metrics`); `device` where `compute` runs (default: the device of the
-    first batch); `store_device` where the features are kept (default: where they arrive; "cpu" saves GPU
-    memory); `dtype` the storage dtype (default: that of the first batch; later batches are cast to it).
+    first batch); `store_device` where the features (or the statistics) are kept (default: where they arrive;
+    "cpu" saves GPU memory); `dtype` the storage dtype (default: that of the first batch; later batches are cast
+    to it); `keep_features` (module docstring: True keeps the features for the exact two-pass metrics, False keeps
+    sufficient statistics in O(K·d + d²) memory, without nc4 and ncc_accuracy); `side` "auto", "classes" (K×K)
+    or "features" (d×d); `missing` "error" or "exclude" (classes without samples; `excluded_classes` counts them).
 
-    Memory: the accumulator keeps every feature it is given (a detached copy, never an autograd graph):
-    N·d elements for N samples of dimension d (`nbytes`), because the exact metrics need two passes.
+    Memory (`nbytes`): with the features kept, every feature it is given (a detached copy, never an autograd
+    graph): N·d elements for N samples of dimension d; else the statistics, about 2·K·d + d² numbers.
 
     Data parallel (DDP): each process updates with its own shard and calls
     `compute(W, b, distributed=True)` (all processes, same W and b); both passes' statistics are summed
@@ -104,6 +114,11 @@ class NCAccumulator:
     True
     >>> sorted(out) == sorted(nc_metrics(H, y, K=3))
     True
+    >>> lean = NCAccumulator(3, keep_features=False)          # one pass, no features kept
+    >>> for i in range(0, 60, 25):
+    ...     lean.update(H[i:i + 25], y[i:i + 25])
+    >>> abs(lean.compute()["nc1"] - out["nc1"]) < 1e-12, lean.nbytes < H.numel() * 8
+    (True, True)
     """
 
     def __init__(
@@ -115,6 +130,9 @@ class NCAccumulator:
         device: torch.device | str | None = None,
         store_device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        keep_features: bool = True,
+        side: str = "auto",
+        missing: str = "error",
     ) -> None:
         if isinstance(K, bool) or not isinstance(K, int) or K < 2:
             raise ValueError(f"K must be an integer of at least 2, got {K!r}")
@@ -124,12 +142,21 @@ class NCAccumulator:
             raise ValueError(f"rtol must be non-negative, got {rtol!r}")
         if dtype is not None and not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
+        if not isinstance(keep_features, bool):
+            raise TypeError(f"keep_features must be True or False, got {keep_features!r}")
+        if side not in SIDES:
+            raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+        if missing not in MISSING:
+            raise ValueError(f"missing must be one of {MISSING}, got {missing!r}")
         self.K = K
         self.global_mean = global_mean
         self.rtol = rtol
         self.device = _device(device)
         self.store_device = _device(store_device)
         self.dtype = dtype
+        self.keep_features = keep_features
+        self.side = side
+        self.missing = missing
         self.reset()
 
     def reset(self) -> None:
@@ -142,6 +169,7 @@ class NCAccumulator:
         0
         """
         self._batches: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._stats: SufficientStats | None = None
         self._dim: int | None = None
         self._dtype: torch.dtype | None = self.dtype
         self._compute_device: torch.device | None = self.device
@@ -153,21 +181,27 @@ class NCAccumulator:
         >>> NCAccumulator(3).num_samples
         0
         """
+        if self._stats is not None:
+            return int(self._stats.counts.sum())
         return sum(int(y.shape[0]) for _, y in self._batches)
 
     @property
     def nbytes(self) -> int:
-        """Memory held by the stored features and labels, in bytes (≈ N·d·itemsize).
+        """Memory held by the stored features and labels (≈ N·d·itemsize), or by the statistics, in bytes.
 
         >>> acc = NCAccumulator(2, dtype=torch.float64)
         >>> acc.update([[0.0, 1.0], [1.0, 0.0]], [0, 1])
         >>> acc.nbytes   # 2·2 float64 features + 2 int64 labels
         48
         """
+        if self._stats is not None:
+            return self._stats.nbytes
         return sum(H.numel() * H.element_size() + y.numel() * y.element_size() for H, y in self._batches)
 
-    def update(self, features: Any, labels: Any) -> None:
-        """Add one batch: features (n, d) and integer labels (n,) in 0..K−1 (numpy arrays or torch tensors).
+    def update(self, features: Any, labels: Any, predictions: Any = None) -> None:
+        """Add one batch: features (n, d) and integer labels (n,) in 0..K−1 (numpy arrays or torch tensors);
+        `predictions` (n,): the classifier's decisions for the batch, which give the accuracy when the features
+        are not kept (with `keep_features` the accuracy comes from the W, b given to `compute`).
 
         The features are detached and copied (to `store_device`, in the storage dtype), so later in-place
         changes to the caller's tensors or arrays do not affect the accumulator, and no graph is kept.
@@ -193,12 +227,18 @@ class NCAccumulator:
         if H.shape[0] == 0:
             return
         store = self.store_device if self.store_device is not None else H.device
+        if not self.keep_features:
+            if self._stats is None:
+                self._stats = SufficientStats(self.K, self._dim, dtype=self._dtype, device=store)
+            self._stats.add(H.detach().to(self._dtype), y.to(H.device), predictions)
+            return
         H = H.to(device=store, dtype=self._dtype, copy=True)
         y = y.to(device=store, copy=True)
         self._batches.append((H, y))
 
     def merge(self, other: NCAccumulator) -> NCAccumulator:
-        """Add the batches of `other` (e.g. another data loader or worker) to this accumulator; returns self.
+        """Add the batches (or statistics) of `other` (e.g. another data loader or worker) to this accumulator;
+        returns self. Both must keep the same kind (features or statistics).
 
         `other` is left unchanged; its stored features are shared, not copied (moved only when its
         store device differs).
@@ -213,6 +253,8 @@ class NCAccumulator:
             raise TypeError(f"can only merge an NCAccumulator, got {type(other).__name__}")
         if other.K != self.K:
             raise ValueError(f"cannot merge accumulators with K = {self.K} and K = {other.K}")
+        if other.keep_features != self.keep_features:
+            raise ValueError("cannot merge an accumulator that keeps features with one that keeps statistics")
         if self._dim is not None and other._dim is not None and other._dim != self._dim:
             raise ValueError(f"cannot merge features of dimension {self._dim} and {other._dim}")
         if self._dim is None:
@@ -221,6 +263,11 @@ class NCAccumulator:
             self._dtype = other._dtype
         if self._compute_device is None:
             self._compute_device = other._compute_device
+        if other._stats is not None:
+            if self._stats is None:
+                store = self.store_device if self.store_device is not None else other._stats.device
+                self._stats = SufficientStats(self.K, other._stats.d, dtype=self._dtype, device=store)
+            self._stats.merge(other._stats)
         batches = list(other._batches)  # a copy: merging an accumulator with itself doubles it once
         for H, y in batches:
             store = self.store_device if self.store_device is not None else H.device
@@ -235,6 +282,7 @@ class NCAccumulator:
         distributed: bool = False,
         group: Any = None,
         reduce: Reduce | None = None,
+        pairwise: bool = True,
     ) -> dict[str, float]:
         """The NC metrics of all the samples seen: `nc_metrics(cat(features), cat(labels), W, b, K=K)`.
 
@@ -243,7 +291,8 @@ class NCAccumulator:
         `group` (default: the world), so every process gets the metrics of the union of the shards; all
         processes of the group must call it, with the same W and b. `reduce` is any other sum over shards
         (a function of a tensor, as in `nc_metrics_streaming`). A process with no data of its own takes
-        part in the reductions with an empty shard.
+        part in the reductions with an empty shard. `pairwise=False` skips the statistics over the K(K−1)/2
+        pairs (equiangularity, max-angle, distance variances, CDNV), the O(K²·d) part at K = 10⁴–10⁵.
 
         >>> acc = NCAccumulator(2, dtype=torch.float64)
         >>> acc.update([[0.0, 0.0], [0.2, 0.0], [2.0, 0.0], [2.2, 0.0]], [0, 0, 1, 1])
@@ -258,27 +307,32 @@ class NCAccumulator:
             if reduce is not None:
                 raise ValueError("pass either distributed=True or reduce=, not both")
             reduce = distributed_sum(group)
+        has_data = self.num_samples > 0
         if reduce is not None:
             dim, dtype = self._agree(reduce, W, b)
-        elif not self._batches:
+        elif not has_data:
             raise ValueError("no data: call update(features, labels) before compute()")
         else:
             dim, dtype = self._dim, self._dtype
         device = self._compute_device if self._compute_device is not None else torch.device("cpu")
+        options = dict(global_mean=self.global_mean, rtol=self.rtol, side=self.side, missing=self.missing,
+                       reduce=reduce, pairwise=pairwise)
+        if not self.keep_features:
+            stats = self._stats if self._stats is not None else SufficientStats(self.K, dim, dtype=dtype)
+            return stats.metrics(W, b, **options)
         stored = self._batches or [(torch.empty(0, dim, dtype=dtype), torch.empty(0, dtype=torch.long))]
 
         def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             for H, y in stored:
                 yield H.to(device), y.to(device)
 
-        return nc_metrics_streaming(batches, self.K, W, b, global_mean=self.global_mean, rtol=self.rtol,
-                                    reduce=reduce)
+        return nc_metrics_streaming(batches, self.K, W, b, **options)
 
     def _agree(self, reduce: Reduce, W: Any, b: Any) -> tuple[int, torch.dtype]:
         """One small reduction before the metrics' own: the number of processes, K, d, the working precision
         and whether W and b are given must agree on every process holding data. Every process sees the same
         sums, so every process raises the same error (none is left waiting in a collective)."""
-        has = 1.0 if self._batches else 0.0
+        has = 1.0 if self.num_samples > 0 else 0.0
         d = float(self._dim or 0) * has
         prec = (64.0 if self._dtype == torch.float64 else 32.0) * has  # nc_metrics' working precision
         w = 0.0 if W is None else 1.0
@@ -307,7 +361,7 @@ class NCAccumulator:
         if not math.isclose(s[10], P * w_sum, rel_tol=1e-6, abs_tol=1e-9 * (1 + abs(P * w_sum))):
             raise ValueError("W differs between the processes; pass the same classifier everywhere")
         dim = round(s[4] / n)
-        dtype = self._dtype if self._batches else (torch.float64 if s[6] / n == 64.0 else torch.float32)
+        dtype = self._dtype if has else (torch.float64 if s[6] / n == 64.0 else torch.float32)
         return dim, dtype
 
 
@@ -318,7 +372,8 @@ class FeatureHook:
     `FeatureHook(module)` hooks `module`). The input of the classifier layer is the penultimate feature
     matrix H (n, d) of the batch. After each forward, `.features` holds that batch, detached (no graph), on
     its device; it is overwritten by the next forward (if the layer runs several times in one forward, the
-    last call wins). Labels are not visible to a hook: feed an accumulator yourself,
+    last call wins). `argmax=True` also keeps `.predictions`, the argmax of the layer's output (for a classifier
+    layer: its decisions). Labels are not visible to a hook: feed an accumulator yourself,
     `acc.update(hook.features, y)`, or use `NCTracker`. Use it as a context manager, or call `remove()`.
 
     >>> import torch
@@ -333,10 +388,13 @@ class FeatureHook:
     0
     """
 
-    def __init__(self, model: nn.Module, layer: str | nn.Module | None = None, *, input: bool = True) -> None:
+    def __init__(self, model: nn.Module, layer: str | nn.Module | None = None, *, input: bool = True,
+                 argmax: bool = False) -> None:
         self.module = _resolve_layer(model, layer)
         self.input = input
+        self.argmax = argmax
         self.features: torch.Tensor | None = None
+        self.predictions: torch.Tensor | None = None
         self.calls = 0
         self._handle: Any = self.module.register_forward_hook(self._record, with_kwargs=True)
 
@@ -349,6 +407,10 @@ class FeatureHook:
             raise TypeError(f"the hooked layer's {'input' if self.input else 'output'} is not a tensor "
                             f"({type(x).__name__})")
         self.features = x.detach()
+        if self.argmax and isinstance(output, torch.Tensor):
+            # the layer's own decisions (its output's argmax: a classifier's predicted classes), not its output,
+            # which for 10⁴–10⁵ classes is the largest tensor of the forward pass
+            self.predictions = output.detach().argmax(-1)
         self.calls += 1
 
     def remove(self) -> None:
@@ -398,9 +460,11 @@ class NCTracker:
     features with labels y and returns the model's output. `compute()` returns the dict of
     `analysis.metrics.nc_metrics` (Papyan, Han & Donoho 2020) on all the features seen, with W and b read
     from the layer when it is an `nn.Linear` (pass W, b to override). K defaults to the Linear's
-    out_features. Other keyword arguments go to `NCAccumulator` (global_mean, rtol, device, store_device,
-    dtype); `compute(distributed=True)` is the DDP path (track the unwrapped `ddp_model.module`: a forward of
-    the DDP wrapper may itself communicate). Remove the hook with `remove()` or a `with` block.
+    out_features. Other keyword arguments go to `NCAccumulator` (global_mean, rtol, device, store_device, dtype,
+    keep_features, side, missing; with keep_features=False the accuracy is that of the layer's own decisions at each
+    update, read off its output by the hook); `compute(distributed=True)` is the DDP path (track the unwrapped
+    `ddp_model.module`: a forward of the DDP wrapper may itself communicate). Remove the hook with `remove()` or a
+    `with` block.
 
     >>> import torch
     >>> from torch import nn
@@ -436,7 +500,9 @@ class NCTracker:
         self.model = model
         self.layer = module
         self.eval_mode = eval_mode
-        self.hook = FeatureHook(model, module, input=True)
+        # without the features, the accuracy needs the classifier's decisions at update time: the layer's argmax
+        self.hook = FeatureHook(model, module, input=True,
+                                argmax=not self.accumulator.keep_features and isinstance(module, nn.Linear))
 
     @property
     def K(self) -> int:
@@ -458,7 +524,7 @@ class NCTracker:
         torch.Size([4, 2])
         """
         modes = [(m, m.training) for m in self.model.modules()]
-        self.hook.features = None
+        self.hook.features = self.hook.predictions = None
         try:
             if self.eval_mode:
                 self.model.eval()
@@ -469,7 +535,7 @@ class NCTracker:
                 m.training = training
         if self.hook.features is None:
             raise RuntimeError("the tracked layer did not run during the model's forward pass")
-        self.accumulator.update(self.hook.features, y)
+        self.accumulator.update(self.hook.features, y, self.hook.predictions)
         return output
 
     def compute(
@@ -480,6 +546,7 @@ class NCTracker:
         distributed: bool = False,
         group: Any = None,
         reduce: Reduce | None = None,
+        pairwise: bool = True,
     ) -> dict[str, float]:
         """`NCAccumulator.compute` with W and b taken from the layer when it is an `nn.Linear` and W is None.
 
@@ -493,7 +560,7 @@ class NCTracker:
             W = self.layer.weight.detach()
             if b is None and self.layer.bias is not None:
                 b = self.layer.bias.detach()
-        return self.accumulator.compute(W, b, distributed=distributed, group=group, reduce=reduce)
+        return self.accumulator.compute(W, b, distributed=distributed, group=group, reduce=reduce, pairwise=pairwise)
 
     def reset(self) -> None:
         """Forget the features seen (the hook stays).

@@ -199,6 +199,139 @@ def test_reduce_hook_with_an_empty_shard():
     assert max_difference(out, ref) <= TOL
 
 
+# ------------------------------------------------------------------- sufficient statistics (keep_features=False)
+
+ONE_PASS_UNMEASURED = ("nc4", "ncc_accuracy")  # they compare every sample with the final means
+
+
+def in_two_processes(*jobs):
+    """Run each job(reduce) in its own thread; `reduce` sums a tensor over the jobs (an all-reduce)."""
+    import threading
+
+    barrier = threading.Barrier(len(jobs), timeout=120)  # a failing job breaks the barrier, not the suite
+    slots = [None] * len(jobs)
+    results = [None] * len(jobs)
+
+    def run(i, job):
+        def reduce(t):
+            slots[i] = t.clone()
+            barrier.wait()
+            total = sum(slots)
+            barrier.wait()
+            return total
+
+        results[i] = job(reduce)
+
+    threads = [threading.Thread(target=run, args=(i, job)) for i, job in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def assert_statistics_agree(ours, ref, accuracy=True, tol=TOL):
+    """Every key of nc_metrics to `tol` (relative for large values) except nc4 and ncc_accuracy, which one pass
+    cannot give (NaN); the accuracy too when the decisions were passed to update."""
+    for key, value in ref.items():
+        if key in ONE_PASS_UNMEASURED or (key == "accuracy" and not accuracy):
+            assert math.isnan(ours[key]), key
+        elif math.isnan(value):
+            assert math.isnan(ours[key]), key
+        else:
+            assert ours[key] == pytest.approx(value, rel=tol, abs=tol), key
+
+
+@pytest.mark.parametrize("side", ["auto", "classes", "features"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_statistics_equal_nc_metrics_in_one_pass(case, side):
+    """keep_features=False: counts, class sums and the shifted d×d scatter give nc_metrics of the stacked
+    features to 1e-10 (float64), on either side, with W and b; the accuracy from the decisions passed to
+    update; the memory does not grow with N."""
+    K, d, counts = CASES[case]
+    H, y, W, b = gaussian_classes(K, d, counts)
+    acc = NCAccumulator(K, keep_features=False, side=side)
+    predicted = np.argmax(H @ W.T + b, axis=1)
+    lo = 0
+    for Hb, yb in uneven_batches(H, y):
+        acc.update(Hb, yb, predicted[lo:lo + len(yb)])
+        lo += len(yb)
+    assert acc.num_samples == len(y)
+    assert acc.nbytes == (2 * K * d + d * d + K) * 8 + K * 8
+    assert_statistics_agree(acc.compute(W, b), nc_metrics(H, y, W, b, K=K, side=side))
+    assert_statistics_agree(acc.compute(), nc_metrics(H, y, K=K, side=side), accuracy=False)
+
+
+def test_statistics_keep_the_digits_of_collapsed_classes():
+    """Features at 1e3 from the origin with a within-class spread of 1e-6 (a spread 1e-9 of the means): raw
+    second moments would cancel every digit of Σ_W (1e-12 against 1e6); the per-class shifts keep them —
+    NC1 and tr Σ_W to 1e-8 of the two-pass values."""
+    rng = np.random.default_rng(4)
+    K, d, n = 6, 10, 50
+    y = np.repeat(np.arange(K), n)
+    H = 1e3 * rng.normal(size=(K, d))[y] + 1e-6 * rng.normal(size=(K * n, d))
+    acc = NCAccumulator(K, keep_features=False)
+    for Hb, yb in uneven_batches(H, y):
+        acc.update(Hb, yb)
+    ours, ref = acc.compute(), nc_metrics(H, y)
+    for key in ("nc1", "tr_sigma_W", "cdnv"):
+        assert ours[key] == pytest.approx(ref[key], rel=1e-8), key
+
+
+def test_statistics_merge_and_reduce_over_shards_with_their_own_shifts():
+    """Two shards see the classes in different orders, so their shifts differ: merge moves one onto the other's
+    shifts, and a reduce sums each shard's scatter about the global means — both equal one pass over all."""
+    K, d, counts = CASES["d<K imbalanced"]
+    H, y, W, b = gaussian_classes(K, d, counts)
+    half = len(y) // 2
+    first, second = NCAccumulator(K, keep_features=False), NCAccumulator(K, keep_features=False)
+    first.update(H[:half], y[:half])
+    second.update(H[half:][::-1].copy(), y[half:][::-1].copy())
+    ref = nc_metrics(H, y, W, b, K=K)
+    merged = NCAccumulator(K, keep_features=False).merge(first).merge(second)
+    assert_statistics_agree(merged.compute(W, b), ref, accuracy=False)
+    # data parallel: two threads stand for two processes, their reduce an all-reduce over a barrier
+    results = in_two_processes(lambda reduce: first.compute(W, b, reduce=reduce),
+                               lambda reduce: second.compute(W, b, reduce=reduce))
+    for out in results:
+        assert_statistics_agree(out, ref, accuracy=False)
+    with pytest.raises(ValueError, match="features with one that keeps statistics"):
+        NCAccumulator(K).merge(first)
+
+
+def test_tracker_with_statistics_takes_the_layer_s_decisions():
+    """NCTracker(keep_features=False) records the Linear's argmax at each update: its accuracy is the model's
+    (the same W), every other key but nc4/ncc_accuracy equals nc_metrics."""
+    K, d = 5, 3
+    model = mlp(5, d, K).eval()
+    x, y = torch.randn(80, 5, dtype=torch.float64), torch.arange(80) % K
+    with NCTracker(model, "5", keep_features=False) as tracker:
+        for i in range(0, 80, 30):
+            tracker.update(x[i:i + 30], y[i:i + 30])
+        out = tracker.compute()
+    W, b = model[5].weight.detach(), model[5].bias.detach()
+    assert_statistics_agree(out, nc_metrics(penultimate(model, x), y, W, b, K=K))
+
+
+def test_absent_classes_in_the_accumulator():
+    """missing="exclude" (a vocabulary whose rare tokens did not occur): the metrics of the classes present and
+    the count left out; the default is the UFM's error."""
+    K, d = 6, 4
+    H, y, W, b = gaussian_classes(K, d, [20] * K)
+    keep = y != 3
+    for keep_features in (True, False):
+        acc = NCAccumulator(K, keep_features=keep_features, missing="exclude")
+        acc.update(H[keep], y[keep])
+        out = acc.compute(W, b)
+        assert out["excluded_classes"] == 1.0
+        ref = nc_metrics(H[keep], y[keep], W, b, K=K, missing="exclude")
+        assert out["nc1"] == pytest.approx(ref["nc1"], rel=1e-10)
+        strict = NCAccumulator(K, keep_features=keep_features)
+        strict.update(H[keep], y[keep])
+        with pytest.raises(ValueError, match="without samples: \\[3\\]"):
+            strict.compute(W, b)
+
+
 # ----------------------------------------------------------------------------------------------- the hook
 
 def mlp(d_in, d, K, seed=0):
