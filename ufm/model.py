@@ -8,8 +8,14 @@ import math
 import numpy as np
 import torch
 
+from analysis.blocked import block_rows
 from ufm.config import SimConfig
+from ufm.losses.blocked import blocked_mean_loss
 from ufm.problem import Problem
+
+# N × K-shaped tensors of an autograd loss alive at once (the logits, the probabilities autograd keeps, their
+# gradients, a loss's temporaries): beyond the memory budget the loss runs in blocks of rows (ufm.losses.blocked)
+AUTOGRAD_COPIES = 5
 
 
 def init_params(problem: Problem, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -133,12 +139,24 @@ def regularizer(params: dict[str, torch.Tensor], cfg: SimConfig) -> torch.Tensor
 
 def data_loss(params: dict[str, torch.Tensor], y: torch.Tensor, problem: Problem,
               rows: torch.Tensor | None = None) -> torch.Tensor:
-    """mean_i ℓ(z_i, y_i) over all samples, or over the mini-batch `rows`."""
-    X = layer_inputs(params, problem.cfg.act, rows, problem.cfg.features == "nonneg")[-1]
-    cfg = problem.cfg
-    return problem.loss(classify(params, X, cfg.normalize, cfg.temperature), y if rows is None else y[rows],
-                        problem.options, features=X,
-                        classifier=params["W"])
+    """mean_i ℓ(z_i, y_i) over all samples, or over the mini-batch `rows`. The logits of a loss computed sample by
+    sample exist one block of rows at a time when all of them would exceed the memory budget (analysis.blocked;
+    ufm.losses.blocked recomputes each block in the backward pass); the losses of the features and proxies alone
+    (HUG, SupCon) read no logits."""
+    cfg, entry = problem.cfg, problem.loss
+    X = layer_inputs(params, cfg.act, rows, cfg.features == "nonneg")[-1]
+    labels = y if rows is None else y[rows]
+    if not entry.rowwise:
+        return entry(None, labels, problem.options, features=X, classifier=params["W"])
+
+    def block_loss(Xb: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, yb: torch.Tensor) -> torch.Tensor:
+        Z = classify({"W": W} if b is None else {"W": W, "b": b}, Xb, cfg.normalize, cfg.temperature)
+        return entry(Z, yb, problem.options, features=Xb, classifier=W)
+
+    block = block_rows(cfg.K, itemsize=X.element_size(), copies=AUTOGRAD_COPIES, device=X.device)
+    if block >= X.shape[0]:
+        return block_loss(X, params["W"], params.get("b"), labels)
+    return blocked_mean_loss(block_loss, X, params["W"], params.get("b"), labels, block)
 
 
 def objective_and_grad(params: dict[str, torch.Tensor], y: torch.Tensor, problem: Problem,

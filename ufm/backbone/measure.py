@@ -26,10 +26,12 @@ TEST_KEYS = ("loss", "accuracy", "nc1", "nc2", "nc3", "nc4", "ncc_accuracy", "mi
 
 
 @torch.no_grad()
-def features_of(net: Network, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """[(h, logits, y)] over `x` in batches, on `device`, float32, evaluation mode (BatchNorm's running
-    statistics). The features are kept (N·d floats) so the metrics' two passes need one forward pass."""
+def features_of(net: Network, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device,
+                on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None
+                ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """[(h, y)] over `x` in batches, on `device`, float32, evaluation mode (BatchNorm's running statistics).
+    The features are kept (N·d floats) so the metrics' two passes need one forward pass; the logits are not (N×K
+    for the whole split): `on_batch(h, logits, y)` reads each batch's while it exists."""
     was_training = net.training
     net.eval()
     out = []
@@ -38,7 +40,10 @@ def features_of(net: Network, x: torch.Tensor, y: torch.Tensor, batch_size: int,
         h, z = net(xb)
         # the metrics sum in float64, which MPS lacks: there they run on the CPU
         where = torch.device("cpu") if device.type == "mps" else device
-        out.append((h.float().to(where), z.float().to(where), y[start:start + batch_size].to(where)))
+        h, yb = h.float().to(where), y[start:start + batch_size].to(where)
+        if on_batch is not None:
+            on_batch(h, z.float().to(where), yb)
+        out.append((h, yb))
     net.train(was_training)
     return out
 
@@ -60,27 +65,34 @@ def measure_split(net: Network, x: torch.Tensor, y: torch.Tensor, K: int, loss_f
     """loss (mean data loss), accuracy, NC1–NC4 and companions (analysis.metrics), H_norm_sq = Σ‖h_i‖²,
     and with a class tree mistake severity, HierDist@k, angular collapse and hierarchy-aware NC2.
     `normalized`: measure ĥ and Ŵ (HUG, whose loss sees only directions)."""
-    batches = features_of(net, x, y, batch_size, device)
     W = net.W.detach().float()
     b = None if net.b is None else net.b.detach().float()
-    loss_sum, h_sq = 0.0, 0.0
-    for h, z, yb in batches:
-        loss_sum += float(loss_fn(z, yb, opts, features=h, classifier=W)) * len(yb)
-        h_sq += float(h.double().square().sum())
-    n, loss_sum, h_sq = _summed([sum(len(yb) for *_, yb in batches), loss_sum, h_sq], device, reduce)
+    W_seen = (W / W.norm(dim=1, keepdim=True)).to(device) if normalized else None
+    sums = {"loss": 0.0, "h_sq": 0.0}
+    predictions = []
+
+    def on_batch(h: torch.Tensor, z: torch.Tensor, yb: torch.Tensor) -> None:
+        sums["loss"] += float(loss_fn(z, yb, opts, features=h, classifier=W.to(h.device))) * len(yb)
+        sums["h_sq"] += float(h.double().square().sum())
+        if lca is not None:
+            # HUG decides by the nearest proxy in angle: its logits are ĥŴᵀ
+            logits = (h / h.norm(dim=1, keepdim=True)) @ W_seen.to(h.device).T if normalized else z
+            predictions.append(prediction_sums(logits, yb, lca))
+
+    batches = features_of(net, x, y, batch_size, device, on_batch)
+    n, loss_sum, h_sq = _summed([sum(len(yb) for _, yb in batches), sums["loss"], sums["h_sq"]], device, reduce)
     if device.type == "mps":
         W, b = W.cpu(), None if b is None else b.cpu()
     if normalized:  # HUG decides by the nearest proxy in angle: features, proxies and logits ĥŴᵀ
         W = W / W.norm(dim=1, keepdim=True)
-        batches = [(h / h.norm(dim=1, keepdim=True), z, yb) for h, z, yb in batches]
-        batches = [(h, h @ W.T, yb) for h, _, yb in batches]
+        batches = [(h / h.norm(dim=1, keepdim=True), yb) for h, yb in batches]
     row = {"loss": loss_sum / n, "H_norm_sq": h_sq}
-    row.update(nc_metrics_streaming([(h, yb) for h, _, yb in batches], K, W, b, reduce=reduce))
+    row.update(nc_metrics_streaming(batches, K, W, b, reduce=reduce))
     if not etf_exists(K, W.shape[1]):
         row.update(nc2=math.nan, nc3=math.nan, nc2_W=math.nan)  # no simplex ETF in R^d to compare with
     if lca is not None:
-        row.update(prediction_metrics(_total([prediction_sums(z, yb, lca) for _, z, yb in batches], reduce)))
+        row.update(prediction_metrics(_total(predictions, reduce)))
         if frame_gram is not None:
-            cs = _total([class_sums(h, yb, K) for h, _, yb in batches], reduce)
+            cs = _total([class_sums(h, yb, K) for h, yb in batches], reduce)
             row.update(mean_geometry_metrics(cs.sums / cs.counts[:, None], frame_gram, W))
     return row

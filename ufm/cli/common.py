@@ -70,6 +70,16 @@ def number(kind: Callable[[str], float], lo: float | None = None, hi: float | No
     return parse
 
 
+def memory_size(text: str) -> int:
+    """An argparse type: a size in bytes ("512MiB", "2GB", "1e9"; analysis.blocked.parse_bytes)."""
+    from analysis.blocked import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def probe_writable(folder: Path | str) -> None:
     """Create and remove a uniquely named file in `folder` (unique: torchrun's processes all probe at once); the
     OSError says why the folder is not writable."""

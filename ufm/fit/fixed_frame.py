@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from analysis.blocked import block_rows, memory_budget, row_blocks
 from ufm.config import SimConfig
 from ufm.fit.measure import ObjectiveValues
 from ufm.fit.steppers import Autograd
@@ -30,6 +31,8 @@ RESYNC_EVERY = 100
 # LogitGD reads a coordinate off the logits only along W's singular directions with s_j >= WEAK·s_1 (rounding in Z
 # is amplified by s_1/s_j there); weaker ones are stepped on their own
 WEAK = 0.05
+# block-of-rows × K temporaries of a LogitGD step alive at once: the softmax/G, G S, a scratch buffer, the targets
+LOGIT_COPIES = 4
 
 
 def reducible(cfg: SimConfig) -> bool:
@@ -45,9 +48,21 @@ def logit_steppable(cfg: SimConfig) -> bool:
             and (cfg.batch_size is None or cfg.batch_size >= cfg.N))
 
 
+def logits_fit(cfg: SimConfig, device: torch.device | str | None = None) -> bool:
+    """Whether LogitGD's state, the N × K logits, fits the memory budget (analysis.blocked; its other N × K-shaped
+    arrays exist one block of rows at a time). Beyond it the run steps with FixedFrame, whose loss is blocked.
+    >>> logits_fit(SimConfig.from_dict({"K": 100, "n": 100, "d": 512, "loss": "haframe", "hierarchy": "cifar100"}))
+    True
+    """
+    itemsize = 8 if cfg.dtype == "float64" else 4
+    return cfg.N * cfg.K * itemsize <= memory_budget(device)
+
+
 def fixed_frame_stepper(problem: Problem, params: dict[str, torch.Tensor], y: torch.Tensor):
-    """The fastest exact stepper for a reducible run: LogitGD for HAFrame under full-batch GD, else FixedFrame."""
-    return (LogitGD if logit_steppable(problem.cfg) else FixedFrame)(problem, params, y)
+    """The fastest exact stepper for a reducible run: LogitGD for HAFrame under full-batch GD when its N × K logits fit
+    the memory budget, else FixedFrame."""
+    steppable = logit_steppable(problem.cfg) and logits_fit(problem.cfg, y.device)
+    return (LogitGD if steppable else FixedFrame)(problem, params, y)
 
 
 def split_features(W: torch.Tensor, H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
@@ -169,19 +184,21 @@ class LogitGD:
     γ_i = ∂F/∂n_i, the step h_i ← c_i h_i − lr·Wᵀg_i has c_i = 1 − lr(λ_H + γ_i/n_i), so
         z_i ← c_i z_i − lr·S g_i  (S = WWᵀ),    ρ_i ← c_i ρ_i,
         ‖a_i‖² ← c_i²‖a_i‖² − 2 c_i lr⟨z_i, g_i⟩ + lr²⟨S g_i, g_i⟩     (⟨a_i, Mᵀg_i⟩ = ⟨z_i, g_i⟩, M = WQᵀ),
-    and n_i² = ‖a_i‖² + ρ_i². `params(0)` maps back to H = aQ + ρU (module docstring).
+    and n_i² = ‖a_i‖² + ρ_i². `params(0)` maps back to H = aQ + ρU (module docstring). Every row moves on its own,
+    so the step runs over blocks of rows (`rows` per block, default: the memory budget's): the logits Z are the
+    state, and the softmax, G, G S and the targets S_{y_i} exist one block at a time.
     Example (equal to the full-space step, up to rounding):
     >>> from ufm.config import SimConfig; from ufm.problem import resolve; from ufm.model import init_params
     >>> cfg = dict(K=4, n=3, d=16, loss="haframe", hierarchy="balanced:2,2", dtype="float64")
     >>> p = resolve(SimConfig.from_dict(cfg))
     >>> full = init_params(p, torch.device("cpu"), torch.float64); y = p.labels()
-    >>> fast = LogitGD(p, {k: v.detach().clone() for k, v in full.items()}, y)
+    >>> fast = LogitGD(p, {k: v.detach().clone() for k, v in full.items()}, y, rows=5)
     >>> ref = Autograd(p, full, y); _ = [(ref.step(), fast.step()) for _ in range(5)]
     >>> float((fast.params(0)["H"] - ref.params(0)["H"]).detach().abs().max()) < 1e-12
     True
     """
 
-    def __init__(self, problem: Problem, params: dict[str, torch.Tensor], y: torch.Tensor):
+    def __init__(self, problem: Problem, params: dict[str, torch.Tensor], y: torch.Tensor, rows: int | None = None):
         W = params["W"].detach()
         self.W, self.y, cfg, opts = params["W"], y, problem.cfg, problem.options
         Q, a, self.rho, self.U = split_features(W, params["H"].detach())
@@ -196,43 +213,48 @@ class LogitGD:
         self.S = W @ W.T
         # S = WWᵀ is HAFrame's Gram, a function of the LCA distance: its block form makes G S 2.5× cheaper (K = 100)
         self.frame = opts.hierarchy.frame_gram.to(device=W.device)  # float64
-        frame = self.frame.to(W.dtype)
-        self.blocks = block_gram(frame, torch.tensor(problem.tree.lca_heights))
-        self.S_y = frame[y]  # (N, K) targets S_{k,y_i}
-        self.s_sq = rowdot(self.S_y, self.S_y)  # ‖s_i‖²
+        self.frame_run = self.frame.to(W.dtype)  # row y: the targets S_{k,y} of a class-y sample
+        self.blocks = block_gram(self.frame_run, torch.tensor(problem.tree.lca_heights))
+        self.s_sq = self.frame_run.square().sum(1)[y][:, None]  # ‖s_i‖², s_i = S_{y_i}
         self.alpha, self.lr, self.wd, self.N = opts.cosine_weight, cfg.lr, cfg.wd_H, len(y)
-        self.rows = torch.arange(len(y), device=y.device)
         self.Z = a @ self.M.T
         self.a_sq = a.square().sum(1, keepdim=True)
-        self.P, self.GS, self.T = torch.empty_like(self.Z), torch.empty_like(self.Z), torch.empty_like(self.Z)
+        K = W.shape[0]
+        if rows is None:
+            rows = block_rows(K, itemsize=W.element_size(), copies=LOGIT_COPIES, device=W.device)
+        self.row_blocks = list(row_blocks(len(y), rows))
+        n = min(rows, len(y))
+        self.P, self.GS, self.T = (torch.empty(n, K, dtype=W.dtype, device=W.device) for _ in range(3))
+        self.arange = torch.arange(n, device=y.device)
         self.count = 0
 
-    def _terms(self, Z: torch.Tensor, n_sq: torch.Tensor, S_y: torch.Tensor, s_sq: torch.Tensor,
+    def _terms(self, Z: torch.Tensor, n_sq: torch.Tensor, y: torch.Tensor, S_y: torch.Tensor, s_sq: torch.Tensor,
                out: torch.Tensor | None = None, tmp: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, torch.Tensor]:
-        """(F, the data loss, G/u, u, k = λ_H + γ/n) at the logits Z and squared norms n²: G = ∂F/∂Z is returned as
-        a multiple of the scalar u = (1 − α)/N (built in `out`; `tmp`: a scratch buffer of Z's shape), which saves
-        a pass of scaling over N × K. The cosine residuals R = Z/n − S_y enter only through
-        ‖R_i‖² = ‖z_i‖²/n_i² − 2⟨z_i, s_i⟩/n_i + ‖s_i‖² and ⟨R_i, z_i⟩ = ‖z_i‖²/n_i − ⟨z_i, s_i⟩ (s_i = S_{y_i}),
-        G = ((1 − α)(softmax Z − Y) + 2α(Z/n² − S_y/n))/N and γ_i = −(2α/N)·⟨R_i, z_i⟩/n_i²: R itself is never
-        formed, and the softmax is torch's fused row kernel (fewer passes over N × K: the step is memory-bound)."""
+        """(F's share, the data loss's share, G/u, u, k = λ_H + γ/n) of the rows with logits Z, squared norms n² and
+        labels y: G = ∂F/∂Z is returned as a multiple of the scalar u = (1 − α)/N (built in `out`; `tmp`: a scratch
+        buffer of Z's shape), which saves a pass of scaling over the block. The cosine residuals R = Z/n − S_y enter
+        only through ‖R_i‖² = ‖z_i‖²/n_i² − 2⟨z_i, s_i⟩/n_i + ‖s_i‖² and ⟨R_i, z_i⟩ = ‖z_i‖²/n_i − ⟨z_i, s_i⟩
+        (s_i = S_{y_i}), G = ((1 − α)(softmax Z − Y) + 2α(Z/n² − S_y/n))/N and γ_i = −(2α/N)·⟨R_i, z_i⟩/n_i²: R itself
+        is never formed, and the softmax is torch's fused row kernel (fewer passes: the step is memory-bound)."""
         al, N = self.alpha, self.N
+        rows = self.arange[: len(y)] if len(y) <= len(self.arange) else torch.arange(len(y), device=y.device)
         inv_n = n_sq.rsqrt()
         P = torch.softmax(Z, 1, out=out)
-        p_y = P[self.rows, self.y]
+        p_y = P[rows, y]
         # CE_i = −log p_{i,y_i}; a p_y that underflowed (a logit gap beyond ~87 in float32) is recomputed exactly
         ce_rows = -p_y.log()
         lost = p_y < 1e4 * torch.finfo(Z.dtype).tiny
         if Z.device.type != "cpu":  # no host sync per step: the exact log-sum-exp of every row, where it is needed
-            ce_rows = torch.where(lost, Z.logsumexp(1) - Z[self.rows, self.y], ce_rows)
+            ce_rows = torch.where(lost, Z.logsumexp(1) - Z[rows, y], ce_rows)
         elif bool(lost.any()):
-            ce_rows[lost] = Z[lost].logsumexp(1) - Z[lost, self.y[lost]]
+            ce_rows[lost] = Z[lost].logsumexp(1) - Z[lost, y[lost]]
         zz, zs = rowdot(Z, Z, tmp), rowdot(Z, S_y, tmp)
         cos_sq = (zz / n_sq - 2 * zs * inv_n + s_sq).sum()
         data = ((1 - al) * ce_rows.sum() + al * cos_sq) / N
         # G/u = softmax Z − Y + (2α/(1 − α))(Z/n² − S_y/n), u = (1 − α)/N (the config keeps α < 1)
         u, ratio, G = (1 - al) / N, 2 * al / (1 - al), P
-        G[self.rows, self.y] -= 1
+        G[rows, y] -= 1
         G.addcmul_(Z, ratio / n_sq).addcmul_(S_y, -ratio * inv_n)
         k = self.wd - (2 * al / N) * (zz * inv_n - zs) * inv_n.pow(3)
         return data + 0.5 * self.wd * n_sq.sum(), data, G, u, k
@@ -243,34 +265,44 @@ class LogitGD:
         self.count += 1
         if self.count % RESYNC_EVERY == 0:
             self._resync()
-        Z, lr = self.Z, self.lr
-        n_sq = self.a_sq + self.rho.square()
-        F, _, G, u, k = self._terms(Z, n_sq, self.S_y, self.s_sq, out=self.P, tmp=self.T)
-        c = 1 - lr * k
-        GS = torch.mm(G, self.S, out=self.GS) if self.blocks is None else self.blocks.times(G, out=self.GS)
-        step = lr * u  # G = u·(G/u): the scale enters here, on N-vectors
-        self.a_sq.mul_(c.square()).add_(step * (step * rowdot(GS, G, self.T) - 2 * c * rowdot(Z, G, self.T)))
-        self.rho.mul_(c)
-        if self.a_weak.shape[1]:
-            self.a_weak.mul_(c).sub_(G @ self.weak_map, alpha=step)
-        Z.mul_(c).sub_(GS, alpha=step)
+        lr, F = self.lr, None
+        for rows in self.row_blocks:
+            r = rows.stop - rows.start
+            Z, y, a_sq, rho = self.Z[rows], self.y[rows], self.a_sq[rows], self.rho[rows]
+            n_sq = a_sq + rho.square()
+            part, _, G, u, k = self._terms(Z, n_sq, y, self.frame_run[y], self.s_sq[rows], out=self.P[:r],
+                                           tmp=self.T[:r])
+            F = part if F is None else F + part
+            c = 1 - lr * k
+            GS = torch.mm(G, self.S, out=self.GS[:r]) if self.blocks is None else self.blocks.times(G, out=self.GS[:r])
+            step = lr * u  # G = u·(G/u): the scale enters here, on N-vectors
+            a_sq.mul_(c.square()).add_(step * (step * rowdot(GS, G, self.T[:r]) - 2 * c * rowdot(Z, G, self.T[:r])))
+            rho.mul_(c)
+            if self.a_weak.shape[1]:
+                self.a_weak[rows].mul_(c).sub_(G @ self.weak_map, alpha=step)
+            Z.mul_(c).sub_(GS, alpha=step)
         return F
 
     @torch.no_grad()
     def objective(self, i: int) -> ObjectiveValues:
         """F, the data loss, ‖∇_H F‖ and the logits of the current iterate, in float64, from the reduced state:
-        Z = aMᵀ (N·r·K instead of autograd on N × d) and, in the coordinates (a, ρ) of h, the gradient
-        (Mᵀg_i + k_i a_i, k_i ρ_i) (class docstring), formed as a vector: near the optimum Mᵀg ≈ −k·a, and an
-        expanded square would cancel to rounding."""
+        Z = aMᵀ (N·r·K instead of autograd on N × d, one block of rows at a time) and, in the coordinates (a, ρ) of h,
+        the gradient (Mᵀg_i + k_i a_i, k_i ρ_i) (class docstring), formed as a vector: near the optimum Mᵀg ≈ −k·a,
+        and an expanded square would cancel to rounding."""
         f64 = torch.float64
         a, W = self._coordinates().to(f64), self.W.detach().to(f64)
         M = W @ self.Q.to(f64).T
-        Z, rho = a @ M.T, self.rho.to(f64)
-        n_sq = a.square().sum(1, keepdim=True) + rho.square()
-        S_y = self.frame[self.y]  # the float64 Gram, not the run's rounding of it
-        F, data, G, u, k = self._terms(Z, n_sq, S_y, rowdot(S_y, S_y))
-        grad_sq = (torch.addmm(k * a, G, M, alpha=u).square().sum() + (k * rho).square().sum())
-        return ObjectiveValues(float(F), float(data), float(grad_sq.sqrt()), Z)
+        rho = self.rho.to(f64)
+        F, data, grad_sq = 0.0, 0.0, 0.0
+        rows_per_block = block_rows(W.shape[0], itemsize=8, copies=LOGIT_COPIES, device=W.device)
+        for rows in row_blocks(self.N, rows_per_block):
+            y = self.y[rows]
+            n_sq = a[rows].square().sum(1, keepdim=True) + rho[rows].square()
+            S_y = self.frame[y]  # the float64 Gram, not the run's rounding of it
+            F_b, data_b, G, u, k = self._terms(a[rows] @ M.T, n_sq, y, S_y, rowdot(S_y, S_y))
+            F, data = F + float(F_b), data + float(data_b)
+            grad_sq += float(torch.addmm(k * a[rows], G, M, alpha=u).square().sum() + (k * rho[rows]).square().sum())
+        return ObjectiveValues(F, data, grad_sq ** 0.5, lambda rows: a[rows] @ M.T)
 
     def _coordinates(self) -> torch.Tensor:
         """a (N × r), from the logits and the weak directions' own coordinates."""

@@ -5,16 +5,22 @@ layer's input)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from analysis.hierarchical_metrics import hierarchical_metrics
+from analysis._arrays import as_tensor
+from analysis.blocked import block_rows, row_blocks
+from analysis.hierarchical_metrics import DEFAULT_KS, hierarchical_metrics, prediction_sums
 from analysis.metrics import class_means, gnc_metrics, nc_metrics
 from analysis.theory import etf_exists
+from ufm.fit.fused_gd import LossSpec, blocked_objective
 from ufm.model import classify, hidden_names, layer_inputs, objective_and_grad, with_classifier
 from ufm.problem import Problem
 
+# N × K-shaped float64 temporaries of a measurement's block of logits (the logits, the ranking's sort, its gathers)
+MEASURE_COPIES = 4
 RANK_RTOL = 1e-6  # a class-mean singular value below this fraction of the largest counts as zero
 SV_MAX = 16  # deep runs record the largest SV_MAX singular values of the class means at every layer
 
@@ -33,12 +39,41 @@ def layer_singular_values(row: dict, layer: int) -> list[float]:
 @dataclass
 class ObjectiveValues:
     """What a stepper that knows its objective in closed form hands `measure` (in float64): F, the data loss,
-    ‖∇F‖ and the logits Z (N × K) of its current iterate."""
+    ‖∇F‖ and the logits of its current iterate, as a function of a block of rows (`logits(rows)` → Z[rows]: the
+    N × K logits are never formed at once)."""
 
     loss: float
     data_loss: float
     grad_norm: float
-    logits: torch.Tensor
+    logits: Callable[[slice], torch.Tensor]
+
+
+def closed_form(cfg) -> bool:
+    """The one-layer UFM of free features under CE, label smoothing or MSE (the losses with a closed-form gradient,
+    ufm.fit.fused_gd): a measurement takes F and ‖∇F‖ from it instead of autograd."""
+    return cfg.depth == 1 and cfg.features == "free" and cfg.normalize == "none" and cfg.loss.entry.fused
+
+
+class LogitStats:
+    """What a measurement reads off the logits, block by block (`add(rows, Z_rows)`): the sums of the true and the
+    mean other logit, the classifier's decisions (argmax) and, with a class tree, the hierarchical prediction sums."""
+
+    def __init__(self, y: torch.Tensor, K: int, lca=None) -> None:
+        self.y, self.K = y, K
+        self.z_true = self.z_other = 0.0
+        self.decisions = torch.empty(len(y), dtype=torch.int64, device=y.device)
+        self.lca = None if lca is None else as_tensor(lca, device=y.device).double()
+        self.tree_sums = None
+
+    def add(self, rows: slice, Z: torch.Tensor) -> None:
+        y = self.y[rows]
+        z_true = Z.gather(1, y[:, None]).squeeze(1)
+        self.z_true += float(z_true.sum())
+        self.z_other += float(Z.sum() - z_true.sum()) / (self.K - 1)
+        self.decisions[rows] = Z.argmax(1)
+        if self.lca is not None:
+            part = prediction_sums(Z, y, self.lca, DEFAULT_KS)
+            self.tree_sums = part if self.tree_sums is None else self.tree_sums + part
 
 
 def measure(params: dict[str, torch.Tensor], y: torch.Tensor, problem: Problem,
@@ -50,9 +85,20 @@ def measure(params: dict[str, torch.Tensor], y: torch.Tensor, problem: Problem,
     `known`: F, ‖∇F‖ and the logits from the stepper (ufm.fit.fixed_frame.LogitGD), instead of autograd on N × d.
     """
     cfg = problem.cfg
-    params = {k: p.detach().double().requires_grad_(p.requires_grad and known is None) for k, p in params.items()}
+    closed = known is None and closed_form(cfg)
+    params = {k: p.detach().double().requires_grad_(p.requires_grad and known is None and not closed)
+              for k, p in params.items()}
     params = with_classifier(params, problem, y)  # a loss of the features alone: W = the class-mean classifier
-    if known is None:
+    N, K = len(y), cfg.K
+    logit_stats = LogitStats(y, K, problem.tree.lca_heights if problem.tree is not None else None)
+    rows = block_rows(K, itemsize=8, copies=MEASURE_COPIES, device=y.device)
+    if closed:
+        # CE, label smoothing, MSE: F and ‖∇F‖ from the closed-form gradient, the logits read on the way
+        loss = cfg.loss
+        F, data, grad_norm = blocked_objective(params["H"], params["W"], params.get("b"), y,
+                                               LossSpec(loss.name, loss.smoothing, loss.target_scale), cfg.wd_W,
+                                               cfg.wd_H, cfg.wd_b, rows, on_block=logit_stats.add)
+    elif known is None:
         F, data = objective_and_grad(params, y, problem)
         grad_norm = math.sqrt(sum(float(p.grad.square().sum()) for p in params.values() if p.requires_grad))
     else:
@@ -60,18 +106,21 @@ def measure(params: dict[str, torch.Tensor], y: torch.Tensor, problem: Problem,
     with torch.no_grad():
         inputs = layer_inputs(params, cfg.act, nonneg=cfg.features == "nonneg")
         X, W, b = inputs[-1], params["W"], params.get("b")  # X: the classifier's input (H when L = 1)
-        Z = classify(params, X, cfg.normalize, cfg.temperature) if known is None else known.logits
-        z_true = Z.gather(1, y[:, None]).squeeze(1)
-        z_other = (Z.sum(1) - z_true) / (cfg.K - 1)
+        if not closed:
+            # the logits one block of rows at a time (DESIGN §8), never the N × K matrix
+            logits_of = known.logits if known is not None else (
+                lambda rows: classify(params, X[rows], cfg.normalize, cfg.temperature))
+            for block in row_blocks(N, rows):
+                logit_stats.add(block, logits_of(block))
         row = {
             "loss": float(F),
             "data_loss": float(data),
             "grad_norm": grad_norm,
             "W_norm_sq": float(W.square().sum()),
             "H_norm_sq": float(torch.linalg.vector_norm(params["H"]).square()),
-            "z_true": float(z_true.mean()),
-            "z_other": float(z_other.mean()),
-            "logit_gap": float((z_true - z_other).mean()),
+            "z_true": logit_stats.z_true / N,
+            "z_other": logit_stats.z_other / N,
+            "logit_gap": (logit_stats.z_true - logit_stats.z_other) / N,
         }
         if b is not None:
             row["b_norm_sq"] = float(b.square().sum())
@@ -102,8 +151,9 @@ def measure(params: dict[str, torch.Tensor], y: torch.Tensor, problem: Problem,
             W = W / W.norm(dim=1, keepdim=True)
         if cfg.normalize != "none":
             W = W / cfg.temperature  # X Wᵀ + b are then the logits the loss saw
-        logits = Z if cfg.normalize == "none" and cfg.loss.name != "hug" else None  # = X Wᵀ + b, computed
-        row.update(nc_metrics(X, y, W, b, K=cfg.K, logits=logits))
+        # the decisions above are argmax of X Wᵀ + b for the X, W, b measured here, except on the sphere and under HUG
+        same = cfg.normalize == "none" and cfg.loss.name != "hug"
+        row.update(nc_metrics(X, y, W, b, K=cfg.K, predictions=logit_stats.decisions if same else None))
         if not etf_exists(cfg.K, cfg.feature_dim):
             # no simplex ETF exists in R^d: a distance to one measures nothing (the GNC measures below do)
             row.update(nc2=math.nan, nc3=math.nan, nc2_W=math.nan)
@@ -112,5 +162,5 @@ def measure(params: dict[str, torch.Tensor], y: torch.Tensor, problem: Problem,
             # mistake severity, HierDist@k, and angular collapse / hierarchy-aware NC2 against the
             # HAFrame Gram S of the tree (the classifier of --loss haframe; a reference for the others)
             row.update(hierarchical_metrics(X, y, problem.tree.lca_heights, W, b, problem.frame_gram, K=cfg.K,
-                                            logits=logits))
+                                            sums=logit_stats.tree_sums if same else None))
     return row

@@ -58,7 +58,7 @@ class FusedGD:
             self.batch = {k: stacked.get(k) for k in ("H", "W", "b")}
         hyper = [torch.tensor([getattr(c, k) for c in cfgs], dtype=dtype, device=device)
                  for k in ("lr", "wd_W", "wd_H", "wd_b")]
-        self.gd = GDStep(y, LossSpec(first.loss.name, first.loss.smoothing, first.loss.target_scale), *hyper)
+        self.gd = GDStep(y, LossSpec(first.loss.name, first.loss.smoothing, first.loss.target_scale), *hyper, K=first.K)
 
     def step(self) -> torch.Tensor:
         return self.gd.step(self.batch["H"], self.batch["W"], self.batch["b"])

@@ -36,6 +36,9 @@ class LossEntry:
     per_sample: PerSample | None = None
     conjugate: PerSample | None = None
     shift_invariant: bool = False  # ℓ(z + c1, y) = ℓ(z, y): the convex program restricts to X1 = 0
+    # a mean over samples of a function of the sample's own logits (and features): computable in blocks of rows
+    # (ufm.losses.blocked); HUG's pairwise proxy term and SupCon's pairs of samples are not
+    rowwise: bool = True
 
     @property
     def builtin(self) -> bool:
@@ -54,9 +57,9 @@ LOSSES: dict[str, LossEntry] = {e.name: e for e in (
     LossEntry("hxe", hierarchical_cross_entropy, "hierarchical cross-entropy", tree=True),
     LossEntry("soft", soft_labels, "soft labels from the tree", convex=True, tree=True),
     LossEntry("haframe", haframe_loss, "fixed hierarchy-aware frame + cosine loss", tree=True),
-    LossEntry("hug", hug, "hyperspherical uniformity gap"),
+    LossEntry("hug", hug, "hyperspherical uniformity gap", rowwise=False),
     LossEntry("supcon", supcon, "supervised contrastive loss of the normalized features (Khosla et al. 2020; "
-                                "--temperature)", features_only=True),
+                                "--temperature)", features_only=True, rowwise=False),
 )}
 BUILTIN_LOSSES = tuple(LOSSES)
 

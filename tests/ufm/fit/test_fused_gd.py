@@ -58,3 +58,33 @@ def test_fused_gd_follows_the_autograd_gd_trajectory(wd):
     assert (synced > 0) == (wd > 1e-2)
     for k in ref:
         torch.testing.assert_close(fused[k], ref[k].detach(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("loss", ["ce", "ls", "mse"])
+@pytest.mark.parametrize("B", [1, 3])
+def test_the_row_major_step_of_many_classes_follows_autograd(loss, B):
+    """From ROW_MAJOR_K classes on the step's logits are row-major (Z = H Wᵀ, torch's fused softmax): 30 steps at
+    K = ROW_MAJOR_K (with a bias, B = 1 and a batch of 3) equal plain GD on the autograd objective to 1e-10
+    (float64)."""
+    from ufm.fit.fused_gd import ROW_MAJOR_K
+
+    K, n, d, lr = ROW_MAJOR_K, 2, 6, 0.5
+    assert K >= ROW_MAJOR_K
+    y = torch.arange(K).repeat_interleave(n)
+    g = torch.Generator().manual_seed(1)
+    H = torch.randn(B, K * n, d, generator=g, dtype=torch.float64)
+    W = torch.randn(B, K, d, generator=g, dtype=torch.float64)
+    b = 0.1 * torch.randn(B, K, generator=g, dtype=torch.float64)
+    wd = torch.tensor([1e-3, 3e-2, 1e-1][:B], dtype=torch.float64)
+    spec = LossSpec(loss, smoothing=0.2, target_scale=1.5)
+    ref = [t.clone() for t in (H, W, b)]
+    stepper = GDStep(y, spec, torch.full((B,), lr, dtype=torch.float64), wd, wd, wd, K=K)
+    assert stepper.row_major
+    for _ in range(30):
+        _, _, grads = objective_and_grads(*ref, y, spec, wd, wd, wd)
+        for t, name in zip(ref, ("H", "W", "b"), strict=True):
+            t -= lr * grads[name]
+        stepper.step(H, W, b)
+    stepper.sync(H)
+    for ours, theirs in zip((H, W, b), ref, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12)
