@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from analysis.nuclear_program import CUSTOM, ROUNDING_ULPS, CustomLoss, NuclearProgram, Point, svd
-from analysis.theory import factorize_logits
+from analysis.theory import GRAMS_MAX_K, GroupFactorized, GroupMatrix, factorize_groups, factorize_logits
 
 # "certified": the relative gap between the primal value and the dual bound is at most this
 CERTIFIED_RTOL = 1e-9
@@ -51,6 +51,10 @@ STALL_ITERS = 100
 MAX_ITER = 20000
 ROUNDING_RTOL = 1e-12  # how far the dual bound may lie above the primal value by rounding alone
 CHECK_EVERY = 5  # iterations between dual bounds (a bound costs about two steps)
+# programs of fewer groups run on one CPU thread: their G×G products and SVDs are too small to gain from more,
+# and the threads' synchronization dominates (measured: K = 32 768 Zipf, G = 62, 535 iterations: 1.1 s on one
+# thread, 11.8 s on two of a 2-core machine shared with other jobs)
+ONE_THREAD_MAX_G = 256
 # a custom loss with a conjugate whose bound does not close (+inf at every candidate, say) also stops once
 # its primal value has stalled for STALL_ITERS and its gap has not halved in this many iterations
 CUSTOM_DUAL_STALL_ITERS = 3 * STALL_ITERS
@@ -150,6 +154,13 @@ def solve(prog: NuclearProgram, *, tol: float = SOLVER_RTOL, max_iter: int = MAX
     >>> sol.certificate.certified, round(sol.certificate.upper / 1.2487966784e-06, 6)
     (True, 1.0)
     """
+    if prog.device.type == "cpu" and prog.G < ONE_THREAD_MAX_G and torch.get_num_threads() > 1:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return solve(prog, tol=tol, max_iter=max_iter, start=start, callback=callback)
+        finally:
+            torch.set_num_threads(threads)
     begin = time.perf_counter()
     x = initial_point(prog) if start is None else start
     sm_x = prog.smooth(x)
@@ -308,23 +319,33 @@ def solve_cvxpy(prog: NuclearProgram) -> Solution:
 # ----- the optimum as a UFM: the factorization and its predictions ----------------------------------------
 @dataclass
 class ConvexOptimum:
-    """The certified optimum of the UFM for a loss convex in the logits, factorized into W and H."""
+    """The certified optimum of the UFM for a loss convex in the logits, factorized into W and H.
+
+    Every optimum has its count-group form `groups` (`analysis.theory.GroupFactorized`: rank, predictions,
+    the within-group singular values |d_g| and which groups collapse, the Grams as `GroupMatrix`es), whose cost
+    grows with the number of distinct counts G. The dense K×K and K×r arrays (class_logits, W, features,
+    grams) exist for K <= GRAMS_MAX_K only; beyond it they are None / empty and `grams_note` says so."""
 
     value: float  # the primal value at the point found (upper bound on F*; a lower bound on the UFM's when d < rank)
     lower: float  # the dual bound: F* >= lower
-    class_logits: np.ndarray  # (K, K): row k = logits z + b of every class-k sample
+    class_logits: np.ndarray | None  # (K, K): row k = logits z + b of every class-k sample (None: K too large)
     b: np.ndarray  # (K,)
-    W: np.ndarray  # (K, r) balanced factor, r = numerical rank of Z
-    features: np.ndarray  # (K, r) the feature of every class-k sample
+    W: np.ndarray | None  # (K, r) balanced factor, r = numerical rank of Z (None: K too large)
+    features: np.ndarray | None  # (K, r) the feature of every class-k sample (None: K too large)
     rank: int
     certificate: Certificate
     predicted: dict[str, float] = field(default_factory=dict)
-    grams: dict[str, np.ndarray] = field(default_factory=dict)  # "W" and "means" (centered), K×K
+    grams: dict[str, np.ndarray] = field(default_factory=dict)  # "W" and "means" (centered), K×K (small K)
+    groups: GroupFactorized | None = None  # the count-group form (any K)
+    group_counts: np.ndarray | None = None  # (G,) n_g, the count of a class of group g
+    group_sizes: np.ndarray | None = None  # (G,) m_g, the classes of group g
+    class_group: np.ndarray | None = None  # (K,) the group of every class
+    grams_note: str = ""  # why the dense arrays are absent ("" when present)
 
     @property
     def Z(self) -> np.ndarray:
         """(K, K): row k = H Wᵀ for a class-k sample (the logits without the bias); Z_N×K = Z[y]."""
-        return self.class_logits - self.b
+        return self._dense(self.class_logits, "class_logits") - self.b
 
     @property
     def seconds(self) -> float:
@@ -332,26 +353,57 @@ class ConvexOptimum:
 
     def H(self, y: np.ndarray) -> np.ndarray:
         """The N×r features of samples with labels y (rows of `features`)."""
-        return self.features[np.asarray(y)]
+        return self._dense(self.features, "features")[np.asarray(y)]
+
+    def _dense(self, a: np.ndarray | None, what: str) -> np.ndarray:
+        if a is None:
+            raise ValueError(f"{what} is not built: {self.grams_note} (use .groups, the count-group form)")
+        return a
+
+    def group_collapsed(self) -> dict[float, bool]:
+        """{count: whether the classes of that count have identical classifiers and features at this optimum}
+        for every count shared by at least two classes: group g collapses iff its within-group singular value
+        |d_g| is 0 (below 1e-8 of the largest singular value, the rank cut).
+        >>> nuclear_norm_certificate([1000] * 7 + [10] * 3, "ce", 5e-4, 5e-4).group_collapsed()
+        {10.0: True, 1000.0: False}
+        """
+        grouped = self.group_sizes > 1
+        return {float(c): bool(x) for c, x in zip(self.group_counts[grouped], self.groups.collapsed[grouped],
+                                                    strict=True)}
 
 
 def factorize(sol: Solution, counts: Sequence[float], wd_W: float, wd_H: float) -> ConvexOptimum:
-    """W, H and the predictions of the certified point (`analysis.theory.factorize_logits`).
+    """W, H and the predictions of the certified point: its count-group form (`analysis.theory.factorize_groups`,
+    any K) and, for K <= GRAMS_MAX_K, the dense factorization (`analysis.theory.factorize_logits`), whose
+    predictions are reported (they agree with the count-group ones to rounding).
     >>> sol = solve(NuclearProgram.from_counts([5] * 3, "mse", 1e-2, 1e-2))
     >>> opt = factorize(sol, [5] * 3, 1e-2, 1e-2); opt.rank, opt.W.shape   # orthogonal rows: rank K
     (3, (3, 3))
     """
-    prog = sol.program
-    X, b = prog.dense(sol.point)
+    prog, cert = sol.program, sol.certificate
+    m = prog.m.cpu().numpy()
+    n = prog.n.cpu().numpy()
+    b_groups = prog.group_bias(sol.point)
     if prog.shift_invariant and prog.bias and prog.wd_b == 0:
         # CE (and a shift-invariant custom loss) ignores a constant shift of the logits: an unregularized
         # bias is determined up to a constant, which gradient descent from b = 0 keeps at mean 0 (the CE
         # gradient sums to 0)
+        b_groups = b_groups - float(m @ b_groups) / prog.K
+    X = GroupMatrix(sol.point.M.cpu().numpy(), sol.point.d.cpu().numpy(), m)
+    groups = factorize_groups(X, b_groups, n, wd_W, wd_H, cert.upper)
+    cg = prog.class_group
+    parts = dict(groups=groups, group_counts=n, group_sizes=m.astype(int), class_group=cg)
+    if prog.K > GRAMS_MAX_K:
+        note = (f"K = {prog.K} > {GRAMS_MAX_K}: the K×K logits and Grams and the K×r factors are not built "
+                f"(the count-group form has {prog.G} groups)")
+        return ConvexOptimum(cert.upper, cert.lower, None, b_groups[cg], None, None, groups.rank, cert,
+                             dict(groups.predicted), {}, grams_note=note, **parts)
+    X_dense, b = prog.dense(sol.point)
+    if prog.shift_invariant and prog.bias and prog.wd_b == 0:
         b = b - b.mean()
-    fac = factorize_logits(X, b, counts, wd_W, wd_H, sol.certificate.upper)
-    cert = sol.certificate
+    fac = factorize_logits(X_dense, b, counts, wd_W, wd_H, cert.upper)
     return ConvexOptimum(cert.upper, cert.lower, fac.class_logits, b, fac.W, fac.features, fac.rank, cert,
-                         fac.predicted, fac.grams)
+                         fac.predicted, fac.grams, **parts)
 
 
 SOLVERS = ("fista", "cvxpy")

@@ -341,6 +341,16 @@ class NuclearProgram:
     def _bias_vector(self, p: Point) -> torch.Tensor:
         return p.beta * self.bias_scale if self.bias else torch.zeros_like(p.beta)
 
+    def group_bias(self, p: Point) -> np.ndarray:
+        """The bias of a class of each group (G,), 0 without a bias.
+        >>> prog = NuclearProgram.from_counts([4, 4, 2], "mse", 1e-2, 1e-2, bias=True)
+        >>> p = Point(torch.zeros(2, 2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64),
+        ...           torch.ones(2, dtype=torch.float64))
+        >>> prog.group_bias(p).tolist() == [prog.bias_scale] * 2
+        True
+        """
+        return self._bias_vector(p).cpu().numpy()
+
     # ----- the smooth part ----------------------------------------------------------------------------
     def _logits(self, p: Point) -> tuple[torch.Tensor, torch.Tensor]:
         """(own, group) logits of a class-g sample: x/√n_g plus the bias of the logit's class."""
@@ -659,7 +669,9 @@ class NuclearProgram:
 
     # ----- the full matrices --------------------------------------------------------------------------
     def dense(self, p: Point) -> tuple[np.ndarray, np.ndarray]:
-        """(X, b) as full K×K and K arrays, classes in the order of the counts given."""
+        """(X, b) as full K×K and K arrays, classes in the order of the counts given (K×K: for small K; the
+        count-group form of X is `analysis.theory.GroupMatrix`(p.M, p.d, m), which `analysis.certificate.factorize`
+        reads at any K)."""
         own, group = (t.cpu().numpy() for t in self.entries(p.M, p.d))
         cg = self.class_group
         X = group[np.ix_(cg, cg)]

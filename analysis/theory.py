@@ -27,6 +27,11 @@ import numpy as np
 
 from analysis.metrics import etf_distance
 
+# K×K Gram matrices (and dense factorizations of K×K logits) are built only up to this K; beyond it a `Target`
+# has no `grams` (the grams check does not apply) and the predictions come from the count-group forms below,
+# whose cost grows with the number G of distinct counts, not with K (a K = 32 768 Zipf vocabulary has G ~ 100)
+GRAMS_MAX_K = 1000
+
 
 @dataclass
 class Target:
@@ -36,7 +41,8 @@ class Target:
     applies: bool
     reason: str = ""
     predicted: dict[str, float] = field(default_factory=dict)
-    # predicted K×K Gram matrices: "W" (w_j·w_k) and "means" (centered class means, μ_G the sample mean)
+    # predicted K×K Gram matrices: "W" (w_j·w_k) and "means" (centered class means, μ_G the sample mean); empty
+    # for K > GRAMS_MAX_K (then the grams check does not apply)
     grams: dict[str, np.ndarray] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -91,6 +97,16 @@ def mse_bias_free(counts: Sequence[int], d: int, wd_W: float, wd_H: float,
     p["z_true"] = float((counts * z_true).sum() / N)
     p["z_other"] = 0.0
     p["logit_gap"] = p["z_true"]
+    if (shrunk > 0).all() and K > GRAMS_MAX_K:
+        # the same NC2/NC3 in the count-group algebra (diagonal W and means, centering C = I − 1nᵀ/N): no K×K
+        n, m, _ = class_groups(counts)
+        s_n = np.clip(target_scale * np.sqrt(n) - tau, 0, None)
+        means = GroupMatrix.diagonal(np.sqrt(s_n) * (wd_W / wd_H) ** 0.25 / np.sqrt(n), m)
+        W = GroupMatrix.diagonal(np.sqrt(s_n) * (wd_H / wd_W) ** 0.25, m)
+        M = (GroupMatrix.identity(m) - GroupMatrix.outer(np.ones(len(m)), n / N, m)) @ means
+        nc2, nc3 = (x if x > 1e-12 else 0.0 for x in ((M @ M.T).etf_distance(), (W @ M.T).etf_distance()))
+        p.update(nc1=0.0, nc2=nc2, nc3=nc3, nc4=0.0, accuracy=1.0)
+        return Target(name, True, f"K = {K} > {GRAMS_MAX_K}: the K×K Grams are not built", p)
     if (shrunk > 0).all():
         # class-k feature: (σ_k − τ)^{1/2} (λ_W/λ_H)^{1/4} / √n_k along an orthonormal direction r_k,
         # w_k = (σ_k − τ)^{1/2} (λ_H/λ_W)^{1/4} r_k: the predicted NC2/NC3 follow from these
@@ -135,7 +151,8 @@ def factorize_logits(X: np.ndarray, b: np.ndarray, counts: Sequence[float], wd_W
     A balanced factorization X = U S Vᵀ gives W = V S^{1/2}(λ_H/λ_W)^{1/4} and the class-k feature
     h_k = (D^{-1/2}U S^{1/2})_k (λ_W/λ_H)^{1/4}, so that λ_W/2‖W‖² + λ_H/2‖H‖² = √(λ_Wλ_H)‖X‖_*.
     Predicts `loss` (given), W_norm_sq, H_norm_sq, z_true, z_other, logit_gap, b_mean (with b ≠ 0),
-    nc1–nc3, nc2_W, and nc4 = 0 with accuracy 1 where every class's own logit is the largest.
+    nc1–nc3, nc2_W, and nc4 = 0 with accuracy 1 where every class's own logit is the largest. K×K (an SVD of X):
+    for block-symmetric X at large K, `factorize_groups` gives the same predictions from the count groups.
     >>> fac = factorize_logits(2 * np.eye(3), np.zeros(3), [4, 4, 4], 1e-2, 1e-2, loss=0.1)
     >>> fac.rank, round(fac.predicted["W_norm_sq"], 12), round(fac.predicted["z_true"], 12)   # ‖X‖_* = 6
     (3, 6.0, 1.0)
@@ -174,6 +191,262 @@ def factorize_logits(X: np.ndarray, b: np.ndarray, counts: Sequence[float], wd_W
     return Factorized(W, feats, logits, r, p, {"W": W @ W.T, "means": M @ M.T})
 
 
+# ----- count groups: K×K matrices constant on the blocks of classes of equal counts ------------------------------
+
+
+@dataclass
+class GroupMatrix:
+    """A K×K matrix constant on the blocks of count groups: X = Q B Qᵀ + Σ_g b_g P_g.
+
+    Q (K×G) holds the normalized group indicators (column g: 1/√m_g on the m_g classes of group g) and P_g
+    is the projector onto the zero-sum vectors of group g (on the group: I − 11ᵀ/m_g); b_g is 0 for a group
+    of one class (P_g = 0). Entries, for a class of group g: X_kk = (B_gg + (m_g − 1)b_g)/m_g, X_kj =
+    (B_gg − b_g)/m_g for another class j of the group, X_kj = B_gh/√(m_g m_h) for j in group h ≠ g. Since
+    QᵀQ = I, QᵀP_g = 0 and P_gP_h = δ_gh P_g, these matrices form an algebra acting on (B, b) alone:
+    (QBQᵀ + Σ b_gP_g)(QCQᵀ + Σ c_gP_g) = Q BC Qᵀ + Σ b_gc_g P_g, the transpose is (Bᵀ, b), and the
+    singular values are those of B and |b_g| with multiplicity m_g − 1 (`analysis.nuclear_program`). So
+    norms, traces, ETF distances, square roots and singular values of K×K matrices cost O(G³), not O(K³):
+    this is how the count-group certificate's optimum is read at K = 10⁵. Example (classes 0, 1, 2 in a
+    group, class 3 alone):
+    >>> X = GroupMatrix.from_entries(own=[2.0, 5.0], within=[0.5, 0.0], cross=[[0.0, 1.0], [-1.0, 0.0]], m=[3, 1])
+    >>> X.dense([0, 0, 0, 1])
+    array([[ 2. ,  0.5,  0.5,  1. ],
+           [ 0.5,  2. ,  0.5,  1. ],
+           [ 0.5,  0.5,  2. ,  1. ],
+           [-1. , -1. , -1. ,  5. ]])
+    >>> bool(np.allclose(sorted(X.singular_values(expand=True)),
+    ...                  sorted(np.linalg.svd(X.dense([0, 0, 0, 1]), compute_uv=False))))
+    True
+    """
+
+    B: np.ndarray  # (G, G)
+    b: np.ndarray  # (G,)
+    m: np.ndarray  # (G,) classes per group
+
+    def __post_init__(self) -> None:
+        self.m = np.asarray(self.m, dtype=float)
+        self.B = np.asarray(self.B, dtype=float).reshape(len(self.m), len(self.m))
+        self.b = np.where(self.m > 1, np.asarray(self.b, dtype=float), 0.0)
+
+    # ----- construction ---------------------------------------------------------------------------------------
+    @classmethod
+    def from_entries(cls, own: Sequence[float], within: Sequence[float], cross: np.ndarray,
+                     m: Sequence[float]) -> GroupMatrix:
+        """From the entries: `own` X_kk, `within` X_kj for j ≠ k in the same group, `cross[g, h]` X_kj for j in
+        group h ≠ g (its diagonal is ignored)."""
+        m = np.asarray(m, dtype=float)
+        own, within = np.asarray(own, dtype=float), np.asarray(within, dtype=float)
+        B = np.array(cross, dtype=float) * np.sqrt(np.outer(m, m))
+        np.fill_diagonal(B, own + (m - 1) * within)
+        return cls(B, own - within, m)
+
+    @classmethod
+    def diagonal(cls, values: Sequence[float], m: Sequence[float]) -> GroupMatrix:
+        """diag(v_k) with v_k = values[g] for the classes of group g."""
+        v = np.asarray(values, dtype=float)
+        return cls(np.diag(v), v, m)
+
+    @classmethod
+    def identity(cls, m: Sequence[float]) -> GroupMatrix:
+        return cls.diagonal(np.ones(len(m)), m)
+
+    @classmethod
+    def ones(cls, m: Sequence[float]) -> GroupMatrix:
+        """11ᵀ (Qᵀ1 = √m)."""
+        r = np.sqrt(np.asarray(m, dtype=float))
+        return cls(np.outer(r, r), np.zeros(len(r)), m)
+
+    @classmethod
+    def outer(cls, u: Sequence[float], v: Sequence[float], m: Sequence[float]) -> GroupMatrix:
+        """u vᵀ for class vectors constant on groups (u_k = u[g] for the classes of group g)."""
+        r = np.sqrt(np.asarray(m, dtype=float))
+        return cls(np.outer(r * np.asarray(u, dtype=float), r * np.asarray(v, dtype=float)), np.zeros(len(r)), m)
+
+    # ----- the algebra ----------------------------------------------------------------------------------------
+    def __matmul__(self, other: GroupMatrix) -> GroupMatrix:
+        return GroupMatrix(self.B @ other.B, self.b * other.b, self.m)
+
+    def __add__(self, other: GroupMatrix) -> GroupMatrix:
+        return GroupMatrix(self.B + other.B, self.b + other.b, self.m)
+
+    def __sub__(self, other: GroupMatrix) -> GroupMatrix:
+        return GroupMatrix(self.B - other.B, self.b - other.b, self.m)
+
+    def __mul__(self, c: float) -> GroupMatrix:
+        return GroupMatrix(c * self.B, c * self.b, self.m)
+
+    __rmul__ = __mul__
+
+    @property
+    def T(self) -> GroupMatrix:  # noqa: N802 - the transpose, as numpy names it
+        return GroupMatrix(self.B.T, self.b, self.m)
+
+    @property
+    def K(self) -> int:  # noqa: N802
+        return int(round(float(self.m.sum())))
+
+    # ----- what a K×K matrix is measured by -------------------------------------------------------------------
+    def entries(self) -> tuple[np.ndarray, np.ndarray]:
+        """(own, group): X_kk per group, and group[g, h] = X_kj for j in group h (j ≠ k; the diagonal: within g)."""
+        m = self.m
+        group = self.B / np.sqrt(np.outer(m, m))
+        own = (np.diag(self.B) + (m - 1) * self.b) / m
+        np.fill_diagonal(group, (np.diag(self.B) - self.b) / m)
+        return own, group
+
+    def dense(self, class_group: Sequence[int]) -> np.ndarray:
+        """The full K×K matrix, class k in group class_group[k] (for tests and small K)."""
+        cg = np.asarray(class_group, dtype=int)
+        own, group = self.entries()
+        X = group[np.ix_(cg, cg)]
+        np.fill_diagonal(X, own[cg])
+        return X
+
+    def frobenius(self) -> float:
+        """‖X‖_F = (‖B‖_F² + Σ_g (m_g − 1) b_g²)^{1/2}."""
+        return math.sqrt(float((self.B**2).sum() + ((self.m - 1) * self.b**2).sum()))
+
+    def trace(self) -> float:
+        return float(np.trace(self.B) + ((self.m - 1) * self.b).sum())
+
+    def singular_values(self, expand: bool = False) -> np.ndarray:
+        """Those of B, then |b_g| for the groups of more than one class (`expand`: each m_g − 1 times)."""
+        S = np.linalg.svd(self.B, compute_uv=False)
+        grouped = self.m > 1
+        d = np.abs(self.b[grouped])
+        return np.concatenate([S, np.repeat(d, (self.m[grouped] - 1).astype(int)) if expand else d])
+
+    def abs_right(self) -> GroupMatrix:
+        """(XᵀX)^{1/2}: V_B S V_Bᵀ and |b|."""
+        _, S, Vt = np.linalg.svd(self.B)
+        return GroupMatrix((Vt.T * S) @ Vt, np.abs(self.b), self.m)
+
+    def abs_left(self) -> GroupMatrix:
+        """(XXᵀ)^{1/2}: U_B S U_Bᵀ and |b|."""
+        U, S, _ = np.linalg.svd(self.B)
+        return GroupMatrix((U * S) @ U.T, np.abs(self.b), self.m)
+
+    def distance(self, reference: GroupMatrix) -> float:
+        """‖X/‖X‖_F − R/‖R‖_F‖_F, the normalized Gram distance of `analysis.metrics.gram_distance` (NaN if X = 0),
+        computed as the norm of the difference (no cancellation when it is small)."""
+        a, r = self.frobenius(), reference.frobenius()
+        if a == 0:
+            return math.nan
+        return (self * (1 / a) - reference * (1 / r)).frobenius()
+
+    def etf_distance(self) -> float:
+        """`analysis.metrics.etf_distance`: the distance to the simplex ETF's Gram I − 11ᵀ/K.
+        >>> from analysis.metrics import etf_distance
+        >>> X = GroupMatrix(np.array([[3.0, 1.0], [1.0, 2.0]]), np.array([0.5, 0.0]), [4, 1])
+        >>> abs(X.etf_distance() - etf_distance(X.dense([0, 0, 0, 0, 1]))) < 1e-15
+        True
+        """
+        return self.distance(GroupMatrix.identity(self.m) - GroupMatrix.ones(self.m) * (1 / self.K))
+
+    def group_cosines(self) -> np.ndarray:
+        """Of a Gram matrix: the cosine between two classes of the same group, X_kj/X_kk (NaN for a group of one
+        class or a zero diagonal)."""
+        own, group = self.entries()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cos = np.diag(group) / own
+        return np.where((self.m > 1) & (own > 0), cos, math.nan)
+
+
+def class_groups(counts: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n, m, class_group): the distinct counts in increasing order, the classes per count, and the group of
+    every class (np.unique).
+    >>> [a.tolist() for a in class_groups([5, 2, 5, 5])]
+    [[2.0, 5.0], [1, 3], [1, 0, 1, 1]]
+    """
+    n, class_group, m = np.unique(np.asarray(counts, dtype=float), return_inverse=True, return_counts=True)
+    return n, m, class_group
+
+
+@dataclass
+class GroupFactorized:
+    """`factorize_groups`: the count-group form of `Factorized`, with no K×K array."""
+
+    rank: int
+    predicted: dict[str, float]
+    singular_values: np.ndarray  # of B (G values), untruncated
+    within: np.ndarray  # |d_g| per group (0 for a group of one class), untruncated
+    collapsed: np.ndarray  # (G,) bool: a group of >= 2 classes whose within-group part is 0 (rank_rtol)
+    grams: dict[str, GroupMatrix]  # "W" (WWᵀ), "means" (centered class means), "features" (uncentered)
+
+
+def factorize_groups(X: GroupMatrix, b: Sequence[float], n: Sequence[float], wd_W: float, wd_H: float,
+                     loss: float, rank_rtol: float = 1e-8) -> GroupFactorized:
+    """`factorize_logits` for a block-symmetric X = D^{1/2}Ẑ (`GroupMatrix`, groups of `n[g]` samples per class)
+    and a bias constant on groups, without any K×K array: the same predictions from B (G×G) and b (G).
+
+    The balanced factorization X = USVᵀ gives WWᵀ = κ²(XᵀX)^{1/2}, the class features' Gram
+    κ⁻²D^{-1/2}(XXᵀ)^{1/2}D^{-1/2}, and W Fᵀ = Xᵀ D^{-1/2} (κ = (λ_H/λ_W)^{1/4}), all in the algebra of
+    `GroupMatrix`, as are the centering C = I − 1nᵀ/N and the logits D^{-1/2}X + 1bᵀ; singular values below
+    rank_rtol × the largest are dropped as in `factorize_logits`. Group g collapses (its classes have identical
+    classifiers and features) iff its within-group singular value |d_g| is dropped. Ties of a class's own logit
+    with another class count as a mistake (nc4, accuracy not predicted); `factorize_logits` follows argmax.
+    >>> X = GroupMatrix.from_entries([2.0, 1.5], [0.0, -0.75], np.zeros((2, 2)), [1, 3])
+    >>> n, cg = np.array([4.0, 4.0]), [0, 1, 1, 1]
+    >>> fg = factorize_groups(X, np.zeros(2), n, 1e-2, 1e-2, loss=0.1)
+    >>> fd = factorize_logits(X.dense(cg), np.zeros(4), n[cg], 1e-2, 1e-2, loss=0.1)
+    >>> fg.rank == fd.rank, all(abs(fg.predicted[k] - fd.predicted[k]) < 1e-12 for k in fd.predicted)
+    (True, True)
+    """
+    m = X.m
+    n = np.asarray(n, dtype=float)
+    b = np.asarray(b, dtype=float)
+    K, N = X.K, float(m @ n)
+    U, S, Vt = np.linalg.svd(X.B)
+    within = np.abs(X.b)
+    top = max(float(S.max()) if S.size else 0.0, float(within.max()) if within.size else 0.0)
+    threshold = rank_rtol * max(top, 1e-300)
+    S_r = np.where(S > threshold, S, 0.0)
+    kept_d = (within > threshold) & (m > 1)
+    Xr = GroupMatrix((U * S_r) @ Vt, np.where(kept_d, X.b, 0.0), m)
+    rank = int((S_r > 0).sum() + ((m - 1) * kept_d).sum())
+    nuclear = float(S_r.sum() + ((m - 1) * np.abs(Xr.b)).sum())
+    kappa_sq = math.sqrt(wd_H / wd_W)
+    # the logits of a class-g sample: own, on the other classes of its group, on a class of group h
+    own, group = Xr.entries()
+    sqrt_n = np.sqrt(n)
+    z_own = own / sqrt_n + b
+    z_group = group / sqrt_n[:, None] + b[None, :]
+    mult = m[None, :] - np.eye(len(m))  # how many classes of group h a class-g row meets (0: none)
+    present = mult > 0
+    z_other = np.where(present, mult * z_group, 0.0).sum(1) / (K - 1)
+    weight = m * n / N
+    scale = max(1.0, float(np.abs(z_own).max()), float(np.abs(z_group[present]).max()) if present.any() else 0.0)
+
+    def snap(v: float) -> float:
+        return 0.0 if abs(v) <= 1e-8 * scale else v
+
+    p: dict[str, float] = {
+        "loss": float(loss),
+        "W_norm_sq": kappa_sq * nuclear,
+        "H_norm_sq": nuclear / kappa_sq,
+        "z_true": snap(float(weight @ z_own)),
+        "z_other": snap(float(weight @ z_other)),
+        "logit_gap": snap(float(weight @ (z_own - z_other))),
+    }
+    if np.any(b):
+        p["b_mean"] = snap(float(m @ b / K))
+    grams: dict[str, GroupMatrix] = {}
+    if rank > 0:
+        root_inv = GroupMatrix.diagonal(1 / sqrt_n, m)
+        center = GroupMatrix.identity(m) - GroupMatrix.outer(np.ones(len(m)), n / N, m)  # C = I − 1nᵀ/N
+        gram_W = Xr.abs_right() * kappa_sq
+        gram_F = (root_inv @ Xr.abs_left() @ root_inv) * (1 / kappa_sq)
+        gram_M = center @ gram_F @ center.T
+        WM = Xr.T @ root_inv @ center.T
+        p.update(nc1=0.0, nc2=gram_M.etf_distance(), nc3=WM.etf_distance(), nc2_W=gram_W.etf_distance())
+        others = np.where(present, z_group, -math.inf).max(1)
+        if (z_own > others).all():
+            p.update(nc4=0.0, accuracy=1.0)
+        grams = {"W": gram_W, "means": gram_M, "features": gram_F}
+    collapsed = (m > 1) & ~kept_d
+    return GroupFactorized(rank, p, S, within, collapsed, grams)
+
+
 def mse_free_bias_counts(counts: Sequence[int], d: int, wd_W: float, wd_H: float,
                          target_scale: float = 1.0) -> Target:
     """MSE + weight decay with an unregularized bias, any class counts (derived here):
@@ -194,6 +467,8 @@ def mse_free_bias_counts(counts: Sequence[int], d: int, wd_W: float, wd_H: float
     w = counts / N
     root_lam = math.sqrt(wd_W * wd_H)
     tau = N * root_lam
+    if K > GRAMS_MAX_K:
+        return _mse_free_bias_groups(counts, d, wd_W, wd_H, target_scale)
     U, S, Vt = np.linalg.svd(target_scale * np.sqrt(counts)[:, None] * (np.eye(K) - w[None, :]))
     shrunk = np.clip(S - tau, 0, None)
     rank = int((shrunk > 0).sum())
@@ -204,6 +479,30 @@ def mse_free_bias_counts(counts: Sequence[int], d: int, wd_W: float, wd_H: float
     reason = ("imbalanced: Z = the singular-value shrinkage of the centered labels s(Y − 1wᵀ) by "
               f"N·sqrt(wd_W·wd_H), b = s·n_k/N; {rank} of {K - 1} directions survive")
     return Target(name, True, reason, fac.predicted, fac.grams if rank else {})
+
+
+def _mse_free_bias_groups(counts: np.ndarray, d: int, wd_W: float, wd_H: float, target_scale: float) -> Target:
+    """`mse_free_bias_counts` for K > GRAMS_MAX_K, in the count-group algebra: s·D^{1/2}(I − 1wᵀ) is a
+    `GroupMatrix`, its singular-value shrinkage acts on B (G×G) and on the within-group values s√n_g."""
+    name = "mse_free_bias"
+    n, m, _ = class_groups(counts)
+    K, N = len(counts), float(counts.sum())
+    root_lam = math.sqrt(wd_W * wd_H)
+    tau = N * root_lam
+    X0 = (GroupMatrix.diagonal(np.sqrt(n), m) @ (GroupMatrix.identity(m) - GroupMatrix.outer(np.ones(len(m)), n / N, m))
+          ) * target_scale
+    U, S, Vt = np.linalg.svd(X0.B)
+    X = GroupMatrix((U * np.clip(S - tau, 0, None)) @ Vt, np.sign(X0.b) * np.clip(np.abs(X0.b) - tau, 0, None), m)
+    sigmas = X0.singular_values(expand=True)
+    shrunk = np.clip(sigmas - tau, 0, None)
+    rank = int((shrunk > 0).sum())
+    if d < rank:
+        return not_applicable(name, f"needs d >= {rank} (d={d})")
+    fac = factorize_groups(X, target_scale * n / N, n, wd_W, wd_H, _shrinkage_objective(sigmas, tau, N, root_lam))
+    reason = ("imbalanced: Z = the singular-value shrinkage of the centered labels s(Y − 1wᵀ) by "
+              f"N·sqrt(wd_W·wd_H), b = s·n_k/N; {rank} of {K - 1} directions survive (K = {K} > {GRAMS_MAX_K}: "
+              "computed on the count groups, the K×K Grams are not built)")
+    return Target(name, True, reason, fac.predicted)
 
 
 def group_collapse_threshold(counts: Sequence[int], wd_W: float, wd_H: float, margin: float = 1.0) -> dict[int, bool]:
@@ -262,8 +561,61 @@ def seli_grams(counts: Sequence[int]) -> dict[str, np.ndarray]:
     return {"W": (V * lam) @ V.T, "means": (V / lam) @ V.T}
 
 
+def seli_group_grams(counts: Sequence[int]) -> dict[str, GroupMatrix]:
+    """`seli_grams` in the count-group algebra (no K×K array): P = I − 11ᵀ/K and D = diag(n_k) are
+    `GroupMatrix`es, so PDP = Q(P_B diag(n) P_B)Qᵀ + Σ_g n_g P_g; its square root and pseudo-inverse square root
+    act on the G×G part (eigh) and on n_g. The same 1e-12 relative cut of the null space as `seli_grams`.
+    >>> counts = [5, 5, 2, 9]; _, _, cg = class_groups(counts)
+    >>> dense, grouped = seli_grams(counts), seli_group_grams(counts)
+    >>> all(np.allclose(grouped[k].dense(cg), dense[k], atol=1e-12) for k in ("W", "means"))
+    True
+    """
+    n, m, _ = class_groups(counts)
+    K = int(m.sum())
+    P = GroupMatrix.identity(m) - GroupMatrix.ones(m) * (1.0 / K)
+    PDP = P @ GroupMatrix.diagonal(n, m) @ P
+    evals, V = np.linalg.eigh((PDP.B + PDP.B.T) / 2)
+    top = max(float(evals.max()), float(PDP.b.max()))
+    keep = evals > 1e-12 * top
+    V, lam = V[:, keep], np.sqrt(evals[keep])
+    root = np.where(PDP.b > 1e-12 * top, np.sqrt(np.clip(PDP.b, 0, None)), 0.0)
+    with np.errstate(divide="ignore"):
+        inv_root = np.where(root > 0, 1 / root, 0.0)
+    return {"W": GroupMatrix((V * lam) @ V.T, root, m), "means": GroupMatrix((V / lam) @ V.T, inv_root, m)}
+
+
+def gram_distance_grouped(V: np.ndarray, reference: GroupMatrix, class_group: Sequence[int]) -> float:
+    """`analysis.metrics.gram_distance`(V Vᵀ, R) for K×d rows V and a count-group Gram R, without a K×K array:
+    ⟨VVᵀ, R⟩ = Σ_k ⟨v_k, (RV)_k⟩ with RV = Q B (QᵀV) + Σ_g b_g P_g V (group sums and deviations from the group
+    means), ‖VVᵀ‖_F = ‖VᵀV‖_F (d×d); then √(2 − 2⟨VVᵀ, R⟩/(‖VVᵀ‖‖R‖)), accurate to ~1e-8 absolute (the
+    subtraction; `GroupMatrix.distance` has no such loss). NaN if V = 0.
+    >>> from analysis.metrics import gram_distance
+    >>> V, cg = np.random.default_rng(0).normal(size=(5, 3)), [0, 0, 1, 1, 1]
+    >>> R = GroupMatrix(np.array([[2.0, 1.0], [1.0, 3.0]]), np.array([0.5, 1.0]), [2, 3])
+    >>> abs(gram_distance_grouped(V, R, cg) - gram_distance(V @ V.T, R.dense(cg))) < 1e-12
+    True
+    """
+    V = np.asarray(V, dtype=float)
+    cg = np.asarray(class_group, dtype=int)
+    m = reference.m
+    sums = np.zeros((len(m), V.shape[1]))
+    np.add.at(sums, cg, V)
+    QtV = sums / np.sqrt(m)[:, None]
+    RV = (reference.B @ QtV)[cg] / np.sqrt(m)[cg][:, None] + reference.b[cg][:, None] * (V - (sums / m[:, None])[cg])
+    inner = float((V * RV).sum())
+    gram = V.T @ V if V.shape[1] <= V.shape[0] else V @ V.T
+    norm = float(np.linalg.norm(gram))
+    if norm == 0:
+        return math.nan
+    return math.sqrt(max(0.0, 2 - 2 * inner / (norm * reference.frobenius())))
+
+
 def etf_grams(K: int, W_norm_sq: float, ratio_sq: float) -> dict[str, np.ndarray]:
-    """Grams of a simplex-ETF classifier with ‖W‖² = W_norm_sq and class means h_k = κ·w_k, κ² = ratio_sq."""
+    """Grams of a simplex-ETF classifier with ‖W‖² = W_norm_sq and class means h_k = κ·w_k, κ² = ratio_sq (K×K:
+    the targets build them for K <= GRAMS_MAX_K only).
+    >>> etf_grams(3, 2.0, 0.25)["means"].round(4).tolist()[0]
+    [0.1667, -0.0833, -0.0833]
+    """
     gram_W = W_norm_sq / (K - 1) * (np.eye(K) - 1.0 / K)
     return {"W": gram_W, "means": ratio_sq * gram_W}
 
@@ -296,7 +648,7 @@ def ce_etf(K: int, n: int, d: int, wd_W: float, wd_H: float, smoothing: float = 
         "logit_gap": u,
         "nc1": 0.0, "nc2": 0.0, "nc3": 0.0, "nc4": 0.0, "accuracy": 1.0,
     }
-    return Target(name, True, "", p, etf_grams(K, p["W_norm_sq"], wd_W / (n * wd_H)))
+    return Target(name, True, "", p, etf_grams(K, p["W_norm_sq"], wd_W / (n * wd_H)) if K <= GRAMS_MAX_K else {})
 
 
 def deep_linear_singular_value(a: float, N: int, lam: float, factors: int) -> float:
@@ -404,7 +756,7 @@ def focal_etf(K: int, n: int, d: int, wd_W: float, wd_H: float, gamma: float) ->
         "nc1": 0.0, "nc2": 0.0, "nc3": 0.0, "nc4": 0.0, "accuracy": 1.0,
     }
     return Target(name, True, f"γ = {gamma:g}: the ETF's scale from the one-dimensional problem", p,
-                  etf_grams(K, p["W_norm_sq"], wd_W / (n * wd_H)))
+                  etf_grams(K, p["W_norm_sq"], wd_W / (n * wd_H)) if K <= GRAMS_MAX_K else {})
 
 
 def etf_exists(K: int, d: int) -> bool:
@@ -471,6 +823,10 @@ def mse_regularized_bias(K: int, n: int, d: int, wd_W: float, wd_H: float, wd_b:
         return Target(name, True, "the class-dependent part collapses to zero: K·sqrt(n·wd_W·wd_H) >= s", p)
     # class means ∝ rows of D^{-1/2}U S^{1/2}: a simplex ETF plus a common component when g > 0, which
     # the centering removes (NC2 = 0); W = V S^{1/2} has Gram ∝ a√n(I − 11ᵀ/K) + g√(NK)·11ᵀ/K
+    if K > GRAMS_MAX_K:  # one group of K classes: a(I − 11ᵀ/K)√n + g√(NK)/K·11ᵀ has B = g√(NK), b = a√n
+        gram = GroupMatrix(np.array([[g * math.sqrt(N * K)]]), np.array([a * math.sqrt(n)]), [K])
+        p.update(nc1=0.0, nc2=0.0, nc3=0.0, nc4=0.0, accuracy=1.0, nc2_W=gram.etf_distance() if g > 0 else 0.0)
+        return Target(name, True, f"K = {K} > {GRAMS_MAX_K}: the K×K Grams are not built", p)
     gram_W = a * math.sqrt(n) * (np.eye(K) - 1.0 / K) + g * math.sqrt(N * K) / K * np.ones((K, K))
     p.update(nc1=0.0, nc2=0.0, nc3=0.0, nc4=0.0, accuracy=1.0,
              nc2_W=etf_distance(gram_W) if g > 0 else 0.0)

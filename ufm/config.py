@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 
+from ufm.counts import ZipfSpec, is_zipf
 from ufm.errors import ConfigError
 from ufm.losses.config import LossConfig
 
@@ -39,11 +40,15 @@ class SimConfig:
     >>> cfg = SimConfig(K=4, loss="ls", wd=1e-3)
     >>> cfg.loss.name, cfg.loss.smoothing, cfg.wd_H, cfg.N
     ('ls', 0.1, 0.001, 400)
+    >>> SimConfig(K=6, counts="zipf:1:5").counts   # long-tailed counts: n_k = max(1, round(5/k)), half up
+    (5, 3, 2, 1, 1, 1)
     """
 
     K: int = 10
     n: int | None = 100  # samples per class; with counts: counts[0] if balanced, else None
-    counts: tuple[int, ...] | None = None  # per-class sample counts; sets K and overrides n
+    # per-class sample counts; sets K and overrides n. A string "zipf:S:NMAX" gives K long-tailed counts
+    # (ufm.counts.zipf_counts: n_k = max(1, round-half-up(NMAX·k^(−S))), K from the K field)
+    counts: tuple[int, ...] | str | None = None
     imbalance: float | None = None  # step imbalance R: the last `minority` classes get max(1, round(n/R))
     minority: int | None = None  # K_B, the number of minority classes (with imbalance)
     d: int = 512
@@ -89,6 +94,13 @@ class SimConfig:
                 raise ConfigError(f"--imbalance R must be >= 1, got {self.imbalance}")
             minority_n = max(1, round(self.n / self.imbalance))
             self.counts = (self.n,) * (self.K - self.minority) + (minority_n,) * self.minority
+        if is_zipf(self.counts):
+            try:
+                self.counts = ZipfSpec.parse(self.counts).counts(self.K)
+            except ValueError as e:
+                raise ConfigError(f"--counts {self.counts}: {e}") from None
+        elif isinstance(self.counts, str):
+            raise ConfigError(f"--counts must be a list of integers or zipf:S:NMAX, got {self.counts!r}")
         if self.counts is not None:
             self.counts = tuple(int(c) for c in self.counts)
             self.K = len(self.counts)

@@ -13,6 +13,7 @@ from analysis.metrics import etf_distance
 from analysis.theory import (
     ce_etf,
     etf_gram,
+    factorize_logits,
     group_collapse_threshold,
     minority_parallel_ratio,
     mse_bias_free,
@@ -328,3 +329,122 @@ def test_deep_linear_mse_collapses_to_zero_under_large_weight_decay():
 
     t = deep_linear_mse([5] * 4, 8, 8, 3, 0.5, 0.5, 0.5).predicted
     assert t["loss"] == pytest.approx(0.5, rel=1e-15) and t["W_norm_sq"] == 0.0
+
+
+# ----- the count-group algebra: K×K quantities from G×G ones (issue 24) --------------------------------------------
+def random_group_matrix(rng, m, zero_within=()):
+    """A random GroupMatrix with group sizes m (within-group parts of the groups `zero_within` set to 0)."""
+    from analysis.theory import GroupMatrix
+
+    G = len(m)
+    b = rng.normal(size=G)
+    b[list(zero_within)] = 0.0
+    return GroupMatrix(rng.normal(size=(G, G)), b, m)
+
+
+def dense_groups(m):
+    """class_group of classes in group order: group g holds classes sum(m[:g]) … sum(m[:g+1]) − 1."""
+    return np.repeat(np.arange(len(m)), m)
+
+
+def test_group_matrix_algebra_is_the_dense_algebra():
+    """Q B Qᵀ + Σ b_g P_g (analysis.theory.GroupMatrix) against the K×K matrices it stands for: products, sums,
+    transposes, entries, norms, traces, singular values (those of B and |b_g| m_g − 1 times), the square roots
+    (XᵀX)^{1/2}, (XXᵀ)^{1/2}, and the normalized Gram and ETF distances of analysis.metrics."""
+    from analysis.metrics import gram_distance
+    from analysis.theory import GroupMatrix
+
+    rng = np.random.default_rng(3)
+    m = np.array([4, 1, 3, 2, 1])
+    cg = dense_groups(m)
+    X, Y = random_group_matrix(rng, m), random_group_matrix(rng, m)
+    A, B = X.dense(cg), Y.dense(cg)
+    K = len(cg)
+    for got, want in (((X @ Y).dense(cg), A @ B), ((X + Y).dense(cg), A + B), ((X - Y).dense(cg), A - B),
+                      ((2.5 * X).dense(cg), 2.5 * A), (X.T.dense(cg), A.T),
+                      (X.abs_right().dense(cg), _psd_sqrt(A.T @ A)), (X.abs_left().dense(cg), _psd_sqrt(A @ A.T)),
+                      (GroupMatrix.ones(m).dense(cg), np.ones((K, K))), (GroupMatrix.identity(m).dense(cg), np.eye(K))):
+        assert np.abs(got - want).max() < 1e-12
+    assert X.frobenius() == pytest.approx(np.linalg.norm(A), rel=1e-14)
+    assert X.trace() == pytest.approx(np.trace(A), rel=1e-13)
+    assert np.allclose(np.sort(X.singular_values(expand=True)), np.sort(np.linalg.svd(A, compute_uv=False)),
+                       rtol=0, atol=1e-13)
+    assert X.K == K and len(X.singular_values(expand=True)) == K
+    S = X @ X.T  # a Gram: cosines within groups, distances
+    assert X.distance(Y) == pytest.approx(gram_distance(A, B), abs=1e-14)
+    assert S.etf_distance() == pytest.approx(etf_distance(A @ A.T), abs=1e-14)
+    G = A @ A.T
+    cos = G / np.sqrt(np.outer(np.diag(G), np.diag(G)))
+    want = [cos[np.flatnonzero(cg == g)[0], np.flatnonzero(cg == g)[1]] if m[g] > 1 else np.nan for g in range(len(m))]
+    assert np.allclose(S.group_cosines(), want, atol=1e-14, equal_nan=True)
+    own, group = X.entries()
+    assert np.allclose(GroupMatrix.from_entries(own, np.diag(group), group, m).dense(cg), A, atol=1e-14)
+
+
+def _psd_sqrt(A):
+    w, V = np.linalg.eigh((A + A.T) / 2)
+    return (V * np.sqrt(np.clip(w, 0, None))) @ V.T
+
+
+@pytest.mark.parametrize("seed, zero_within, bias", [(0, (), False), (1, (0, 2), True), (2, (0, 2, 3), False),
+                                                     (3, (), True)])
+def test_factorize_groups_equals_the_dense_factorization(seed, zero_within, bias):
+    """analysis.theory.factorize_groups (no K×K array) predicts what factorize_logits predicts from the dense
+    K×K logits, key for key, to 1e-12; its Grams are the dense ones; groups whose within-group part is 0 are the
+    collapsed ones (their classes' classifiers coincide in the dense W)."""
+    from analysis.theory import factorize_groups
+
+    rng = np.random.default_rng(seed)
+    m = np.array([3, 1, 4, 2])
+    n = np.array([9.0, 7.0, 2.0, 1.0])
+    cg = dense_groups(m)
+    X = random_group_matrix(rng, m, zero_within)
+    b = rng.normal(size=4) if bias else np.zeros(4)
+    grouped = factorize_groups(X, b, n, 1e-2, 4e-2, loss=0.3)
+    dense = factorize_logits(X.dense(cg), b[cg], n[cg], 1e-2, 4e-2, loss=0.3)
+    assert grouped.rank == dense.rank and list(grouped.predicted) == list(dense.predicted)
+    for key, value in dense.predicted.items():
+        assert grouped.predicted[key] == pytest.approx(value, rel=1e-12, abs=1e-13), key
+    for key in ("W", "means"):
+        assert np.abs(grouped.grams[key].dense(cg) - dense.grams[key]).max() < 1e-12
+    assert np.abs(grouped.grams["features"].dense(cg) - dense.features @ dense.features.T).max() < 1e-12
+    assert grouped.collapsed.tolist() == [(m[g] > 1 and g in zero_within) for g in range(4)]
+    for g in np.flatnonzero(grouped.collapsed):  # identical classifiers in the dense factor
+        rows = dense.W[cg == g]
+        assert np.abs(rows - rows[0]).max() < 1e-12
+
+
+def test_closed_forms_above_the_gram_cap_are_the_dense_ones(monkeypatch):
+    """Above GRAMS_MAX_K the closed forms predict the same numbers from the count groups, and omit the K×K Grams
+    (here the cap is lowered to 1 so that the dense values are at hand)."""
+    import analysis.theory as theory
+
+    cases = [lambda: mse_bias_free([40, 40, 10, 10, 10, 3], 8, 2e-3, 2e-3),
+             lambda: mse_free_bias_counts([50, 20, 20, 5, 5, 5], 8, 1e-3, 3e-3),
+             lambda: mse_free_bias_counts([9, 9, 1, 1, 1, 4], 8, 3e-2, 3e-2),
+             lambda: theory.mse_regularized_bias(5, 4, 8, 1e-2, 1e-2, 50.0),
+             lambda: ce_etf(5, 4, 8, 1e-3, 1e-3), lambda: theory.focal_etf(4, 5, 8, 5e-3, 5e-3, 2.0)]
+    for case in cases:
+        dense = case()
+        monkeypatch.setattr(theory, "GRAMS_MAX_K", 1)
+        grouped = case()
+        monkeypatch.setattr(theory, "GRAMS_MAX_K", 1000)
+        assert dense.grams and not grouped.grams and set(grouped.predicted) == set(dense.predicted), dense.name
+        for key, value in dense.predicted.items():
+            assert grouped.predicted[key] == pytest.approx(value, rel=1e-12, abs=1e-13), (dense.name, key)
+
+
+def test_seli_in_the_count_group_algebra():
+    """seli_group_grams equals seli_grams (both Grams, 1e-12), and gram_distance_grouped(V, R) equals
+    gram_distance(VVᵀ, R) for K×d rows V without the K×K matrix."""
+    from analysis.metrics import gram_distance
+    from analysis.theory import class_groups, gram_distance_grouped, seli_group_grams
+
+    counts = [20, 5, 20, 2, 5, 20, 7]
+    _, _, cg = class_groups(counts)
+    dense, grouped = seli_grams(counts), seli_group_grams(counts)
+    V = np.random.default_rng(0).normal(size=(len(counts), 4))
+    for key in ("W", "means"):
+        assert np.abs(grouped[key].dense(cg) - dense[key]).max() < 1e-12
+        assert gram_distance_grouped(V, grouped[key], cg) == pytest.approx(gram_distance(V @ V.T, dense[key]),
+                                                                           abs=1e-12)

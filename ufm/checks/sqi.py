@@ -7,6 +7,11 @@ c ≠ y_i. At a stationary last layer (square loss ½‖f − y‖², weight dec
 
 at any critical point (the general identity; with b = 0 it is DESIGN's form), and under SQI
 ‖w_c‖² = (ε − Kε²/(K−1))/(Kλ), w_c = ε/(λ(K−1))·(μ_c − μ_G).
+
+No N×K matrix is held. ε and the off-class mean come from the class sums of the features (Σ_i f_{i,y_i} =
+Σ_k w_k·Σ_{i∈k} x_i + n_k b_k, Σ_i Σ_c f_ic = (Σ_c w_c)·Σ_i x_i + N Σ_c b_c: O(N·d + K·d)); the off-class spread
+about that mean and the identity's column sums take one pass over the outputs, one block of rows at a time
+(`analysis.blocked.logit_blocks`, within the memory budget): O(N·K·d), a third of one training step.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ import math
 import numpy as np
 import torch
 
+from analysis.blocked import logit_blocks
 from analysis.metrics import class_means
-from analysis.theory import sqi_classifier, sqi_classifier_norm_sq, stationary_norm_identity
+from analysis.theory import sqi_classifier, sqi_classifier_norm_sq
 from ufm.config import SimConfig
-from ufm.model import classify, final_state
+from ufm.model import final_state
 
 NAME, ORDER = "sqi", 50
 
@@ -39,16 +45,32 @@ def sqi_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimConfig
     with torch.no_grad():
         p, X = final_state(params, cfg)
         W, b = p["W"], p.get("b")
-        F = classify(p, X)
-        K, s = cfg.K, cfg.loss.target_scale
-        Y = s * torch.nn.functional.one_hot(y, K).double()
-        true = F.gather(1, y[:, None]).squeeze(1)
-        off = F[Y == 0].reshape(len(y), K - 1)
-        eps = float((s - true).mean()) / s  # SQI is defined for unit targets: outputs scaled by 1/s
-        off_mean, off_std = float(off.mean()) / s, float(off.std(unbiased=False)) / s
+        K, s, N = cfg.K, cfg.loss.target_scale, len(y)
+        class_sums = torch.zeros(K, X.shape[1], dtype=X.dtype, device=X.device).index_add_(0, y, X)
+        true_sum = float((W * class_sums).sum())
+        total = float(W.sum(0) @ X.sum(0))
+        if b is not None:
+            true_sum += float(torch.bincount(y, minlength=K).to(b.dtype) @ b)
+            total += N * float(b.sum())
+        eps = (s - true_sum / N) / s  # SQI is defined for unit targets: outputs scaled by 1/s
+        off_mean = (total - true_sum) / (N * (K - 1))
+        spread = torch.zeros((), dtype=X.dtype, device=X.device)
+        # the identity's Σ_i (y_i − f_i)_c (f_{i,c} − b_c), per column c (analysis.theory.stationary_norm_identity)
+        columns = torch.zeros(K, dtype=X.dtype, device=X.device)
+        for rows, F in logit_blocks(X, W, b, copies=4):
+            idx, true = torch.arange(F.shape[0], device=F.device), y[rows]
+            if cfg.wd_W > 0:
+                residual = -F
+                residual[idx, true] += s
+                columns += (residual * (F if b is None else F - b)).sum(0)
+                del residual
+            dev = F.sub_(off_mean)
+            dev[idx, true] = 0.0
+            spread += (dev * dev).sum()
+        off_std = math.sqrt(float(spread) / (N * (K - 1))) / s
+        off_mean /= s
         measured = (W * W).sum(1).cpu().numpy()
-        identity = (stationary_norm_identity(Y.cpu().numpy(), F.cpu().numpy(), cfg.wd_W,
-                                             None if b is None else b.cpu().numpy()) if cfg.wd_W > 0 else None)
+        identity = (columns / (cfg.wd_W * N)).cpu().numpy() if cfg.wd_W > 0 else None
         means = class_means(X, y, K)
         M = (means - X.mean(0)).cpu().numpy()
     symmetric = eps / (K - 1)

@@ -13,6 +13,7 @@ from ufm.cli.common import (
     OneLineParser,
     check_out_dir,
     interrupt_on_sigterm,
+    memory_size,
     number,
 )
 from ufm.cli.loss_flags import add_loss_flags, loss_config
@@ -27,10 +28,19 @@ from ufm.config import (
     ConfigError,
     SimConfig,
 )
+from ufm.counts import ZipfSpec, is_zipf, read_counts_file
 from ufm.devices import DeviceUnavailable
 
 PROG = "python -m ufm.simulate"
-def _counts(text: str) -> tuple[int, ...]:
+
+
+def _counts(text: str) -> tuple[int, ...] | ZipfSpec:
+    """--counts: comma-separated integers, or zipf:S:NMAX (resolved with K in `config_from_args`)."""
+    if is_zipf(text):
+        try:
+            return ZipfSpec.parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
     parts = [p.strip() for p in text.split(",")]
     try:
         counts = tuple(int(p) for p in parts)
@@ -43,6 +53,14 @@ def _counts(text: str) -> tuple[int, ...]:
     return counts
 
 
+def _counts_file(path: str) -> tuple[int, ...]:
+    """--counts-file: one positive integer per line (ufm.counts.read_counts_file)."""
+    try:
+        return read_counts_file(path)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 LEGEND = """\
 reading the end-of-run table:
   loss        the objective F (the loss plus every weight-decay term), not the loss alone
@@ -52,7 +70,8 @@ reading the end-of-run table:
   NC4         disagreement of the classifier with the nearest-class-mean rule (0: they agree)
   predicted   the theory target's value (the line "theory:" names it, e.g. ce_etf, mse_bias_free)
   gap         |measured − predicted|/|predicted| ("rel"), or |measured − predicted| where 0 is predicted ("abs")
-  certificate the global optimum of the convex program, proven by a dual lower bound ("certified")
+  certificate the convex program's optimum, proven by a dual lower bound ("certified"): the global optimum
+              where d >= its rank, else only a lower bound on this UFM's F* (the line says so first)
   SQI, GNC, milestones, minority …  the end-of-run checks that apply to this run (see the README)
   verdict     the last line: did the run reach the predicted optimum, and why not
 exit status: 0 done, 1 an OS error writing results (the file is named), 2 bad input, 3 diverged, 130
@@ -73,7 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--K", type=number(int, 2), default=None, help="number of classes (default 10)")
     g.add_argument("--n", type=number(int, 1), default=100, help="samples per class (balanced)")
     g.add_argument("--counts", type=_counts, default=None,
-                   help="per-class sample counts, e.g. 50,50,10 (sets K, overrides --n)")
+                   help="per-class sample counts, e.g. 50,50,10 (sets K, overrides --n); or zipf:S:NMAX, long-tailed: "
+                        "n_k = max(1, round(NMAX·k^(−S))) for k = 1…K (round half up; needs --K)")
+    g.add_argument("--counts-file", type=_counts_file, default=None, metavar="FILE",
+                   help="per-class sample counts, one positive integer per line (blank lines and # comments are "
+                        "ignored); sets K, overrides --n")
     g.add_argument("--d", type=number(int, 1), default=512, help="feature dimension")
     g.add_argument("--imbalance", type=number(float, 1), default=None,
                    help="step imbalance R: the last --minority classes get max(1, round(n/R)) samples, the others n")
@@ -134,12 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=number(int, 1), default=None,
                    help="CPU threads (default: 1 for small problems, N·d·K < 2e7, else the cores no other "
                         "process is using, sampled over 0.1 s)")
+    g.add_argument("--memory-budget", type=memory_size, default=None, metavar="SIZE",
+                   help="memory for the N×K logits' blocks and the K×K tiles of one computation, e.g. 512MiB or 2GB "
+                        "(default: a quarter of the free memory of the device, at most 512 MiB on a CPU and 8 GiB on "
+                        "a GPU; or the environment variable UFM_MEMORY_BUDGET)")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
-    K = len(args.counts) if args.counts else args.K
+    counts = args.counts_file if getattr(args, "counts_file", None) is not None else args.counts
+    K = None if isinstance(counts, ZipfSpec) else len(counts) if counts else args.K
+    K = args.K if K is None else K
     if K is None and args.hierarchy is not None:
         from analysis.hierarchy import HierarchyError
         from ufm.problem import class_tree
@@ -148,8 +177,12 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
             K = class_tree(args.hierarchy).K
         except HierarchyError as e:
             raise ConfigError(f"--hierarchy: {e}") from None
+    if isinstance(counts, ZipfSpec):
+        if K is None:
+            raise ConfigError(f"--counts {counts.text} needs --K, the number of classes")
+        counts = counts.counts(K)
     return SimConfig(
-        K=K or 10, n=args.n, counts=args.counts, d=args.d,
+        K=K or 10, n=args.n, counts=counts, d=args.d,
         loss=loss_config(args), wd=args.wd, wd_W=args.wd_W, wd_H=args.wd_H, wd_b=args.wd_b, bias=args.bias,
         steps=args.steps, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
         batch_size=args.batch_size, init_scale=args.init_scale, device=args.device, dtype=args.dtype,
@@ -164,27 +197,30 @@ def announce_memory(cfg: SimConfig, quiet: bool) -> None:
     """Large runs say up front what memory they will take (ufm.fit.memory's estimate; a run that cannot fit is
     refused by ufm.run itself)."""
     from ufm.devices import resolve_device
-    from ufm.fit.memory import available_bytes, estimate_bytes
+    from ufm.fit.memory import available_bytes, describe, estimate_bytes
 
-    need = estimate_bytes(cfg)
-    if quiet or need < 2**30:
+    if quiet or estimate_bytes(cfg) < 2**30:
         return
     try:
         device = str(resolve_device(cfg.device))
     except DeviceUnavailable:
         return
     have = available_bytes(device)
-    free = f" of the {have / 2**30:.1f} GiB available on {device}" if have else ""
-    print(f"{PROG}: N = {cfg.N}, d = {cfg.d}, K = {cfg.K}: about {need / 2**30:.1f} GiB{free}", file=sys.stderr)
+    free = f" (of the {have / 2**30:.1f} GiB available on {device})" if have else ""
+    print(f"{PROG}: N = {cfg.N}, d = {cfg.d}, K = {cfg.K}: {describe(cfg, device)}{free}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.counts and args.K is not None and args.K != len(args.counts):
-        parser.error(f"--K {args.K} disagrees with --counts, which lists {len(args.counts)} classes")
-    if args.counts and args.imbalance is not None:
-        parser.error("--imbalance builds the class counts: do not combine it with --counts")
+    if args.counts is not None and args.counts_file is not None:
+        parser.error("give --counts or --counts-file, not both")
+    listed = args.counts_file if args.counts_file is not None else args.counts
+    flag = "--counts-file" if args.counts_file is not None else "--counts"
+    if isinstance(listed, tuple) and args.K is not None and args.K != len(listed):
+        parser.error(f"--K {args.K} disagrees with {flag}, which lists {len(listed)} classes")
+    if listed is not None and args.imbalance is not None:
+        parser.error(f"--imbalance builds the class counts: do not combine it with {flag}")
     if (args.imbalance is None) != (args.minority is None):
         parser.error("--imbalance R and --minority K_B go together")
     try:
@@ -192,6 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         parser.error(str(e))
     check_out_dir(parser, args.out)
+    if args.memory_budget is not None:
+        from analysis.blocked import set_memory_budget
+
+        set_memory_budget(args.memory_budget)
     from ufm.api import run
     from ufm.output.rundir import RunDirInUse, claim_run_dir, new_run_dir, os_error_line
     from ufm.problem import resolve

@@ -46,20 +46,32 @@ VERDICT_RTOL = 1e-3
 
 def verdict(summary: dict) -> str:
     """One line under the table saying what the run showed: reached the predicted (and certified) optimum, ended
-    away from it, or had nothing to compare with. Example:
+    away from it, or had nothing to compare with. Where the certificate bounds only a convex relaxation (d < rank,
+    non-negative features) it is never called the optimum. Example:
     >>> verdict({"status": "ok", "converged": True, "theory": {"name": "ce_etf", "applies": True},
     ...          "rel_gap": {"loss": 2e-7, "nc1": 1e-9}, "certificate": {"certified": True}, "doubts": []})
     'verdict: the run reached the predicted optimum ce_etf (largest gap 2.0e-07 on loss; certified)'
+    >>> v = verdict({"status": "ok", "converged": False, "theory": {"name": "convex_optimum", "applies": False},
+    ...              "certificate": {"certified": True, "lower_bound_only": True, "rel_gap": 4.0,
+    ...                              "lower_bound_reason": "d = 4 < rank 19"}})
+    >>> v.endswith("above the convex relaxation's lower bound on F* (d = 4 < rank 19: a bound, not the optimum)")
+    True
     """
     if summary["status"] != "ok":
         return f"verdict: the run {summary['status']} before its end: no claim about the optimum"
     theory, gaps = summary["theory"], summary.get("rel_gap", {})
     cert = summary.get("certificate") or {}
-    certified = "; certified" if cert.get("certified") else ""
+    relaxation = bool(cert.get("lower_bound_only"))
+    certified = "" if not cert.get("certified") else (
+        "; the certificate bounds only the convex relaxation" if relaxation else "; certified")
     if not theory["applies"] or not gaps:
-        if cert.get("certified") and not cert.get("lower_bound_only"):
+        if cert.get("certified") and "rel_gap" in cert and not relaxation:
             return (f"verdict: no closed form; the objective is {cert['rel_gap']:.1e} (relative) above the certified "
                     f"global optimum")
+        if "rel_gap" in cert and relaxation:
+            return (f"verdict: no theory target applies here; the objective is {cert['rel_gap']:.1e} (relative) above "
+                    f"the convex relaxation's lower bound on F* ({cert.get('lower_bound_reason', 'd < rank')}: a "
+                    "bound, not the optimum)")
         return "verdict: no theory target applies here: the measurements are reported without a reference"
     worst = max(gaps, key=lambda k: gaps[k])
     if gaps.get("loss", math.inf) <= VERDICT_RTOL and summary["converged"]:

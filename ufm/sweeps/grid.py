@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ufm.config import ConfigError, SimConfig
+from ufm.counts import is_zipf
 from ufm.losses import LossConfig
 from ufm.problem import resolve
 
@@ -103,15 +104,17 @@ def read_spec(path: Path) -> tuple[dict[str, Any], dict[str, list[Any]]]:
 
 
 def coerce(name: str, value: Any) -> Any:
-    """`value` as the type SimConfig declares for `name` (int, float, bool, str, the counts tuple, or None
-    where allowed): 4.0 → 4 for an int, 1 → 1.0 for a float, so that equal settings get equal ids; anything
-    else is a GridError (a string "false" is not a bool, 2.5 is not an int)."""
+    """`value` as the type SimConfig declares for `name` (int, float, bool, str, the counts tuple or a "zipf:S:NMAX"
+    specification, or None where allowed): 4.0 → 4 for an int, 1 → 1.0 for a float, so that equal settings get equal
+    ids; anything else is a GridError (a string "false" is not a bool, 2.5 is not an int)."""
     declared = FIELD_TYPES[name]
     if value is None:
         if "None" not in declared:
             raise GridError(f"{name} cannot be none")
         return None
     base = declared.split("|")[0].strip()
+    if base.startswith("tuple") and is_zipf(value):  # counts = "zipf:S:NMAX": expanded by SimConfig with its K
+        return value.strip()
     if base.startswith("tuple"):  # counts: a list of integers (or "50,50,10" from the command line)
         items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else [value]
         return tuple(coerce_int(name, parse_value(v) if isinstance(v, str) else v) for v in items)
@@ -148,7 +151,7 @@ def _settings(raw: dict[str, Any]) -> dict[str, Any]:
 # settings added after the ids were fixed: hashed only where they differ from the default they were added with,
 # so a configuration that does not use them keeps its id (a sweep restarted after an upgrade skips its runs)
 ADDED_SETTINGS = {"focal_gamma": 2.0, "features": "free", "lca_distance": "auto", "normalize": "none",
-                  "temperature": 1.0}
+                  "temperature": 1.0, "code_budget": 120.0}
 
 
 def config_id(cfg: SimConfig) -> str:

@@ -120,15 +120,32 @@ def test_an_accuracy_far_from_the_target_is_not_convergence():
     assert not r.summary["converged"] and any("accuracy" in d for d in r.summary["doubts"])
 
 
-@pytest.mark.parametrize("kwargs", [dict(d=10**9), dict(n=10**9), dict(K=10**6, n=2)])
+@pytest.mark.parametrize("kwargs", [dict(d=10**9), dict(n=10**9), dict(K=10**6, n=2, d=2000)])
 def test_a_run_that_cannot_fit_is_refused_before_allocating(kwargs):
-    with pytest.raises(ConfigError, match="GiB"):
+    with pytest.raises(ConfigError, match="GiB, mostly the parameters"):
         ufm.run(SimConfig(**{"K": 10, "n": 10, "d": 8, **kwargs}), progress=False)
 
 
+def test_the_logits_of_many_classes_count_only_their_blocks():
+    """K = 10⁶, n = 2: the N×K logits would be 8·10¹² bytes, but they exist one block at a time, so the estimate
+    counts the blocks (at most twice the memory budget) and the run is not refused for them (DESIGN §8)."""
+    from analysis.blocked import budget
+    from ufm.fit.memory import estimate_bytes, memory_terms
+
+    cfg = SimConfig(K=10**6, n=2, d=8)
+    with budget("256MiB"):
+        terms = memory_terms(cfg)
+        logits = next(v for k, v in terms.items() if k.startswith("the logits"))
+        assert logits == 2 * 256 * 2**20 and estimate_bytes(cfg) < 2**31
+
+
 def test_a_large_k_skips_the_reference_code_with_its_reason():
-    r = ufm.run(SimConfig(K=300, n=1, d=16, steps=3, certificate=False), progress=False)
-    assert "not computed" in r.summary["gnc"]["skipped"] and "energy_W" in r.summary["gnc"]
+    """A code whose search is estimated over --code-budget (here 10 ms for 300 points in R^16, about a second) is
+    skipped with the estimate and the flag, the measured uniformity kept."""
+    cfg = SimConfig.from_dict(dict(K=300, n=1, d=16, steps=3, certificate=False, code_budget=0.01))
+    r = ufm.run(cfg, progress=False)
+    assert "not computed" in r.summary["gnc"]["skipped"] and "--code-budget" in r.summary["gnc"]["skipped"]
+    assert "energy_W" in r.summary["gnc"]
     assert any(line.startswith("GNC: the reference spherical code") for line in r.check_lines)
 
 
