@@ -1,5 +1,6 @@
 """Target frames: the hierarchy-aware frame (HAFrame; Liang & Davis, ICCV 2023), the simplex ETF and
-spherical codes (the generalized-NC targets of HUG, Liu et al. 2023; at the end of this module).
+spherical codes (the generalized-NC targets of HUG, Liu et al. 2023: in analysis.spherical_codes, importable from
+here as before).
 
 With d_ij the LCA heights of the class tree, d_max = max d_ij and a decay γ > 0,
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
@@ -196,160 +196,16 @@ def haframe_optimum(W: np.ndarray, S: np.ndarray, counts: Sequence[int], alpha: 
     return FixedFrameOptimum(features=features, value=value, grad_norm=grad)
 
 
-@dataclass(frozen=True, eq=False)
-class SphericalCode:
-    """K unit vectors in R^d spread as uniformly as found: `points` (K×d), their Riesz s-energy and
-    minimum angle (radians); `kind` "energy" (minimal Riesz s-energy: the Thomson problem for s = 1,
-    d = 3) or "maxmin" (maximal minimum angle: the Tammes problem)."""
+# the spherical codes (the generalized-NC targets beyond the simplex ETF) live in analysis.spherical_codes; these
+# names stay importable from here
+from analysis.spherical_codes import (  # noqa: E402 - after FrameError, which simplex_etf_points raises
+    CodeBudgetError,
+    SphericalCode,
+    code_feasible,
+    simplex_etf_points,
+    spherical_code,
+)
 
-    points: np.ndarray
-    energy: float
-    min_angle: float
-    kind: str
-    s: float
-    exact: bool  # the simplex ETF (K <= d + 1), known optimal, rather than a numerical optimum
-
-
-def simplex_etf_points(K: int, d: int) -> np.ndarray:
-    """K unit vectors in R^d (d >= K − 1) with pairwise cosines −1/(K−1): the centered standard basis of
-    R^K, normalized and rotated into its (K−1)-dimensional span."""
-    if d < K - 1:
-        raise FrameError(f"a simplex ETF of {K} points needs d >= {K - 1}, got d = {d}")
-    E = np.eye(K) - 1.0 / K
-    E /= np.linalg.norm(E, axis=1, keepdims=True)
-    # coordinates in an orthonormal basis of the span (K − 1 dimensions), padded with zeros to d
-    U, sing, Vt = np.linalg.svd(E, full_matrices=False)
-    coords = U[:, : K - 1] * sing[: K - 1]
-    out = np.zeros((K, d))
-    out[:, : K - 1] = coords
-    return out
-
-
-def _minimize_on_sphere(X0: np.ndarray, objective, iterations: int) -> np.ndarray:
-    """L-BFGS on free vectors, the objective evaluated on their normalizations (float64)."""
-    import torch
-
-    X = torch.tensor(X0, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([X], lr=1, max_iter=iterations, history_size=50, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-13, tolerance_change=0.0)
-
-    def closure():
-        opt.zero_grad()
-        # a pull of the norms toward 1 keeps the scale-invariant problem well conditioned
-        f = objective(X) + 0.5 * ((X.square().sum(1) - 1) ** 2).sum()
-        f.backward()
-        return f
-
-    for _ in range(5):
-        opt.step(closure)
-    with torch.no_grad():
-        return (X / X.norm(dim=1, keepdim=True)).numpy()
-
-
-def _maxmin_polish(P: np.ndarray) -> np.ndarray:
-    """Locally maximize the minimum angle: min z over (X, z) s.t. x_i·x_j <= z (i < j), ‖x_i‖² = 1."""
-    from scipy.optimize import minimize
-
-    K, d = P.shape
-    iu = np.triu_indices(K, 1)
-
-    def unpack(v):
-        return v[:-1].reshape(K, d), v[-1]
-
-    rows = np.arange(len(iu[0]))
-
-    def pair_jac(v):
-        X, _ = unpack(v)
-        J = np.zeros((len(iu[0]), K, d))
-        J[rows, iu[0]] = -X[iu[1]]
-        J[rows, iu[1]] = -X[iu[0]]
-        return np.concatenate([J.reshape(len(rows), K * d), np.ones((len(rows), 1))], axis=1)
-
-    def norm_jac(v):
-        X, _ = unpack(v)
-        J = np.zeros((K, K, d))
-        J[np.arange(K), np.arange(K)] = 2 * X
-        return np.concatenate([J.reshape(K, K * d), np.zeros((K, 1))], axis=1)
-
-    v0 = np.append(P.ravel(), (P @ P.T)[iu].max())
-    res = minimize(lambda v: v[-1], v0, jac=lambda v: np.eye(len(v))[-1], method="SLSQP",
-                   constraints=[{"type": "ineq", "fun": lambda v: v[-1] - (unpack(v)[0] @ unpack(v)[0].T)[iu],
-                                 "jac": pair_jac},
-                                {"type": "eq", "fun": lambda v: (unpack(v)[0] ** 2).sum(1) - 1, "jac": norm_jac}],
-                   options={"maxiter": 500, "ftol": 1e-15})
-    X = unpack(res.x)[0]
-    X = X / np.linalg.norm(X, axis=1, keepdims=True)
-    # keep the polish only where it improved the minimum angle (SLSQP can stop at an infeasible point)
-    return X if (X @ X.T)[iu].max() < (P @ P.T)[iu].max() else P
-
-
-def _code_stats(P: np.ndarray, s: float) -> tuple[float, float]:
-    from analysis.uniformity import min_angle, riesz_energy
-
-    return float(riesz_energy(P, s)), float(min_angle(P))
-
-
-# The numerical code costs about 2e-5 s × K²·d per L-BFGS restart on a 2-core CPU (measured: 4 s at K = 100,
-# d = 16; 26 s at K = 200, d = 32). Restarts are cut to keep K²·d·restarts within CODE_RESTART_BUDGET (~8 s),
-# and above CODE_MAX_WORK (one restart ~20 s) no code is computed (code_feasible is False): the caller says so.
-CODE_RESTART_BUDGET = 4e5
-CODE_MAX_WORK = 1e6
-
-
-def code_feasible(K: int, d: int) -> bool:
-    """Whether `spherical_code(K, d)` stays within seconds: the simplex ETF (K <= d + 1), or K²·d <= CODE_MAX_WORK.
-    >>> code_feasible(1000, 999), code_feasible(1000, 512), code_feasible(50, 16)
-    (True, False, True)
-    """
-    return K <= d + 1 or K * K * d <= CODE_MAX_WORK
-
-
-@lru_cache(maxsize=64)
-def _spherical_code(K: int, d: int, kind: str, s: float, restarts: int, seed: int) -> SphericalCode:
-    from analysis.uniformity import log_riesz_energy, riesz_energy
-
-    if K <= d + 1:
-        P = simplex_etf_points(K, d)
-        P.setflags(write=False)  # cached: callers share it
-        energy, angle = _code_stats(P, s)
-        return SphericalCode(P, energy, angle, kind, s, True)
-    rng = np.random.default_rng(seed)
-    best = None
-    for _ in range(max(1, min(restarts, int(CODE_RESTART_BUDGET // (K * K * d))))):
-        P = _minimize_on_sphere(rng.standard_normal((K, d)), lambda X: riesz_energy(X, s), 500)
-        if kind == "maxmin":
-            # Tammes by continuation: log E_t → −t·log(min distance) as t grows; warm-started from the
-            # Riesz optimum, each stage sharpens the minimum pairwise distance; then the exact
-            # max-min problem from there (SLSQP on the epigraph form)
-            for t in (4.0, 16.0, 64.0):
-                P = _minimize_on_sphere(P, lambda X, t=t: log_riesz_energy(X, t) / t, 500)
-        energy, angle = _code_stats(P, s)
-        score = energy if kind == "energy" else -angle
-        if best is None or score < best[0]:
-            best = (score, P, energy, angle)
-    _, P, energy, angle = best
-    if kind == "maxmin":
-        # polish the best restart only: the exact max-min step costs more than the continuation
-        P = _maxmin_polish(P)
-        energy, angle = _code_stats(P, s)
-    P.setflags(write=False)
-    return SphericalCode(P, energy, angle, kind, s, False)
-
-
-def spherical_code(K: int, d: int, kind: str = "energy", s: float = 1.0, restarts: int = 8,
-                   seed: int = 0) -> SphericalCode:
-    """The most uniform K directions in R^d found: for K <= d + 1 the simplex ETF (optimal for every
-    Riesz energy and for the minimum angle); beyond, the best of `restarts` float64 L-BFGS runs from
-    random starts on the sphere (fewer where K²·d is large: CODE_RESTART_BUDGET) — minimal Riesz s-energy
-    (`kind="energy"`), or maximal minimum angle (`kind="maxmin"`, by continuation in the exponent of log-sum-exp
-    energies). Cached per arguments. ValueError beyond `code_feasible` (minutes to hours)."""
-    if kind not in ("energy", "maxmin"):
-        raise ValueError(f"kind must be 'energy' or 'maxmin', got {kind!r}")
-    if K < 2 or d < 1:
-        raise ValueError(f"need K >= 2 and d >= 1, got K = {K}, d = {d}")
-    if d == 1 and K > 2:
-        raise ValueError(f"the sphere in R^1 has two points: no code of K = {K} directions in d = 1")
-    if not code_feasible(K, d):
-        raise ValueError(f"the spherical code of K = {K} directions in R^{d} is not computed: K²·d = {K * K * d:.2g} > "
-                         f"{CODE_MAX_WORK:.0e} (about {2e-5 * K * K * d:.0f} s per restart)")
-    return _spherical_code(int(K), int(d), kind, float(s), int(restarts), int(seed))
+__all__ = ["CodeBudgetError", "FixedFrameOptimum", "Frame", "FrameError", "SphericalCode", "code_feasible",
+           "decay_matrix", "frame_from_gram", "haframe", "haframe_gram", "haframe_optimum", "psd_bound",
+           "simplex_etf_points", "spherical_code"]

@@ -11,6 +11,8 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported; inherited by subprocesses
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+# no disk cache of spherical codes: a test computes what it checks and leaves nothing in the user's ~/.cache
+os.environ.setdefault("UFM_CACHE", "off")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

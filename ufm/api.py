@@ -112,6 +112,8 @@ def run_batch(cfgs: Sequence[SimConfig | Problem], outs: Sequence[Path | str] | 
 def _run_group(items: list[SimConfig | Problem], outs: list[Path] | None, progress: bool) -> list[RunResult]:
     """Configurations that step together (one stepper): problem → parameters → the loop → checks → output."""
     problems = [p if isinstance(p, Problem) else resolve(p) for p in items]
+    for p in problems:  # the spherical code's search (computed at the end) draws its bar only with the run's
+        p.progress = progress
     cfgs = [p.cfg for p in problems]
     device, dtype = resolve_device(cfgs[0].device), resolve_dtype(cfgs[0].dtype)
     if outs is not None:
@@ -158,11 +160,14 @@ def _finish(end: EndOfRun, out: Path | None, cpu: dict[str, torch.Tensor], done,
     if interrupted:
         end.status = "interrupted"
         end.__dict__["convex"] = (None, "the run was interrupted")  # the cached property: never solved
+        problem.search = False  # nor a spherical code searched for (one already known costs nothing)
     try:
         end.target = theory_target(problem, end.convex[0])
     except KeyboardInterrupt:
         interrupted, end.status = True, "interrupted"
-        end.__dict__["convex"] = (None, "interrupted while solving the convex program")
+        end.__dict__["convex"] = (None, "interrupted while solving the convex program or searching the code")
+        problem.search = False
+        problem.__dict__.pop("_code", None)  # an interrupted search: ask again, without searching
         end.target = theory_target(problem, None)
     end.summary = build_summary(problem.cfg, done.histories[i], end.target, status=end.status, steps=done.steps_of(i),
                                 seconds=done.seconds, device=device, divergence=done.watch.report(i), saddle=saddle)

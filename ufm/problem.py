@@ -13,17 +13,10 @@ from functools import cached_property, lru_cache
 import numpy as np
 import torch
 
-from analysis.frames import (
-    Frame,
-    FrameError,
-    SphericalCode,
-    code_feasible,
-    frame_from_gram,
-    haframe_gram,
-    psd_bound,
-    spherical_code,
-)
+from analysis.frames import Frame, FrameError, frame_from_gram, haframe_gram, psd_bound
 from analysis.hierarchy import HierarchyError, Tree, load
+from analysis.spherical_codes import CodeBudgetError, SphericalCode, duration, spherical_code
+from analysis.uniformity import check_gram_fits
 from ufm.config import SimConfig
 from ufm.errors import ConfigError
 from ufm.losses import LOSSES, HugOptions, LossConfig, LossEntry, LossOptions, hierarchy_data
@@ -74,13 +67,15 @@ def loss_options(loss: LossConfig, tree: Tree | None, S: np.ndarray | None, temp
 @dataclass
 class Problem:
     """A configuration with everything resolved from it. The frame (in R^d) and the spherical code are computed
-    on first use (the code of K = 1000 points can take minutes), the rest by `resolve`."""
+    on first use (the code of K = 1000 points in R^64 takes a minute or two), the rest by `resolve`."""
 
     cfg: SimConfig
     tree: Tree | None
     frame_gram: np.ndarray | None  # the HAFrame Gram S of the tree (the reference of the angular measures)
     s_min: float | None
     options: LossOptions
+    progress: bool = True  # a progress bar for what is computed on first use (the spherical code's search)
+    search: bool = True  # False (an interrupted run): only a code that costs nothing (the ETF, the disk cache)
 
     @property
     def loss(self) -> LossEntry:
@@ -103,26 +98,40 @@ class Problem:
         loss = self.cfg.loss
         return loss.hug_s if loss.name == "hug" and loss.hug_measure == "energy" else 1.0
 
+    @property
+    def code_kind(self) -> str:
+        """The kind of the reference code: max-min angle for HUG's maxgap measure, else minimal Riesz energy."""
+        loss = self.cfg.loss
+        return "maxmin" if loss.name == "hug" and loss.hug_measure == "maxgap" else "energy"
+
     @cached_property
+    def _code(self) -> tuple[SphericalCode | None, str]:
+        K, d = self.cfg.K, self.cfg.feature_dim
+        budget = self.cfg.loss.code_budget if self.search else 1e-9  # a budget no search fits: ETF or cache only
+        try:
+            return spherical_code(K, d, kind=self.code_kind, s=self.gnc_exponent, budget=budget,
+                                  progress=self.progress), ""
+        except CodeBudgetError as e:
+            if not self.search:
+                return None, (f"the reference spherical code of K = {K} directions in R^{d} is not computed: the run "
+                              "was interrupted")
+            return None, (f"the reference spherical code of K = {K} directions in R^{d} is not computed: its search "
+                          f"would take about {duration(e.seconds)} (estimated on {e.device}), over the budget of "
+                          f"{duration(e.budget)} (--code-budget SECONDS)")
+
+    @property
     def code(self) -> SphericalCode | None:
         """The generalized-NC target of K and the classifier's input dimension: the simplex ETF for K <= d + 1,
-        else the numerical spherical code — max-min angle for HUG's maxgap measure, minimal Riesz energy
-        (HUG's exponent s, else the Thomson s = 1) otherwise. None where computing it would take minutes
-        (analysis.frames.code_feasible; `code_note` says why)."""
-        loss = self.cfg.loss
-        kind = "maxmin" if loss.name == "hug" and loss.hug_measure == "maxgap" else "energy"
-        if not code_feasible(self.cfg.K, self.cfg.feature_dim):
-            return None
-        return spherical_code(self.cfg.K, self.cfg.feature_dim, kind=kind, s=self.gnc_exponent)
+        else the numerical spherical code (analysis.spherical_codes) — max-min angle for HUG's maxgap measure,
+        minimal Riesz energy (HUG's exponent s, else the Thomson s = 1) otherwise — searched within
+        --code-budget seconds (a code in the disk cache costs nothing). None where the search is estimated to take
+        longer (`code_note` says how long, and names the flag); computed on first use."""
+        return self._code[0]
 
     @property
     def code_note(self) -> str:
         """Why there is no reference spherical code ("" where there is one)."""
-        K, d = self.cfg.K, self.cfg.feature_dim
-        if code_feasible(K, d):
-            return ""
-        return (f"the reference spherical code of K = {K} directions in R^{d} is not computed (K²·d = {K * K * d:.2g}: "
-                "minutes of numerical optimization)")
+        return self._code[1]
 
     @property
     def soft_targets(self) -> np.ndarray:
@@ -140,6 +149,11 @@ def resolve(cfg: SimConfig) -> Problem:
     tree = tree_of(cfg.loss, cfg.K)
     S, s_min = frame_gram_of(cfg.loss, tree) if tree is not None else (None, None)
     problem = Problem(cfg, tree, S, s_min, loss_options(cfg.loss, tree, S, cfg.temperature))
+    if cfg.loss.name == "hug" and cfg.loss.hug_measure == "gram":
+        try:  # the determinant needs the whole K×K kernel: refused beyond the memory budget, before the run
+            check_gram_fits(cfg.K, 8 if cfg.dtype == "float64" else 4)
+        except ValueError as e:
+            raise ConfigError(f"--hug-measure gram: {e}") from None
     if cfg.loss.name == "hug" and cfg.loss.hug_proxies == "fixed" and problem.code is None:
         raise ConfigError(f"--hug-proxies fixed needs the spherical code, and {problem.code_note}: use learned proxies "
                           "or a smaller K")

@@ -12,6 +12,7 @@ from analysis.hierarchical_metrics import angular_collapse, centered_gram_distan
 from analysis.metrics import etf_distance
 from analysis.sphere import sphere_etf, supcon_etf
 from analysis.theory import (
+    GRAMS_MAX_K,
     Target,
     ce_etf,
     deep_linear_mse,
@@ -143,7 +144,14 @@ def hug_target(problem: Problem) -> Target:
               "maxmin": f"the max-min-angle code of {cfg.K} points in R^{dim}"}[code.kind]
     if cfg.loss.hug_measure == "gram":
         reason += " (a reference: the Gram-determinant measure's own optimum can differ from it)"
-    return Target("spherical_code", True, reason + " (best of the numerical restarts)", predicted)
+    # how good the numerical code is: its gaps to the bounds no code beats (the gnc block has them all)
+    q = code.quality()
+    search = (f"best of {code.restarts} numerical restart{'s' if code.restarts != 1 else ''}"
+              f"{', from the cache' if code.cached else ''}"
+              f"{', cut by --code-budget' if code.timed_out else '' if code.converged else ', at its iteration cap'}")
+    quality = (f"min angle {q['angle_gap_to_bound_deg']:.3g}° below the {q['angle_bound_name']} bound, energy "
+               f"{q['energy_rel_gap_to_bound']:.1e} above the ULB")
+    return Target("spherical_code", True, f"{reason} ({search}; {quality})", predicted)
 
 
 def haframe_target(problem: Problem) -> Target:
@@ -171,7 +179,8 @@ def haframe_target(problem: Problem) -> Target:
     reason = (f"W is fixed to the frame, so the classes decouple: each class's feature solves the same "
               f"small problem (float64 L-BFGS, gradient {opt.grad_norm:.1e}); the optimum sits at angular "
               f"distance {angular_mean:.2e} from the ideal frame S")
-    return Target("haframe_optimum", True, reason, predicted, {"means_cos": unit @ unit.T})
+    grams = {"means_cos": unit @ unit.T} if cfg.K <= GRAMS_MAX_K else {}
+    return Target("haframe_optimum", True, reason, predicted, grams)
 
 
 def theory_target(problem: Problem, convex=None) -> Target:
@@ -187,10 +196,12 @@ def theory_target(problem: Problem, convex=None) -> Target:
                                                 "no prediction")
     if cfg.d < convex.rank:
         # the convex optimum needs rank(Z) dimensions: its geometry is out of reach, its value a lower bound
-        return not_applicable("convex_optimum", f"no closed form ({target.reason}), and the convex optimum "
-                                                f"needs d >= rank {convex.rank} (d = {cfg.d}); its value is "
-                                                "only a lower bound (see the certificate)")
+        return not_applicable("convex_optimum", f"no closed form ({target.reason}), and the convex relaxation's "
+                                                f"optimum needs d >= rank {convex.rank} (d = {cfg.d}): for this UFM "
+                                                "its value is only a lower bound on F* (see the certificate)")
     reason = f"no closed form ({target.reason}); prediction = the certified optimum of the convex program"
+    if convex.grams_note:
+        reason += f" ({convex.grams_note})"
     predicted = dict(convex.predicted)
     if problem.frame_gram is not None and "means" in convex.grams:
         # where the optimum sits between the simplex ETF (nc2) and the hierarchy's frame S (hier_nc2)

@@ -69,6 +69,10 @@ def add_loss_flags(p: argparse.ArgumentParser, default_loss: str, *, hierarchy_n
                    help="weight of the intra-class term mean ||ĥ_i − p̂_y||²")
     g.add_argument("--hug-proxies", choices=HUG_PROXIES, default=d.hug_proxies,
                    help="learned: the classifier rows are trained; fixed: set to the spherical code (or ETF)")
+    g.add_argument("--code-budget", type=number(float, 0, lo_open=True), default=d.code_budget, metavar="SECONDS",
+                   help="time budget of the reference spherical code (HUG, and the GNC check of any run with "
+                        "K > d + 1): a code estimated to take longer is skipped with a note; computed codes are "
+                        "cached on disk ($UFM_CACHE, default ~/.cache/ufm)")
 
 
 def loss_config(args: argparse.Namespace, **overrides) -> LossConfig:

@@ -51,6 +51,9 @@ class LossConfig:
     hug_inter: float = 1.0  # hug: weight of the inter-class term
     hug_intra: float = 1.0  # hug: weight of the intra-class term
     hug_proxies: str = "learned"  # hug: "learned" (trained) or "fixed" (the spherical code, not trained)
+    # seconds the reference spherical code may take to compute (HUG, and the GNC check of every run with K > d + 1);
+    # a code estimated to take longer is skipped with a note (analysis.spherical_codes)
+    code_budget: float = 120.0
 
     def __post_init__(self) -> None:
         if self.alpha is None:
@@ -113,6 +116,8 @@ class LossConfig:
         # between proxies), a much wider one is all ones (singular, log det → −∞)
         need(math.isfinite(self.hug_sigma) and 0.05 <= self.hug_sigma <= 5,
              f"--hug-sigma must lie in [0.05, 5] (distances on the sphere are at most 2), got {self.hug_sigma}")
+        need(isinstance(self.code_budget, (int, float)) and math.isfinite(self.code_budget) and self.code_budget > 0,
+             f"--code-budget must be a number of seconds > 0, got {self.code_budget}")
 
     def to_flat(self) -> dict:
         """The flat keys of config.json: "loss" (the name) and every hyper-parameter by its own name."""

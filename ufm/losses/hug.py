@@ -10,16 +10,17 @@ from ufm.losses.options import HugOptions, LossOptions
 def inter_class_nonuniformity(proxies: torch.Tensor, opts: HugOptions) -> torch.Tensor:
     """−(inter-class uniformity) of the normalized proxies, per proxy: E_s/K (energy), −log det/K (gram)
     or the smooth −min distance (1/t)·log Σ_{i<j} exp(−t·r_ij) (maxgap). Minimal at the most uniform
-    configuration: the simplex ETF for K <= d + 1, a spherical code beyond."""
-    from analysis.uniformity import gram_log_det, normalize_rows, pairwise_distances, riesz_energy
+    configuration: the simplex ETF for K <= d + 1, a spherical code beyond. The energy and max-gap measures run in
+    K×K tiles within the memory budget (analysis.uniformity, an autograd Function whose backward recomputes the
+    tiles); the Gram determinant needs the whole K×K kernel and is refused beyond the budget."""
+    from analysis.uniformity import gram_log_det, log_sum_exp_distance, riesz_energy
 
     K = len(proxies)
     if opts.measure == "energy":
         return riesz_energy(proxies, opts.s) / K
     if opts.measure == "gram":
         return -gram_log_det(proxies, opts.sigma) / K
-    r = pairwise_distances(normalize_rows(proxies))
-    return torch.logsumexp(-opts.sharpness * r, dim=0) / opts.sharpness
+    return log_sum_exp_distance(proxies, opts.sharpness) / opts.sharpness
 
 
 def hug(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, features=None, classifier=None) -> torch.Tensor:

@@ -130,3 +130,38 @@ def test_cached_codes_are_read_only_and_coincident_proxies_give_finite_gradients
 
     inter_class_nonuniformity(W, HugOptions(measure="maxgap")).backward()
     assert torch.isfinite(W.grad).all()
+
+
+@pytest.mark.parametrize("opts", [HugOptions(s=1.0), HugOptions(s=0.0), HugOptions(measure="maxgap", sharpness=20.0)])
+def test_hug_inter_class_term_in_tiles_equals_the_dense_definition(opts):
+    """HUG's inter-class term runs in K×K tiles (analysis.uniformity): with a budget of a few KiB (tiles of 12
+    proxies), its value and its gradient with respect to the proxies equal autograd through the dense K×K
+    definition: E_s/K, or (1/t)·log Σ_{i<j} exp(−t·r_ij)."""
+    from analysis.blocked import budget
+    from ufm.losses import inter_class_nonuniformity
+
+    g = torch.Generator().manual_seed(4)
+    W = torch.randn(40, 6, dtype=torch.float64, generator=g)
+    A, B = W.clone().requires_grad_(True), W.clone().requires_grad_(True)
+    with budget(6 * 1024):
+        tiled = inter_class_nonuniformity(A, opts)
+        tiled.backward()
+    U = B / B.norm(dim=1, keepdim=True)
+    iu = torch.triu_indices(40, 40, 1)
+    r = (2 - 2 * (U @ U.T)[iu[0], iu[1]]).clamp_min(1e-30).sqrt()
+    if opts.measure == "energy":
+        dense = (-torch.log(r).sum() if opts.s == 0 else r.pow(-opts.s).sum()) / 40
+    else:
+        dense = torch.logsumexp(-opts.sharpness * r, 0) / opts.sharpness
+    dense.backward()
+    assert float(tiled.detach()) == pytest.approx(float(dense.detach()), rel=1e-13)
+    torch.testing.assert_close(A.grad, B.grad, rtol=1e-12, atol=1e-15)
+
+
+def test_hug_gram_measure_beyond_the_memory_budget_is_refused_before_the_run():
+    """The Gram determinant needs the whole K×K kernel: a K whose kernel exceeds the budget is bad input (one line
+    naming the cost and the measures that run in tiles), not an out-of-memory error mid-run."""
+    from analysis.blocked import budget
+
+    with budget(64 * 1024), pytest.raises(ConfigError, match="--hug-measure gram: .*K×K kernel.*energy or maxgap"):
+        resolve(SimConfig.from_dict(dict(K=100, d=8, loss="hug", hug_measure="gram")))
