@@ -1,9 +1,10 @@
-"""The GPU check: one command for a session that is lent a GPU, at most ~8 minutes, writing one Markdown table —
-the GPU tests; the UFM step against its matrix-product floor (one layer, fixed frame, deep); batched B = 256
-against sequential; the NC metrics streamed at N = 1.28 M, d = 2048, K = 1000; the ImageNet-scale UFM's steps/s
-(K = 1000, n = 130, d = 2048, float32 with TF32); ResNet18 on a CIFAR-shaped synthetic set (epochs/s and NC
-measurement time, bf16 autocast). `--cpu-smoke` runs every row at toy sizes on the CPU (the test suite does),
-so the script cannot rot before a GPU comes.
+"""The GPU check: one command for a session that is lent a GPU, at most ~8 minutes, writing one Markdown table — the
+GPU tests; the UFM step against its matrix-product floor (one layer, fixed frame, deep); batched B = 256 against
+sequential; the NC metrics streamed at N = 1.28 M, d = 2048, K = 1000; the ImageNet-scale UFM's steps/s (K = 1000,
+n = 130, d = 2048, float32 with TF32); many classes: the CE step at K = 10⁵, d = 512, N = 10⁶ (logits in blocks;
+steps/s, memory, against its floor) and the spherical code of K = 10 000 directions in d = 512; ResNet18 on a
+CIFAR-shaped synthetic set (epochs/s and NC measurement time, bf16 autocast). `--cpu-smoke` runs every row at toy
+sizes on the CPU (the test suite does), so the script cannot rot before a GPU comes.
 
     bash benchmarks/gpu_check.sh --out gpu_check.md          # on the GPU machine
     python -m benchmarks.gpu_check --cpu-smoke               # anywhere, seconds
@@ -20,14 +21,16 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.timing import best_time
+from benchmarks.timing import best_time, blocked_floor
 
 Row = tuple[str, str, str, str]  # what, size, measured, against the reference
 
 FULL = {"step": (100, 1000, 512), "deep": (100, 200, 512), "frame": ("cifar100", 100, 512), "batch": 256,
-        "metrics": (1_280_000, 2048, 1000), "imagenet": (1000, 130, 2048), "resnet": (10, 500, 100), "steps": 20}
+        "metrics": (1_280_000, 2048, 1000), "imagenet": (1000, 130, 2048), "resnet": (10, 500, 100), "steps": 20,
+        "many": (100_000, 10, 512), "code": (10_000, 512)}
 SMOKE = {"step": (10, 10, 32), "deep": (4, 10, 16), "frame": ("balanced:2,3", 5, 24), "batch": 4,
-         "metrics": (3000, 16, 10), "imagenet": (10, 13, 32), "resnet": (4, 4, 4), "steps": 3}
+         "metrics": (3000, 16, 10), "imagenet": (10, 13, 32), "resnet": (4, 4, 4), "steps": 3,
+         "many": (64, 3, 8), "code": (40, 8)}
 
 
 def sync(device: str) -> None:
@@ -144,6 +147,47 @@ def imagenet_ufm(device: str, s: dict) -> Row:
             "goal ≥ 20 steps/s on one H100")
 
 
+def many_classes(device: str, s: dict) -> Row:
+    """The CE GD step with 10⁵ classes (K = 100 000, n = 10, d = 512: N = 10⁶), its logits in blocks within the
+    memory budget, against the three products of the same blocks; steps/s and the peak memory."""
+    from ufm.config import SimConfig
+    from ufm.fit.steppers import FusedGD
+    from ufm.model import init_params
+    from ufm.problem import resolve
+
+    K, n, d = s["many"]
+    cfg = SimConfig(K=K, n=n, d=d, loss="ce", device=device, certificate=False)
+    problem = resolve(cfg)
+    y, dev = problem.labels(device), torch.device(device)
+    params = init_params(problem, dev, torch.float32)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    stepper = FusedGD([problem], [params], y)
+    blocks = [rows for rows, _ in stepper.gd.blocks]
+    floor = blocked_floor(params["H"].detach(), params["W"].detach(), blocks)
+    t = timed(stepper.step, device, repeats=2)
+    t_floor = timed(floor, device, repeats=2)
+    peak = f", peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if device == "cuda" else ""
+    return ("many classes: CE GD step, logits in blocks", f"N={cfg.N} d={d} K={K} ({len(blocks)} blocks)",
+            f"{1 / t:.2f} steps/s{peak}", f"{t / t_floor:.2f}× floor")
+
+
+def spherical_code_row(device: str, s: dict) -> Row:
+    """The spherical code of K = 10 000 directions in d = 512 (HUG's target beyond d + 1): the search's time within a
+    budget of 300 s, its energy against the universal lower bound and its minimum angle against the best bound."""
+    from benchmarks.spherical_code import code_benchmark
+
+    K, d = s["code"]
+    r = code_benchmark(K, d, device=device, budget=300.0, restarts=1, reference=False)
+    size = f"K={K} d={d}"
+    if "refused" in r:
+        return ("spherical code (Riesz s = 1, restarts within 300 s)", size, "not run", r["refused"])
+    return ("spherical code (Riesz s = 1, restarts within 300 s)", size,
+            f"{r['seconds']:.1f} s, {r['iterations']} iterations",
+            f"energy {r['energy_rel_gap_to_bound']:.1e} above the ULB; min angle {r['min_angle_deg']:.2f}° "
+            f"≤ {r['angle_bound_deg']:.2f}° ({r['angle_bound_name']})")
+
+
 def resnet(device: str, s: dict) -> Row:
     import ufm
     from ufm.backbone.config import TrainConfig
@@ -177,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     checks = [lambda: [gpu_tests(device)], lambda: one_layer_step(device, sizes),
               lambda: [fixed_frame_step(device, sizes)], lambda: [deep_step(device, sizes)],
               lambda: [streamed_metrics(device, sizes)], lambda: [imagenet_ufm(device, sizes)],
+              lambda: [many_classes(device, sizes)], lambda: [spherical_code_row(device, sizes)],
               lambda: [resnet(device, sizes)]]
     start = time.perf_counter()
     for check in checks:

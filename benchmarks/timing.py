@@ -43,3 +43,19 @@ def product_floor(shapes: Sequence[tuple[int, int, int]], device: str, steps: in
         if device == "cuda":
             torch.cuda.synchronize()
     return run
+
+
+def blocked_floor(H: torch.Tensor, W: torch.Tensor, blocks: Sequence[slice]) -> Callable[[], None]:
+    """A blocked step's floor: over the same blocks of rows, its three matrix products Z_B = H_B Wᵀ, G_Bᵀ H_B and
+    G_B W, on a random G of the block's shape (a one-layer UFM's step with the logits in blocks, DESIGN §8)."""
+    G = torch.randn(max(b.stop - b.start for b in blocks), W.shape[0], device=H.device, dtype=H.dtype)
+
+    def run() -> None:
+        for rows in blocks:
+            Hb, Gb = H[rows], G[: rows.stop - rows.start]
+            Hb @ W.T
+            Gb.T @ Hb
+            Gb @ W
+        if H.device.type == "cuda":
+            torch.cuda.synchronize()
+    return run
