@@ -35,6 +35,10 @@ import torch
 DEFAULT_FRACTION = 0.25  # of the free memory of the device
 DEFAULT_CAP = {"cpu": 512 * 2**20, "cuda": 8 * 2**30, "mps": 2 * 2**30}  # bytes, by the device's kind
 MIN_BUDGET = 1 << 10  # a budget below 1 KiB is a mistake, not a setting
+# the largest tile side on a CPU: a tile's elementwise work then stays in cache (measured, one thread: 256-row tiles
+# 1.3–4× faster than 1000-row ones for the energies at K = 1000…2000, d = 8…512, and 2.8× faster than 3344-row ones
+# for the pair statistics at K = 8192, d = 256); on a GPU the budget alone decides
+CPU_TILE = 256
 ENV = "UFM_MEMORY_BUDGET"
 
 _override: int | None = None
@@ -167,12 +171,13 @@ def logit_blocks(X: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None = None
 def tile_size(K: int, *, itemsize: int = 8, copies: int = 4, nbytes: int | None = None,
               device: torch.device | str | None = None) -> int:
     """The side t of square t×t tiles of a K×K pairwise quantity, `copies` tile-sized temporaries at once, within
-    the budget (at least 1, at most K).
-    >>> tile_size(10_000, itemsize=8, copies=1, nbytes=8 * 100 * 100)
-    100
+    the budget (at least 1, at most K; on a CPU at most CPU_TILE, where a tile's elementwise work stays in cache).
+    >>> tile_size(10_000, itemsize=8, copies=1, nbytes=8 * 100 * 100), tile_size(10_000, device="cpu")
+    (100, 256)
     """
     nbytes = memory_budget(device) if nbytes is None else nbytes
-    return max(1, min(K, int((nbytes / (itemsize * copies)) ** 0.5)))
+    cap = CPU_TILE if torch.device(device if device is not None else "cpu").type == "cpu" else K
+    return max(1, min(K, cap, int((nbytes / (itemsize * copies)) ** 0.5)))
 
 
 def pair_tiles(K: int, tile: int) -> Iterator[tuple[slice, slice]]:

@@ -41,9 +41,6 @@ from analysis.blocked import memory_budget, pair_tiles, tile_size
 R2_MIN = 1e-30
 # tile-sized temporaries alive at once in one tile of `pair_potential` (cosines, r², terms, Φ, a mask)
 TILE_COPIES = 5
-# the largest tile side on the CPU: the elementwise work of a tile then stays in cache (measured, K = 1000…2000,
-# d = 8…512, one thread: 256-row tiles 1.3–4× faster than 1000-row ones); on a GPU the budget alone decides
-CPU_TILE = 256
 POTENTIALS = ("riesz", "log", "lse_riesz", "lse_distance")
 
 
@@ -139,8 +136,6 @@ def pair_potential(U: torch.Tensor, potential: str, p: float = 1.0, *, grad: boo
         return U.new_full((), -math.inf if lse else 0.0), (torch.zeros_like(U) if grad else None)
     if tile is None:
         tile = tile_size(K, itemsize=U.element_size(), copies=TILE_COPIES, device=U.device)
-        if U.device.type == "cpu":
-            tile = min(tile, CPU_TILE)
     total = U.new_zeros(())
     top = U.new_full((), -math.inf)  # the running maximum of the log-sum-exp
     G = torch.zeros_like(U) if grad else None
