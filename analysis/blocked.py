@@ -182,7 +182,10 @@ def tile_size(K: int, *, itemsize: int = 8, copies: int = 4, nbytes: int | None 
 
 def pair_tiles(K: int, tile: int) -> Iterator[tuple[slice, slice]]:
     """Tiles (I, J) with I.start <= J.start covering every pair i <= j of 0..K−1 once (the diagonal tiles hold
-    the pairs i <= j of their block and the ones below; callers mask what they need)."""
+    the pairs i <= j of their block and the ones below; callers mask what they need).
+    >>> [(I.start, I.stop, J.start, J.stop) for I, J in pair_tiles(3, 2)]
+    [(0, 2, 0, 2), (0, 2, 2, 3), (2, 3, 2, 3)]
+    """
     tile = max(1, int(tile))
     for i in range(0, K, tile):
         for j in range(i, K, tile):

@@ -91,7 +91,7 @@ import torch
 
 from analysis._arrays import as_features, as_labels, as_tensor
 from analysis.blocked import block_rows
-from analysis.pairwise import cdnv_pairs, cosine_pair_stats
+from analysis.pairwise import CosinePairStats, cosine_pair_stats
 
 GLOBAL_MEANS = ("samples", "classes")
 SIDES = ("auto", "classes", "features")
@@ -429,12 +429,13 @@ def etf_distance_gram(X: Any) -> float:
 
 
 def _row_stats(X: torch.Tensor, suffix: str, variances: torch.Tensor | None = None,
-               pairwise: bool = True) -> dict[str, float]:
+               pairwise: bool = True, pairs: CosinePairStats | None = None) -> dict[str, float]:
     """Of the K×d rows x_k, with x̂_k = x_k/‖x_k‖ and pairs i < j: equinorm (std/mean of ‖x_k‖),
     equiangular (std of cos_ij), maxangle (mean |cos_ij + 1/(K−1)|), distance_var (variance of
     ‖x̂_i − x̂_j‖ = √(2 − 2cos_ij)) and log_distance_var (variance of its log). Keys end in `_{suffix}`; with
     per-row `variances`, also cdnv and cdnv_max of the rows as class means (from the same tiles). The pairs are
-    summed over tiles (analysis.pairwise): no K×K matrix. `pairwise` False: only equinorm (the rest NaN)."""
+    summed over tiles (analysis.pairwise): no K×K matrix, one pass (`pairs`: that pass's result, computed by the
+    caller). `pairwise` False: only equinorm (the rest NaN)."""
     norms = torch.linalg.vector_norm(X, dim=1)
     out = dict.fromkeys((f"{name}_{suffix}" for name in ("equinorm", "equiangular", "maxangle", "distance_var",
                                                          "log_distance_var")), math.nan)
@@ -442,11 +443,11 @@ def _row_stats(X: torch.Tensor, suffix: str, variances: torch.Tensor | None = No
         out[f"equinorm_{suffix}"] = float(norms.std(correction=0) / norms.mean())
     if not pairwise:
         return out
+    st = pairs if pairs is not None else cosine_pair_stats(X, variances=variances)
     if variances is not None:
-        out["cdnv"], out["cdnv_max"] = cdnv_pairs(variances, X)
+        out["cdnv"], out["cdnv_max"] = st.cdnv_mean, st.cdnv_max
     if torch.any(norms == 0):
         return out  # a zero row has no direction
-    st = cosine_pair_stats(X, variances=variances)
     out[f"equiangular_{suffix}"] = math.sqrt(st.cos_var)
     out[f"maxangle_{suffix}"] = st.maxangle
     out[f"distance_var_{suffix}"] = st.dist_var
@@ -456,7 +457,8 @@ def _row_stats(X: torch.Tensor, suffix: str, variances: torch.Tensor | None = No
 
 
 def _finalize(sums: ClassSums, geom: _Geometry, dev: DeviationStats, rtol: float,
-              decisions: bool = True, pairwise: bool = True) -> dict[str, float]:
+              decisions: bool = True, pairwise: bool = True, pairs_W: CosinePairStats | None = None
+              ) -> dict[str, float]:
     """The metrics from both passes' statistics. `decisions` False: nc4, accuracy and ncc_accuracy were not
     measured (NaN); `pairwise` False: the statistics over the K(K−1)/2 pairs are not computed (NaN: cdnv, cdnv_max,
     equiangular_*, maxangle_*, distance_var_*, log_distance_var_*)."""
@@ -515,7 +517,7 @@ def _finalize(sums: ClassSums, geom: _Geometry, dev: DeviationStats, rtol: float
         if w_norm > 0 and m_norm > 0:
             sd = float(torch.linalg.matrix_norm(W / w_norm - M / m_norm))
             out["self_duality"], out["self_duality_sq"] = sd, sd * sd
-        out.update(_row_stats(W, "W", pairwise=pairwise))
+        out.update(_row_stats(W, "W", pairwise=pairwise, pairs=None if geom.excluded else pairs_W))
         # Zhu et al.'s bias relation: v = Wμ_G + b is the mean logit vector (over the samples, for the
         # default μ_G); their optimum has b = b·1 and μ_G = 0, so v is constant across classes
         b = geom.b[geom.present] if geom.b is not None else 0.0
@@ -542,6 +544,7 @@ def nc_metrics(
     side: str = "auto",
     missing: str = "error",
     pairwise: bool = True,
+    pairs_W: CosinePairStats | None = None,
 ) -> dict[str, float]:
     """NC1–NC4 and companions of features H (N, d) with labels y (N,), classifier W (K, d), bias b (K,).
 
@@ -552,7 +555,8 @@ def nc_metrics(
     the centered means alone (half its product). `side`: "auto", "classes" (K×K) or "features" (d×d); `missing`:
     "error" or "exclude" (module docstring; the key `excluded_classes` then counts the classes left out);
     `pairwise` False skips the statistics over the K(K−1)/2 pairs of means and of rows of W (equiangularity,
-    max-angle, distance variances, CDNV: NaN), the O(K²·d) part that dominates at K = 10⁴–10⁵.
+    max-angle, distance variances, CDNV: NaN), the O(K²·d) part that dominates at K = 10⁴–10⁵; `pairs_W`:
+    `analysis.pairwise.cosine_pair_stats(W)` where the caller has it (it also asks `gnc_metrics` about W).
     >>> import torch
     >>> H = torch.tensor([[0.0, 0.0], [0.2, 0.0], [2.0, 0.0], [2.2, 0.0]], dtype=torch.float64)
     >>> out = nc_metrics(H, [0, 0, 1, 1], W=[[-1.0, 0.0], [1.0, 0.0]], b=[1.1, -1.1])
@@ -579,9 +583,10 @@ def nc_metrics(
                                  f"{tuple(predictions.shape)}")
         sums = class_sums(H, y, K)
         geom = _geometry(sums, W, b, global_mean, H.dtype, project_W=False, side=side, missing=missing)
-        return _finalize(sums, geom, deviation_stats(H, y, geom, logits, predictions), rtol, pairwise=pairwise)
+        return _finalize(sums, geom, deviation_stats(H, y, geom, logits, predictions), rtol, pairwise=pairwise,
+                         pairs_W=pairs_W)
     return nc_metrics_streaming([(H, y)], K, W, b, global_mean=global_mean, rtol=rtol, side=side, missing=missing,
-                                pairwise=pairwise)
+                                pairwise=pairwise, pairs_W=pairs_W)
 
 
 def nc_metrics_streaming(
@@ -596,6 +601,7 @@ def nc_metrics_streaming(
     side: str = "auto",
     missing: str = "error",
     pairwise: bool = True,
+    pairs_W: CosinePairStats | None = None,
 ) -> dict[str, float]:
     """`nc_metrics` for features that arrive in batches (H_batch, y_batch), e.g. from a DataLoader.
 
@@ -640,7 +646,7 @@ def nc_metrics_streaming(
     assert dev is not None
     if reduce is not None:
         dev = map_fields(reduce, dev)
-    return _finalize(sums, geom, dev, rtol, pairwise=pairwise)
+    return _finalize(sums, geom, dev, rtol, pairwise=pairwise, pairs_W=pairs_W)
 
 
 class SufficientStats:
@@ -801,7 +807,8 @@ def _check_nonempty(counts: torch.Tensor) -> None:
                          "missing=\"exclude\" to measure the classes present)")
 
 
-def gnc_metrics(H: Any, y: Any, W: Any = None, K: int | None = None, s: float = 1.0) -> dict[str, float]:
+def gnc_metrics(H: Any, y: Any, W: Any = None, K: int | None = None, s: float = 1.0,
+                pairs_W: CosinePairStats | None = None) -> dict[str, float]:
     """Generalized neural collapse (Liu et al. 2023), on the sphere, for any K and d:
 
     - `energy_means`, `min_angle_means`: Riesz s-energy Σ_{i<j} ‖μ̂_i − μ̂_j‖^{−s} (s = 0: log energy)
@@ -818,7 +825,7 @@ def gnc_metrics(H: Any, y: Any, W: Any = None, K: int | None = None, s: float = 
       keys of that name).
     Variances are over the K(K−1)/2 pairs (ddof = 0), summed over K×K tiles (no K×K matrix). Unlike NC2, these
     are meaningful for K > d + 1, where no simplex ETF exists (there the distance variances of a spherical code
-    are not 0).
+    are not 0). `pairs_W`: `analysis.pairwise.cosine_pair_stats(W, s)` where the caller has it.
     >>> import torch
     >>> H = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
     >>> out = gnc_metrics(H, [0, 1, 2]); round(out["min_angle_means"], 9), out["spherical_spread"]
@@ -844,7 +851,7 @@ def gnc_metrics(H: Any, y: Any, W: Any = None, K: int | None = None, s: float = 
         out["log_distance_var_means_sphere"] = st.log_dist_var
     if W is not None:
         Wt = as_features(W, device=H.device).double()
-        st = cosine_pair_stats(Wt, s)
+        st = pairs_W if pairs_W is not None else cosine_pair_stats(Wt, s)
         out["energy_W"] = st.energy
         out["min_angle_W"] = math.degrees(st.min_angle)
         if bool((Wt.norm(dim=1) == 0).any()):

@@ -14,9 +14,8 @@ beyond two reused buffers); Σr² = Σ(2 − 2c) is exact from the cosines. The 
 many orders below their means where they are not 0 (and a variance that is 0 comes out 0 to rounding: 1e-16), so
 E[x²] − E[x]² keeps ~13 digits of them (the two sides of analysis.metrics agree to 1e-10, tested).
 
-The result of the last few calls is kept (keyed on the tensor's storage, shape, strides and version counter, and
-the arguments; the entry holds the tensor, so its memory cannot be reused meanwhile), so that the NC and the GNC
-measures of one classifier W, asked for one after the other, cost one pass over its pairs.
+A caller that needs the NC and the GNC measures of one classifier W (ufm's measurements) computes its
+`cosine_pair_stats` once and hands it to both (`nc_metrics(..., pairs_W=)`, `gnc_metrics(..., pairs_W=)`).
 
 >>> import torch
 >>> X = torch.eye(3, dtype=torch.float64) - 1 / 3          # a simplex ETF in R^3: every cosine is −1/2
@@ -38,7 +37,6 @@ from analysis.blocked import pair_tiles, tile_size, upper_mask
 # tile-sized float64 temporaries alive at once in `cosine_pair_stats`: three reused buffers (products, scratch,
 # powers), a diagonal tile's masked copies of two of them, its mask
 PAIR_COPIES = 6
-_MEMO_SIZE = 4
 
 
 def upper_pairs(K: int, *, copies: int = PAIR_COPIES, itemsize: int = 8, device=None,
@@ -78,34 +76,19 @@ class CosinePairStats:
         return 2 * math.asin(min(1.0, self.min_dist / 2))
 
 
-# (the tensor, its identity, the arguments, the result): holding the tensor keeps its memory from being reused by
-# another one while the entry lives, so the same storage, shape, strides and version counter mean the same values
-_memo: list[tuple[torch.Tensor, tuple, CosinePairStats]] = []
-
-
-def _identity(X: torch.Tensor) -> tuple:
-    return (X.data_ptr(), tuple(X.shape), tuple(X.stride()), X.dtype, X.device, X._version)
-
 
 def cosine_pair_stats(X: torch.Tensor, s: float = 1.0, *, variances: torch.Tensor | None = None,
                       tile: int | None = None) -> CosinePairStats:
     """`CosinePairStats` of the rows of X (K×d; computed in float64 on X's device), tile by tile; with `variances`
     (K,) also the CDNV of the rows taken as class means. For the energy and the minimum angle the distances are
-    clamped at 1e-15, as in `analysis.uniformity.pairwise_distances`, so they equal that module's `riesz_energy`
-    and `min_angle`. A zero row has cosine 0 with every other (as `normalize_rows` leaves it at 0).
+    clamped at 1e-15 (r² at `analysis.uniformity.R2_MIN`), so they equal that module's `riesz_energy` and
+    `min_angle`. A zero row has cosine 0 with every other (as `normalize_rows` leaves it at 0).
     >>> import torch
     >>> st = cosine_pair_stats(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]), s=1.0)
     >>> st.pairs, round(st.energy, 12), round(math.degrees(st.min_angle), 9)   # 2/√2 + 1/2
     (3, 1.914213562373, 90.0)
     """
-    key = (_identity(X), float(s), tile, None if variances is None else _identity(variances))
-    for _, k, result in _memo:
-        if k == key:
-            return result
-    result = _pair_stats(X, s, variances, tile)
-    _memo.insert(0, (X if variances is None else (X, variances), key, result))
-    del _memo[_MEMO_SIZE:]
-    return result
+    return _pair_stats(X, s, variances, tile)
 
 
 class _Sums:

@@ -415,10 +415,11 @@ def _maxmin_polish(P: np.ndarray, rounds: int = 3) -> np.ndarray:
 
 
 def _stats(P: torch.Tensor, s: float) -> tuple[float, float]:
-    from analysis.uniformity import min_angle, riesz_energy
+    """(Riesz s-energy, minimum angle in radians) of the rows of P: one tiled pass (analysis.pairwise)."""
+    from analysis.pairwise import cosine_pair_stats
 
-    with torch.no_grad():
-        return float(riesz_energy(P, s)), float(min_angle(P))
+    st = cosine_pair_stats(P, s)
+    return st.energy, st.min_angle
 
 
 def _start(K: int, d: int, seed: int, restart: int, device: torch.device) -> torch.Tensor:

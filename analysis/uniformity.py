@@ -42,6 +42,8 @@ R2_MIN = 1e-30
 # tile-sized temporaries alive at once in one tile of `pair_potential` (cosines, r², terms, Φ, a mask)
 TILE_COPIES = 5
 POTENTIALS = ("riesz", "log", "lse_riesz", "lse_distance")
+# `min_angle` keeps at most this many tied closest pairs (all K(K−1)/2 pairs tie in a zero or symmetric configuration)
+MAX_TIED = 4096
 
 
 def _rows(X: Any) -> torch.Tensor:
@@ -225,7 +227,8 @@ def log_sum_exp_distance(X: Any, t: float) -> torch.Tensor:
 
 def min_angle(X: Any) -> torch.Tensor:
     """θ_min in radians: the smallest angle between two of the directions. The closest pairs are found tile by tile;
-    the angle is then recomputed from them with autograd (ties share the gradient, as torch's min does).
+    the angle is then recomputed from them with autograd (ties share the gradient, as torch's min does; at most
+    MAX_TIED of them are kept, so that a symmetric configuration, whose pairs may all tie, stays within O(K) memory).
     >>> round(math.degrees(float(min_angle([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))), 9)
     45.0
     """
@@ -246,7 +249,9 @@ def min_angle(X: Any) -> torch.Tensor:
                 continue
             if m > best:
                 best, pairs = m, []
-            idx = (C == m).nonzero()
+            if sum(len(p) for p in pairs) >= MAX_TIED:
+                continue  # enough of the tied closest pairs for the value and a shared gradient
+            idx = (C == m).nonzero()[:MAX_TIED]
             pairs.append(torch.stack([idx[:, 0] + I.start, idx[:, 1] + J.start], 1))
         ij = torch.cat(pairs)
     c = (U[ij[:, 0]] * U[ij[:, 1]]).sum(1)

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from analysis.blocked import memory_budget
 from ufm.checks import EndOfRun, check_lines, run_checks
 from ufm.checks.theory import theory_target
 from ufm.config import SimConfig
@@ -120,8 +121,9 @@ def _run_group(items: list[SimConfig | Problem], outs: list[Path] | None, progre
         for cfg, out in zip(cfgs, outs, strict=True):
             out.mkdir(parents=True, exist_ok=True)
             extra = {"batched": len(cfgs)} if len(cfgs) > 1 else {}
+            # the memory budget sets the blocks, and so the order of summation (results agree to rounding)
             write_json(out / "config.json", {**cfg.to_dict(), "device_used": str(device), **extra,
-                                             "environment": environment()})
+                                             "memory_budget": memory_budget(device), "environment": environment()})
     y = problems[0].labels(device)
     params = [init_params(p, device, dtype) for p in problems]
     stepper = make_stepper(problems, params, y)

@@ -117,7 +117,7 @@ class Problem:
                               "was interrupted")
             return None, (f"the reference spherical code of K = {K} directions in R^{d} is not computed: its search "
                           f"would take about {duration(e.seconds)} (estimated on {e.device}), over the budget of "
-                          f"{duration(e.budget)} (--code-budget SECONDS)")
+                          f"{duration(e.budget)} (LossConfig.code_budget; --code-budget SECONDS on the command line)")
 
     @property
     def code(self) -> SphericalCode | None:
@@ -139,6 +139,19 @@ class Problem:
         return self.options.hierarchy.soft_targets.numpy()
 
 
+def run_device(cfg: SimConfig) -> torch.device:
+    """The device a run of `cfg` will use (the CPU where the one asked for is not there: the run itself says so).
+    >>> run_device(SimConfig(device="cpu")).type
+    'cpu'
+    """
+    from ufm.devices import DeviceUnavailable, resolve_device
+
+    try:
+        return resolve_device(cfg.device)
+    except DeviceUnavailable:
+        return torch.device("cpu")
+
+
 def resolve(cfg: SimConfig) -> Problem:
     """The Problem of `cfg`; ConfigError when its tree does not load or does not have K leaves, or its frame
     Gram is not positive semidefinite. Example:
@@ -151,7 +164,7 @@ def resolve(cfg: SimConfig) -> Problem:
     problem = Problem(cfg, tree, S, s_min, loss_options(cfg.loss, tree, S, cfg.temperature))
     if cfg.loss.name == "hug" and cfg.loss.hug_measure == "gram":
         try:  # the determinant needs the whole K×K kernel: refused beyond the memory budget, before the run
-            check_gram_fits(cfg.K, 8 if cfg.dtype == "float64" else 4)
+            check_gram_fits(cfg.K, 8 if cfg.dtype == "float64" else 4, device=run_device(cfg))
         except ValueError as e:
             raise ConfigError(f"--hug-measure gram: {e}") from None
     if cfg.loss.name == "hug" and cfg.loss.hug_proxies == "fixed" and problem.code is None:

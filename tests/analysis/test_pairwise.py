@@ -57,3 +57,25 @@ def test_cdnv_pairs_equal_the_definition():
     for tile in (None, 2, 5):
         mean, top = cdnv_pairs(torch.as_tensor(var), torch.as_tensor(means), tile=tile)
         assert mean == pytest.approx(np.mean(V), rel=1e-12) and top == pytest.approx(np.max(V), rel=1e-12)
+
+
+def test_metrics_under_inference_mode_and_after_an_in_place_change():
+    """No cached state: the pair statistics work on inference tensors (no version counter) and follow a classifier
+    changed in place (numpy or .data), which a cache keyed on tensor versions would miss."""
+    from analysis.metrics import gnc_metrics, nc_metrics
+
+    rng = np.random.default_rng(3)
+    H, y = rng.normal(size=(60, 5)), np.arange(60) % 6
+    W = rng.normal(size=(6, 5))
+    with torch.inference_mode():
+        inside = nc_metrics(torch.as_tensor(H), torch.as_tensor(y), torch.as_tensor(W))
+    assert inside["equiangular_W"] == pytest.approx(nc_metrics(H, y, W)["equiangular_W"], rel=1e-12)
+    before = nc_metrics(H, y, W)["equiangular_W"]
+    W[:] = rng.normal(size=(6, 5))
+    after = nc_metrics(H, y, W)["equiangular_W"]
+    assert after != before and after == pytest.approx(naive_pairs(W, 1.0)["cos_var"] ** 0.5, rel=1e-12)
+    Wt = torch.as_tensor(rng.normal(size=(6, 5)))
+    first = gnc_metrics(H, y, Wt)["energy_W"]
+    Wt.data.copy_(torch.as_tensor(rng.normal(size=(6, 5))))
+    assert gnc_metrics(H, y, Wt)["energy_W"] == pytest.approx(naive_pairs(Wt.numpy(), 1.0)["energy"], rel=1e-12)
+    assert gnc_metrics(H, y, Wt)["energy_W"] != first

@@ -83,24 +83,16 @@ def index_ranges(mask: np.ndarray) -> list[list[int]]:
     return [[int(a), int(b)] for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True)]
 
 
-def mean_cosine(W: torch.Tensor, index: torch.Tensor, norms: torch.Tensor | None = None) -> float:
-    """Mean pairwise cosine of the rows `index` of W, (‖Σ ŵ_k‖² − Σ‖ŵ_k‖²)/(m(m − 1)) in O(m·d); NaN for fewer than
-    two rows or once one has vanished (below VANISHED_RTOL of the largest row norm of W, or all below VANISHED_ABS),
-    as `analysis.convex.mean_pairwise_cosine` of the Gram.
+def mean_cosine(W: torch.Tensor, index: torch.Tensor) -> float:
+    """Mean pairwise cosine of the rows `index` of W: `group_statistics` with those rows one group and the rest
+    another (the vanishing test relative to every row of W); NaN for fewer than two rows or once one has vanished.
     >>> W = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-1.0, 0.0]], dtype=torch.float64)
     >>> round(mean_cosine(W, torch.arange(3)), 12)   # cosines 0, −1, 0
     -0.333333333333
     """
-    norms = torch.linalg.vector_norm(W, dim=1) if norms is None else norms
-    m = len(index)
-    if m < 2:
-        return math.nan
-    sub = norms[index]
-    if float(sub.min()) <= VANISHED_RTOL * float(norms.max()) or float(sub.max()) <= VANISHED_ABS:
-        return math.nan
-    unit = W[index] / sub[:, None]
-    total = unit.sum(0)
-    return float(((total * total).sum() - (unit * unit).sum()) / (m * (m - 1)))
+    group = torch.zeros(len(W), dtype=torch.int64, device=W.device)
+    group[index] = 1
+    return float(group_statistics(W, group, 2)["cosine"][1])
 
 
 def group_statistics(W: torch.Tensor, class_group: torch.Tensor, G: int) -> dict[str, torch.Tensor]:
@@ -216,7 +208,7 @@ def minority_summary(params: dict[str, torch.Tensor], y: torch.Tensor, cfg: SimC
         minority_t, majority_t = (torch.as_tensor(a, device=dev) for a in (minority, majority))
         out = {"ratio": n_A / n_B, "requested_ratio": None if cfg.imbalance is None else float(cfg.imbalance),
                "K_A": K_A, "K_B": K_B, "counts": counts.tolist(),
-               "cosine": mean_cosine(W, minority_t, norms),
+               "cosine": mean_cosine(W, minority_t),
                "norm_ratio": float(norms[minority_t].mean() / norms[majority_t].mean()) if K_A else 1.0}
         mean_norm, cosine = stats["mean_norm"].cpu().numpy(), stats["cosine"].cpu().numpy()
     theory, info = _theory_collapse(cfg, values, m, convex)

@@ -148,7 +148,8 @@ def hug_target(problem: Problem) -> Target:
     q = code.quality()
     search = (f"best of {code.restarts} numerical restart{'s' if code.restarts != 1 else ''}"
               f"{', from the cache' if code.cached else ''}"
-              f"{', cut by --code-budget' if code.timed_out else '' if code.converged else ', at its iteration cap'}")
+              f"{', cut by the time budget (code_budget)' if code.timed_out else ''}"
+              f"{', at its iteration cap' if not code.timed_out and not code.converged else ''}")
     quality = (f"min angle {q['angle_gap_to_bound_deg']:.3g}° below the {q['angle_bound_name']} bound, energy "
                f"{q['energy_rel_gap_to_bound']:.1e} above the ULB")
     return Target("spherical_code", True, f"{reason} ({search}; {quality})", predicted)

@@ -71,7 +71,10 @@ def number(kind: Callable[[str], float], lo: float | None = None, hi: float | No
 
 
 def memory_size(text: str) -> int:
-    """An argparse type: a size in bytes ("512MiB", "2GB", "1e9"; analysis.blocked.parse_bytes)."""
+    """An argparse type: a size in bytes ("512MiB", "2GB", "1e9"; analysis.blocked.parse_bytes).
+    >>> memory_size("1MiB")
+    1048576
+    """
     from analysis.blocked import parse_bytes
 
     try:

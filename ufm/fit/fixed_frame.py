@@ -19,6 +19,7 @@ import torch
 
 from analysis.blocked import block_rows, memory_budget, row_blocks
 from ufm.config import SimConfig
+from ufm.fit.fused_gd import true_class_ce
 from ufm.fit.measure import ObjectiveValues
 from ufm.fit.steppers import Autograd
 from ufm.problem import Problem
@@ -242,13 +243,8 @@ class LogitGD:
         inv_n = n_sq.rsqrt()
         P = torch.softmax(Z, 1, out=out)
         p_y = P[rows, y]
-        # CE_i = −log p_{i,y_i}; a p_y that underflowed (a logit gap beyond ~87 in float32) is recomputed exactly
-        ce_rows = -p_y.log()
-        lost = p_y < 1e4 * torch.finfo(Z.dtype).tiny
-        if Z.device.type != "cpu":  # no host sync per step: the exact log-sum-exp of every row, where it is needed
-            ce_rows = torch.where(lost, Z.logsumexp(1) - Z[rows, y], ce_rows)
-        elif bool(lost.any()):
-            ce_rows[lost] = Z[lost].logsumexp(1) - Z[lost, y[lost]]
+        # CE_i = −log p_{i,y_i}, a p_y that underflowed (a logit gap beyond ~87 in float32) recomputed exactly
+        ce_rows = true_class_ce(Z, p_y, Z[rows, y])
         zz, zs = rowdot(Z, Z, tmp), rowdot(Z, S_y, tmp)
         cos_sq = (zz / n_sq - 2 * zs * inv_n + s_sq).sum()
         data = ((1 - al) * ce_rows.sum() + al * cos_sq) / N

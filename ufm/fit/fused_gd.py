@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from analysis.blocked import block_rows, row_blocks
+from analysis.blocked import block_rows, logit_blocks, row_blocks
 
 MANUAL_LOSSES = ("ce", "ls", "mse")  # the registry marks these `fused` (ufm.losses.registry)
 # B × K × block temporaries alive at once in a step: the logits, exp(Z − max) (the gradient, in place) and one more
@@ -49,26 +49,13 @@ def loss_gradient(Zt: torch.Tensor, y: torch.Tensor, spec: LossSpec,
                   true_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(Gᵀ = N·(∂ mean ℓ/∂Z)ᵀ, i.e. not yet divided by N, for transposed logits Zᵀ (B, K, N) and labels y (N,);
     the mean data loss (B,)). `true_index`: the flat positions y_i·N + i of the true classes (precomputed by
-    GDStep). Zᵀ may also be the transposed view of row-major logits (a measurement's Z = H Wᵀ): G then has
-    that layout too, and the true classes are reached by (y_i, i) instead of flat positions."""
+    GDStep)."""
     B, K, N = Zt.shape
-    flat = Zt.is_contiguous()
-    if flat and true_index is None:
+    if true_index is None:
         true_index = y * N + torch.arange(N, device=Zt.device)
-    cols = None if flat else torch.arange(N, device=Zt.device)
-
-    def true_entries(T: torch.Tensor) -> torch.Tensor:
-        return T.view(B, -1)[:, true_index] if flat else T[:, y, cols]
-
-    def subtract_at_true(T: torch.Tensor, value: float) -> None:
-        if flat:
-            T.view(B, -1)[:, true_index] -= value
-        else:
-            T[:, y, cols] -= value
-
     if spec.loss == "mse":
-        G = Zt.clone()  # the same layout as Zt
-        subtract_at_true(G, spec.target_scale)  # residual z − s·e_y
+        G = Zt.clone()
+        G.view(B, -1)[:, true_index] -= spec.target_scale  # residual z − s·e_y
         return G, 0.5 * G.square().sum(1).mean(1)
     if spec.loss not in ("ce", "ls"):
         raise ValueError(f"no closed-form gradient for loss {spec.loss!r} (only {MANUAL_LOSSES})")
@@ -78,12 +65,29 @@ def loss_gradient(Zt: torch.Tensor, y: torch.Tensor, spec: LossSpec,
     total = G.sum(1, keepdim=True)
     lse = (top + total.log()).view(B, N)
     G /= total  # softmax
-    data = (lse - true_entries(Zt)).mean(1)
+    data = (lse - Zt.view(B, -1)[:, true_index]).mean(1)
     if a:  # targets (1 − α)e_y + α/K: the uniform part adds −(α/K) Σ_k log p_k
         data = (1 - a) * data + a * (lse - Zt.mean(1)).mean(1)
         G -= a / K
-    subtract_at_true(G, 1 - a)
+    G.view(B, -1)[:, true_index] -= 1 - a
     return G, data
+
+
+def true_class_ce(Z: torch.Tensor, p_y: torch.Tensor, z_y: torch.Tensor) -> torch.Tensor:
+    """−log p_y of each row of Z (…, K), p = softmax over its last dimension: a p_y that underflowed (a logit gap
+    beyond ~87 in float32, ~745 in float64) is recomputed exactly as logsumexp(z) − z_y (on a GPU for every row,
+    without a host sync; on a CPU for those rows alone).
+    >>> Z = torch.tensor([[0.0, 200.0]]); p = torch.softmax(Z, 1)
+    >>> true_class_ce(Z, p[:, 0], Z[:, 0]).tolist()   # p_0 = e^{−200} underflows float32
+    [200.0]
+    """
+    ce = -p_y.log()
+    lost = p_y < 1e4 * torch.finfo(Z.dtype).tiny
+    if Z.device.type != "cpu":  # no host sync per step: the exact log-sum-exp where it is needed
+        return torch.where(lost, Z.logsumexp(-1) - z_y, ce)
+    if bool(lost.any()):
+        ce[lost] = Z[lost].logsumexp(-1) - z_y[lost]
+    return ce
 
 
 def loss_gradient_rows(Z: torch.Tensor, y: torch.Tensor, spec: LossSpec,
@@ -109,13 +113,7 @@ def loss_gradient_rows(Z: torch.Tensor, y: torch.Tensor, spec: LossSpec,
     a = spec.smoothing if spec.loss == "ls" else 0.0
     G = torch.softmax(Z, 2)
     z_y = Z[:, cols, y]
-    p_y = G[:, cols, y]
-    ce = -p_y.log()
-    lost = p_y < 1e4 * torch.finfo(Z.dtype).tiny
-    if Z.device.type != "cpu":  # no host sync per step: the exact log-sum-exp where it is needed
-        ce = torch.where(lost, Z.logsumexp(2) - z_y, ce)
-    elif bool(lost.any()):
-        ce[lost] = Z.logsumexp(2)[lost] - z_y[lost]
+    ce = true_class_ce(Z, G[:, cols, y], z_y)
     data = ce.mean(1)
     if a:  # targets (1 − α)e_y + α/K: the uniform part adds −(α/K) Σ_k log p_k = α(lse − mean z), lse = ce + z_y
         data = (1 - a) * data + a * (ce + z_y - Z.mean(2)).mean(1)
@@ -167,12 +165,9 @@ def blocked_objective(H: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, 
     grad_W = W * wd_W
     grad_b = None if b is None else b * wd_b
     grad_H_sq = 0.0
-    for block in row_blocks(N, rows):
+    # row-major logits (n_B × K): the measurements' argmax and top-k run along the contiguous axis
+    for block, Z in logit_blocks(H, W, b, rows=rows):
         n = block.stop - block.start
-        # row-major logits (n_B × K): the measurements' argmax and top-k run along the contiguous axis
-        Z = H[block] @ W.T
-        if b is not None:
-            Z += b
         G, block_data = loss_gradient_rows(Z[None], y[block], spec)
         if on_block is not None:
             on_block(block, Z)

@@ -14,6 +14,7 @@ from analysis._arrays import as_tensor
 from analysis.blocked import block_rows, row_blocks
 from analysis.hierarchical_metrics import DEFAULT_KS, hierarchical_metrics, prediction_sums
 from analysis.metrics import class_means, gnc_metrics, nc_metrics
+from analysis.pairwise import cosine_pair_stats
 from analysis.theory import etf_exists
 from ufm.fit.fused_gd import LossSpec, blocked_objective
 from ufm.model import classify, hidden_names, layer_inputs, objective_and_grad, with_classifier
@@ -50,13 +51,23 @@ class ObjectiveValues:
 
 def closed_form(cfg) -> bool:
     """The one-layer UFM of free features under CE, label smoothing or MSE (the losses with a closed-form gradient,
-    ufm.fit.fused_gd): a measurement takes F and ‖∇F‖ from it instead of autograd."""
+    ufm.fit.fused_gd): a measurement takes F and ‖∇F‖ from it instead of autograd.
+    >>> from ufm.config import SimConfig
+    >>> closed_form(SimConfig(loss="ce")), closed_form(SimConfig(loss="focal")), closed_form(SimConfig(depth=2))
+    (True, False, False)
+    """
     return cfg.depth == 1 and cfg.features == "free" and cfg.normalize == "none" and cfg.loss.entry.fused
 
 
 class LogitStats:
     """What a measurement reads off the logits, block by block (`add(rows, Z_rows)`): the sums of the true and the
-    mean other logit, the classifier's decisions (argmax) and, with a class tree, the hierarchical prediction sums."""
+    mean other logit, the classifier's decisions (argmax) and, with a class tree, the hierarchical prediction sums.
+    >>> stats = LogitStats(torch.tensor([0, 1, 1]), 2)
+    >>> stats.add(slice(0, 2), torch.tensor([[2.0, 0.0], [1.0, 3.0]]))
+    >>> stats.add(slice(2, 3), torch.tensor([[5.0, 1.0]]))
+    >>> stats.z_true, stats.z_other, stats.decisions.tolist()   # true logits 2, 3, 1; the others 0, 1, 5
+    (6.0, 6.0, [0, 1, 0])
+    """
 
     def __init__(self, y: torch.Tensor, K: int, lca=None) -> None:
         self.y, self.K = y, K
@@ -153,11 +164,14 @@ def measure(params: dict[str, torch.Tensor], y: torch.Tensor, problem: Problem,
             W = W / cfg.temperature  # X Wᵀ + b are then the logits the loss saw
         # the decisions above are argmax of X Wᵀ + b for the X, W, b measured here, except on the sphere and under HUG
         same = cfg.normalize == "none" and cfg.loss.name != "hug"
-        row.update(nc_metrics(X, y, W, b, K=cfg.K, predictions=logit_stats.decisions if same else None))
+        # the pairs of W's rows once, for the NC and the GNC measures (K(K−1)/2 of them: the costliest part at K = 10⁴)
+        pairs_W = cosine_pair_stats(W, problem.gnc_exponent)
+        row.update(nc_metrics(X, y, W, b, K=cfg.K, predictions=logit_stats.decisions if same else None,
+                              pairs_W=pairs_W))
         if not etf_exists(cfg.K, cfg.feature_dim):
             # no simplex ETF exists in R^d: a distance to one measures nothing (the GNC measures below do)
             row.update(nc2=math.nan, nc3=math.nan, nc2_W=math.nan)
-        row.update(gnc_metrics(X, y, W, K=cfg.K, s=problem.gnc_exponent))
+        row.update(gnc_metrics(X, y, W, K=cfg.K, s=problem.gnc_exponent, pairs_W=pairs_W))
         if problem.tree is not None:
             # mistake severity, HierDist@k, and angular collapse / hierarchy-aware NC2 against the
             # HAFrame Gram S of the tree (the classifier of --loss haframe; a reference for the others)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from analysis.blocked import row_blocks
 
@@ -36,6 +37,7 @@ class _BlockedMean(torch.autograd.Function):
         return total
 
     @staticmethod
+    @once_differentiable  # a second derivative through the recomputed blocks is not offered: say so, not a wrong one
     def backward(ctx, grad: torch.Tensor):
         y, X, W, b = ctx.saved_tensors
         b = b if ctx.has_bias else None
