@@ -207,7 +207,8 @@ def solve(prog: NuclearProgram, *, tol: float = SOLVER_RTOL, max_iter: int = MAX
             best_lower = max(best_lower, prog.dual_bound(x, sm_x))
             if callback is not None:
                 callback(it, best_upper, best_lower)
-            gap = (best_upper - best_lower) / abs(best_upper)
+            # relative to |upper| as `Certificate.rel_gap` (a loss whose optimum is 0 has no relative gap: inf)
+            gap = (best_upper - best_lower) / max(abs(best_upper), 1e-300)
             if best_upper < stall_value - tol * abs(stall_value):
                 stall_value, stall_it = best_upper, it
             if gap <= progress_gap / 2 and math.isfinite(gap):
@@ -223,10 +224,15 @@ def solve(prog: NuclearProgram, *, tol: float = SOLVER_RTOL, max_iter: int = MAX
     else:
         stopped = "gap" if best_upper - best_lower <= tol * abs(best_upper) else "max_iter"
     best_lower = max(best_lower, prog.dual_bound(best_point, best_sm))
+    zero = best_upper == 0  # before the rounding allowance: the program's value is exactly 0
     best_upper += prog.rounding_allowance(best_point, best_sm)  # a custom loss's rounding (0 for the built-in)
     residual = _residual(prog, *last_step) if it and not prog.has_dual else math.nan
     cert = Certificate(best_upper, best_lower, "fista", it, time.perf_counter() - begin,
                        note=_custom_note(prog, stopped, residual))
+    if zero and math.isfinite(best_lower) and not cert.certified:
+        zero_note = (f"the primal value is 0, where a relative gap (upper − lower)/|upper| cannot certify anything "
+                     f"(absolute gap {cert.gap:.1e})")
+        cert.note = "; ".join(filter(None, [cert.note, zero_note]))
     return Solution(prog, best_point, cert)
 
 

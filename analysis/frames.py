@@ -68,7 +68,7 @@ def psd_bound(lca: np.ndarray, gamma: float) -> float:
     # for small γ, E → 11ᵀ and the bound → −∞: refuse where E is too ill-conditioned to resolve it
     if np.linalg.cond(E) > 1e12:
         raise FrameError(f"gamma = {gamma:g} is too small: exp(−γ·D/d_max) is numerically singular, so the "
-                         "PSD bound of s_min cannot be computed (use a larger --gamma)")
+                         "PSD bound of s_min cannot be computed (use a larger gamma)")
     q = float(one @ np.linalg.solve(E, one))
     if not q > 1 + 1e-12:
         raise FrameError(f"the PSD bound is unbounded for gamma = {gamma:g} (1ᵀE⁻¹1 = {q:.6g} <= 1)")

@@ -73,6 +73,18 @@ Every variance above is over the K(K−1)/2 pairs i < j. CDNV needs only the per
 deviations (K numbers of the second pass) and the pairwise distances of the means: it is exact under
 streaming and `reduce` like everything else.
 
+Two more of rhubarbwu's measures, from the same statistics:
+
+- `nc1_trace` = tr Σ_W / tr Σ_B = tr_sigma_W / tr_sigma_B, NC1 as a ratio of traces (no pseudo-inverse; Tirer,
+  Huang & Niles-Weed 2023; rhubarbwu's `covariance_ratio(..., "quotient")`, "nc1_quot"); inf if the means coincide
+  while the classes have spread.
+- `nc3_uniform` = Var_k ⟨w_k, μ_k − μ_G⟩ over the classes, with Bessel's correction (ddof = 1, unlike every other
+  variance here: the number of rhubarbwu's `similarities(W, M, m_G).var()`, their "nc3u_uni_dual", the uniform
+  duality of Wu & Papyan 2024, "Linguistic collapse: neural collapse in (large) language models"); 0 when every
+  classifier row has the same inner product with its centered mean. `nc3_uniform_cos` = std_k/mean_k of the cosines
+  cos∠(w_k, μ_k − μ_G) (ddof = 0): the scale-free form (the cosines whose mean and std Wu & Papyan's analysis code
+  records); 0 when the classifier is aligned alike with every class, NaN where a row or a mean is 0.
+
 Precision: class sums, the K×K, d×d and K×d quantities are computed in float64 (the first pass sums
 in float64 whatever the features' dtype, so the means are those of float64 features); the products of
 the N-sized second pass run in float32 (float64 for float64 features; half precision is upcast) on the
@@ -83,7 +95,7 @@ per-class constant shift of the deviations).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,7 +119,7 @@ METRIC_KEYS = (
     "self_duality_sq", "equinorm_means", "equinorm_W", "equiangular_means", "equiangular_W",
     "maxangle_means", "maxangle_W", "tr_sigma_W", "tr_sigma_B", "rank_means",
     "cdnv", "cdnv_max", "bias_relation", "bias_relation_centered", "distance_var_means",
-    "log_distance_var_means", "distance_var_W", "log_distance_var_W",
+    "log_distance_var_means", "distance_var_W", "log_distance_var_W", "nc1_trace", "nc3_uniform", "nc3_uniform_cos",
 )
 
 
@@ -149,6 +161,11 @@ class DeviationStats:
 
 def _chunk_rows(d: int) -> int:
     return max(1, _CHUNK_ELEMENTS // max(d, 1))
+
+
+# features larger than this are measured in float64 even when stored in float32: their squares (1e24), summed over
+# up to 1e14 terms, stay inside float32's range (3.4e38) below it and leave it above
+FLOAT32_SAFE = 1e12
 
 
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -257,11 +274,11 @@ def _geometry(sums: ClassSums, W: Any, b: Any, global_mean: str, dtype: torch.dt
     M = means - mu_G
     W64 = b64 = None
     if W is not None:
-        W64 = as_tensor(W, device=M.device).double()
+        W64 = as_tensor(W, device=M.device, name="W").double()
         if W64.shape != (K_all, d):
             raise ValueError(f"W must have shape (K, d) = {(K_all, d)}, got {tuple(W64.shape)}")
         if b is not None:
-            b64 = as_tensor(b, device=M.device).double().reshape(-1)
+            b64 = as_tensor(b, device=M.device, name="b").double().reshape(-1)
             if b64.shape != (K_all,):
                 raise ValueError(f"b must have shape (K,) = {(K_all,)}, got {tuple(b64.shape)}")
     work = _work_dtype(dtype)
@@ -504,6 +521,8 @@ def _finalize(sums: ClassSums, geom: _Geometry, dev: DeviationStats, rtol: float
     out["tr_sigma_W"] = float(within_ss.sum()) / N
     out["tr_sigma_B"] = float(M.square().sum()) / Kp
     out["rank_means"] = float(keep.sum())
+    tr_w, tr_b = out["tr_sigma_W"], out["tr_sigma_B"]
+    out["nc1_trace"] = tr_w / tr_b if tr_b > 0 else (math.inf if tr_w > 0 else math.nan)
     # CDNV from the pairwise distances of the means, which the centered means share (one pass over their pairs)
     out.update(_row_stats(M, "means", variances=(within_ss / counts).clamp_min(0), pairwise=pairwise))
     if geom.W is not None:
@@ -518,6 +537,14 @@ def _finalize(sums: ClassSums, geom: _Geometry, dev: DeviationStats, rtol: float
             sd = float(torch.linalg.matrix_norm(W / w_norm - M / m_norm))
             out["self_duality"], out["self_duality_sq"] = sd, sd * sd
         out.update(_row_stats(W, "W", pairwise=pairwise, pairs=None if geom.excluded else pairs_W))
+        # uniform duality: how alike ⟨w_k, μ_k − μ_G⟩ (and the cosines) are across the classes
+        dots = (W * M).sum(1)
+        out["nc3_uniform"] = float(dots.var(correction=1))
+        row_norms = torch.linalg.vector_norm(W, dim=1) * torch.linalg.vector_norm(M, dim=1)
+        if bool((row_norms > 0).all()):
+            cos = dots / row_norms
+            mean_cos = float(cos.mean())
+            out["nc3_uniform_cos"] = float(cos.std(correction=0)) / mean_cos if mean_cos != 0 else math.nan
         # Zhu et al.'s bias relation: v = Wμ_G + b is the mean logit vector (over the samples, for the
         # default μ_G); their optimum has b = b·1 and μ_G = 0, so v is constant across classes
         b = geom.b[geom.present] if geom.b is not None else 0.0
@@ -548,9 +575,9 @@ def nc_metrics(
 ) -> dict[str, float]:
     """NC1–NC4 and companions of features H (N, d) with labels y (N,), classifier W (K, d), bias b (K,).
 
-    Keys: see METRIC_KEYS; those that need W (nc3, nc4, accuracy, nc2_W, self-duality, *_W, bias_relation*)
-    are NaN without it; without b the bias relation takes b = 0. K defaults to max(y) + 1. See the module
-    docstring for the formulas. `logits`: HWᵀ + b (N, K) where the caller has them already, or `predictions`
+    Keys: see METRIC_KEYS; those that need W (nc3, nc3_uniform*, nc4, accuracy, nc2_W, self-duality, *_W,
+    bias_relation*) are NaN without it; without b the bias relation takes b = 0. K defaults to max(y) + 1. See the
+    module docstring for the formulas. `logits`: HWᵀ + b (N, K) where the caller has them already, or `predictions`
     (N,) the classifier's decisions (their argmax, e.g. computed block by block): the second pass then projects on
     the centered means alone (half its product). `side`: "auto", "classes" (K×K) or "features" (d×d); `missing`:
     "error" or "exclude" (module docstring; the key `excluded_classes` then counts the classes left out);
@@ -564,11 +591,13 @@ def nc_metrics(
     (0.005, 1.0, 0.0)
     """
     H = as_features(H)
+    if H.dtype != torch.float64 and H.numel() and H.device.type != "mps" and float(H.abs().amax()) > FLOAT32_SAFE:
+        H = H.double()  # finite float32 features near 1e20 have squares beyond float32's range: the float64 answer
     y = as_labels(y, device=H.device)
     if K is None:
         K = int(y.max()) + 1 if y.numel() else 0
         if W is not None:
-            K = max(K, int(as_tensor(W).shape[0]))
+            K = max(K, int(as_tensor(W, name="W").shape[0]))
     if logits is not None or predictions is not None:
         if W is None:
             raise ValueError("logits (or predictions) need the classifier W they came from")
@@ -628,19 +657,26 @@ def nc_metrics_streaming(
     fresh = batches if callable(batches) else (lambda: batches)
     sums: ClassSums | None = None
     dtype = torch.float64
+    big = False  # float32 features beyond FLOAT32_SAFE: the second pass runs in float64 (as nc_metrics does)
     for Hb, yb in fresh():
         Hb = as_features(Hb)
         dtype = Hb.dtype
+        big = big or (dtype != torch.float64 and Hb.numel() > 0 and Hb.device.type != "mps"
+                      and float(Hb.abs().amax()) > FLOAT32_SAFE)
         s = class_sums(Hb, yb, K)
         sums = s if sums is None else sums + s
     if sums is None:
         raise ValueError("no batches")
     if reduce is not None:
         sums = map_fields(reduce, sums)
+    if reduce is not None:
+        big = bool(reduce(torch.tensor(float(big), dtype=torch.float64)) > 0)  # every shard the same dtype
+    dtype = torch.float64 if big else dtype
     geom = _geometry(sums, W, b, global_mean, dtype, side=side, missing=missing)
     dev: DeviationStats | None = None
     for Hb, yb in fresh():
         Hb = as_features(Hb, device=geom.means.device)
+        Hb = Hb.double() if big else Hb
         s = deviation_stats(Hb, yb, geom)
         dev = s if dev is None else dev + s
     assert dev is not None
@@ -661,7 +697,9 @@ class SufficientStats:
     Golub & LeVeque 1983); sums of raw second moments would lose every digit of a spread 1e-8 of the means.
     `state` lives on `device` (e.g. the CPU while the features come from a GPU: each batch's part is reduced on
     the features' device first, and only the classes it holds are moved). Used by `NCAccumulator(...,
-    keep_features=False)`.
+    keep_features=False)`. `shift` (K, d), when given, fixes the shifts instead (every stream that passes the same
+    shifts has statistics that simply add: analysis.torchmetrics_adapter sums them across processes).
+    `state_dict()` / `load_state_dict()` save and restore the statistics exactly (tensors and plain values only).
     >>> import torch
     >>> st = SufficientStats(2, 1)
     >>> st.add(torch.tensor([[1.0], [3.0], [10.0], [14.0]], dtype=torch.float64), torch.tensor([0, 0, 1, 1]))
@@ -669,12 +707,19 @@ class SufficientStats:
     ([2, 2], [4.0, 24.0])
     """
 
-    def __init__(self, K: int, d: int, *, dtype: torch.dtype = torch.float64, device: Any = "cpu") -> None:
+    def __init__(self, K: int, d: int, *, dtype: torch.dtype = torch.float64, device: Any = "cpu",
+                 shift: Any = None) -> None:
         self.K, self.d, self.dtype, self.device = K, d, dtype, torch.device(device)
         z = dict(dtype=torch.float64, device=self.device)
         self.counts = torch.zeros(K, dtype=torch.int64, device=self.device)
         # the shift is stored in the features' own dtype: it is one of the features, so it is exact there
         self.shift = torch.zeros(K, d, dtype=dtype, device=self.device)
+        self.fixed_shift = shift is not None
+        if shift is not None:
+            given = as_tensor(shift, name="shift")
+            if given.shape != (K, d):
+                raise ValueError(f"shift must have shape (K, d) = {(K, d)}, got {tuple(given.shape)}")
+            self.shift.copy_(given.to(device=self.device, dtype=dtype))
         self.shifted_sums = torch.zeros(K, d, **z)
         self.shifted_ss = torch.zeros(K, **z)
         self.scatter = torch.zeros(d, d, **z)
@@ -698,7 +743,7 @@ class SufficientStats:
         classes, inverse = torch.unique(y, return_inverse=True)
         on_state = classes.to(self.device)
         new = self.counts[on_state] == 0
-        if bool(new.any()):
+        if bool(new.any()) and not self.fixed_shift:
             # c_k = the first sample of a class new to the stream (the first row of that class in this batch)
             first = torch.full((len(classes),), H.shape[0], dtype=torch.int64, device=H.device)
             first.scatter_reduce_(0, inverse, torch.arange(H.shape[0], device=H.device), reduce="amin")
@@ -742,9 +787,78 @@ class SufficientStats:
         self.predicted += other.predicted
         self.correct += other.correct
 
+    STATE = ("counts", "shift", "shifted_sums", "shifted_ss", "scatter")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The statistics as a dict of tensors (copies) and plain Python values: `torch.save` it, and
+        `torch.load(f, weights_only=True)` reads it back; `load_state_dict` restores them exactly.
+        >>> st = SufficientStats(2, 1)
+        >>> st.add(torch.tensor([[1.0], [3.0]], dtype=torch.float64), torch.tensor([0, 1]))
+        >>> sorted(SufficientStats(2, 1).load_state_dict(st.state_dict()).state_dict()) == sorted(st.state_dict())
+        True
+        """
+        state: dict[str, Any] = {name: getattr(self, name).detach().clone() for name in self.STATE}
+        state.update(K=self.K, d=self.d, dtype=str(self.dtype).removeprefix("torch."), fixed_shift=self.fixed_shift,
+                     predicted=self.predicted, correct=self.correct)
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> SufficientStats:
+        """Restore the statistics of `state_dict()` (onto this object's device); ValueError naming what does not
+        match: K, the dimension d, or a tensor of another shape. Returns self.
+        >>> SufficientStats(3, 2).load_state_dict(SufficientStats(2, 2).state_dict())
+        Traceback (most recent call last):
+        ...
+        ValueError: the state has K = 2 classes, these statistics K = 3
+        """
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be the dict of state_dict(), got {type(state).__name__}")
+        missing = [k for k in (*self.STATE, "K", "d", "predicted", "correct") if k not in state]
+        if missing:
+            raise ValueError(f"state lacks {', '.join(missing)}: not a SufficientStats.state_dict()")
+        if state["K"] != self.K:
+            raise ValueError(f"the state has K = {state['K']} classes, these statistics K = {self.K}")
+        if state["d"] != self.d:
+            raise ValueError(f"the state has feature dimension d = {state['d']}, these statistics d = {self.d}")
+        shapes = {"counts": (self.K,), "shift": (self.K, self.d), "shifted_sums": (self.K, self.d),
+                  "shifted_ss": (self.K,), "scatter": (self.d, self.d)}
+        for name, shape in shapes.items():
+            t = state[name]
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
+                got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                raise ValueError(f"state[{name!r}] must be a tensor of shape {shape}, got {got}")
+        for name in self.STATE:
+            mine = getattr(self, name)
+            setattr(self, name, state[name].detach().to(device=self.device, dtype=mine.dtype, copy=True))
+        self.fixed_shift = bool(state.get("fixed_shift", False))
+        self.predicted, self.correct = int(state["predicted"]), int(state["correct"])
+        return self
+
     def class_sums(self) -> ClassSums:
         """The per-class counts and feature sums Σ_{i in k} h_i = s_k + n_k c_k (float64)."""
         return ClassSums(self.counts.clone(), self.shifted_sums + self.counts[:, None].double() * self.shift.double())
+
+    def second_moment(self, *, center: bool = False) -> torch.Tensor:
+        """The d×d second moment of the features seen (float64), exactly from the shifted statistics: uncentered,
+        Σ_i h_i h_iᵀ = scatter + Σ_k (s_k c_kᵀ + c_k s_kᵀ + n_k c_k c_kᵀ); `center=True`, Σ_i (h_i − μ_G)(h_i − μ_G)ᵀ
+        (μ_G the mean of the samples) = the within-class scatter scatter − Σ_k s_k s_kᵀ/n_k plus Σ_k n_k (μ_k −
+        μ_G)(μ_k − μ_G)ᵀ, with nothing subtracted at the size of μ_G. Its eigenvalues are the squared singular values
+        of the stacked features: `analysis.rank.effective_rank_gram`, `rankme_gram`.
+        >>> st = SufficientStats(2, 2)
+        >>> st.add(torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]], dtype=torch.float64), torch.tensor([0, 0, 1]))
+        >>> st.second_moment().tolist(), (3 * st.second_moment(center=True)).round().tolist()   # μ_G = (4/3, 2/3)
+        ([[10.0, 0.0], [0.0, 4.0]], [[14.0, -8.0], [-8.0, 8.0]])
+        """
+        n = self.counts.double()
+        c = self.shift.double()
+        s = self.shifted_sums
+        if not center:
+            cross = s.T @ c  # Σ_k s_k c_kᵀ
+            return self.scatter + cross + cross.T + (c * n[:, None]).T @ c
+        seen = n > 0
+        within = self.scatter - (s[seen] / n[seen, None]).T @ s[seen]  # Σ_k s_k s_kᵀ / n_k
+        means = c[seen] + s[seen] / n[seen, None]
+        M = means - (n[seen, None] * means).sum(0) / n[seen].sum()
+        return within + (M * n[seen, None]).T @ M
 
     def metrics(self, W: Any = None, b: Any = None, *, global_mean: str = "samples", rtol: float = DEFAULT_RTOL,
                 side: str = "auto", missing: str = "error",

@@ -628,7 +628,8 @@ class NuclearProgram:
         (the rows, shuffled into a batch of 2K with other rows, keep their values: a loss per class or
         one that uses the batch fails), finite values and gradients, the declared shift invariance, and
         Fenchel–Young equality ℓ*(∇ℓ(z)) = ⟨∇ℓ(z), z⟩ − ℓ(z) (a wrong conjugate, or a gradient autograd
-        gets wrong, fails it)."""
+        gets wrong, fails it). A loss declared convex that is not (ℓ below its tangent between the two probe
+        points: `_check_convex`) is refused too: its program has no optimum to certify."""
         name, K = self.custom.name, self.K
         g = torch.Generator().manual_seed(0)
         order = torch.randperm(2 * K, generator=g).to(self.device)
@@ -643,6 +644,7 @@ class NuclearProgram:
                 raise ValueError(f"custom loss {name!r}: {what} is not per sample: row i must depend on row i "
                                  "of its input and on y[i] only (the same rows in another batch gave other values)")
 
+        probes = []
         for scale in (0.5, 3.0):
             Z = (scale * torch.randn(K, K, generator=g, dtype=torch.float64)).to(self.device)
             rows, u_own, u_group = self._custom_rows(Z.diagonal(), Z)
@@ -651,6 +653,9 @@ class NuclearProgram:
             if not bool(torch.isfinite(rows).all() and torch.isfinite(U).all()):
                 raise ValueError(f"custom loss {name!r}: loss or its autograd gradient is not finite at "
                                  f"logits of size ~{scale}; the program needs a loss finite everywhere")
+            probes.append((Z, rows, U))
+            if len(probes) == 2:
+                self._check_convex(*probes)
             if self.custom.shift_invariant:
                 shifted = self._call(self.custom.loss, Z + 1.7, "loss").detach()
                 if bool(((shifted - rows).abs() > FY_RTOL * (1 + rows.abs())).any()):
@@ -666,6 +671,22 @@ class NuclearProgram:
                 raise ValueError(f"custom loss {name!r}: conjugate(∇ℓ(z), y) must equal ⟨∇ℓ(z), z⟩ − ℓ(z) "
                                  f"(Fenchel–Young equality), but ℓ(z) + ℓ*(u) − ⟨u, z⟩ = {float(residual[k]):.3e}"
                                  f" for label {k} at a probe point: the conjugate is not that of the loss")
+
+    def _check_convex(self, a: tuple, b: tuple) -> None:
+        """Refuse a loss that lies below its tangent: a convex ℓ has ℓ(z') ≥ ℓ(z) + ⟨∇ℓ(z), z' − z⟩ for every
+        z, z' (with autograd's subgradient where ℓ has a kink), checked both ways between two probe points
+        (Z, ℓ rows, ∇ℓ rows), row by row, within the Fenchel–Young tolerances. A concave loss fails it; its
+        program is unbounded below or stalls at a stationary point, and no certificate of it means anything."""
+        for (Z0, rows0, U0), (Z1, rows1, _) in ((a, b), (b, a)):
+            step = U0 * (Z1 - Z0)
+            excess = rows1 - rows0 - step.sum(1)
+            tol = FY_RTOL * (rows0.abs() + rows1.abs() + step.abs().sum(1)) + FY_ATOL * (1 + U0.abs().sum(1))
+            if bool((excess < -tol).any()):
+                k = int((excess < -tol).nonzero()[0, 0])
+                raise ValueError(f"custom loss {self.custom.name!r} is not convex in the logits: "
+                                 f"ℓ(z') − ℓ(z) − ⟨∇ℓ(z), z' − z⟩ = {float(excess[k]):.3e} < 0 for label {k} "
+                                 "between two probe points (a convex loss lies above its tangents), so the "
+                                 "convex program does not describe it and no certificate can be formed")
 
     # ----- the full matrices --------------------------------------------------------------------------
     def dense(self, p: Point) -> tuple[np.ndarray, np.ndarray]:

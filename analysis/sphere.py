@@ -91,6 +91,8 @@ def sphere_etf(K: int, n: int, d: int, tau: float, normalize: str, loss: str = "
     sphere and temperature τ, balanced, K <= d + 1 (module docstring: c = K/((K−1)τ)):
     both: F* = f(min(c, u*)) (u* = ∞ except LS); features: F* = min_a f(c·a) + λ_W·K·a²/2;
     classifier: F* = min_β f(c·β) + λ_H·N·β²/2 — the simplex ETF with every feature along its class's row.
+    Label smoothing with both normalized and u* < c (the tilt): the optimum is not unique (`Target.unique` False,
+    `note`), and only the value, the margin u* and the accuracy are predicted.
     >>> t = sphere_etf(4, 3, 6, 0.5, "both"); t.name, round(t.predicted["loss"], 6), round(t.predicted["logit_gap"], 6)
     ('sphere_etf', 0.189339, 2.666667)
     """
@@ -110,6 +112,7 @@ def sphere_etf(K: int, n: int, d: int, tau: float, normalize: str, loss: str = "
         return not_applicable(name, f"the focal condition u·ψ'' >= ψ' fails on (0, {2 * c:g}]: the ETF is not "
                                     "proven optimal at this τ and γ")
     scale, reason = 1.0, f"τ = {tau:g}: a simplex ETF on the sphere, every feature on its class's row"
+    tilted = False
     if normalize == "both":
         u = c
         if loss == "ls" and smoothing > 0:
@@ -119,8 +122,10 @@ def sphere_etf(K: int, n: int, d: int, tau: float, normalize: str, loss: str = "
                     return not_applicable(name, f"label smoothing's best margin {u_star:.4g} < K/((K−1)τ) = {c:.4g}: "
                                                 "the bound needs a direction orthogonal to the ETF (d >= K) to be "
                                                 "attained; for d = K − 1 no optimum is proven")
-                u, scale = u_star, u_star / c
-                reason += f", tilted out of the ETF's span to the margin u* = {u_star:.6g} (cosine {scale:.6g})"
+                u, scale, tilted = u_star, u_star / c, True
+                reason = (f"τ = {tau:g}: label smoothing's best margin u* = {u_star:.6g} < K/((K−1)τ) = {c:.6g} is "
+                          f"attained, e.g. by the simplex ETF with every feature tilted out of its span (cosine "
+                          f"{scale:.6g} to its class's row)")
         value = f(u)
     elif normalize == "features":
         if wd_W <= 0:
@@ -137,6 +142,14 @@ def sphere_etf(K: int, n: int, d: int, tau: float, normalize: str, loss: str = "
         scale, value = _scale_problem(f, c, wd_H * N, top)
         u = c * scale
         reason += f"; the feature norm β* = {scale:.6g} solves a convex one-dimensional problem"
+    if tilted:
+        # the bound is attained by any features whose every margin is u* with equal wrong logits (f is strictly
+        # convex about u*): a continuum of optima, the tilted ETF one of them and others far from collapse; all
+        # share the value, the margin and (u* > 0) accuracy 1, and nothing else is determined
+        note = (f"the optimum is not unique: every point whose samples all have margin u* = {u:.6g} with equal wrong "
+                "logits attains F*, a continuum that includes points far from collapse; only the value, the margin "
+                "and the accuracy are predicted, no NC1–NC4")
+        return Target(name, True, reason, {"loss": value, "logit_gap": u, "accuracy": 1.0}, unique=False, note=note)
     p = {"loss": value, "logit_gap": u, "nc1": 0.0, "nc2": 0.0, "nc4": 0.0, "accuracy": 1.0 if u > 0 else 1.0 / K}
     if u > 0:
         p["nc3"] = 0.0

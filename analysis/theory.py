@@ -44,10 +44,15 @@ class Target:
     # predicted K×K Gram matrices: "W" (w_j·w_k) and "means" (centered class means, μ_G the sample mean); empty
     # for K > GRAMS_MAX_K (then the grams check does not apply)
     grams: dict[str, np.ndarray] = field(default_factory=dict)
+    # False where the optimum is not unique (a continuum of optimal points): `predicted` then holds only what
+    # every optimum shares (the value, say), and `note` says what is left undetermined
+    unique: bool = True
+    note: str = ""
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "applies": self.applies, "reason": self.reason,
-                "predicted": dict(self.predicted), "grams": {k: v.tolist() for k, v in self.grams.items()}}
+        out = {"name": self.name, "applies": self.applies, "reason": self.reason, "unique": self.unique,
+               "predicted": dict(self.predicted), "grams": {k: v.tolist() for k, v in self.grams.items()}}
+        return {**out, "note": self.note} if self.note else out
 
 
 def etf_gram(K: int) -> np.ndarray:

@@ -22,14 +22,17 @@ Two ways to accumulate (`keep_features`):
   per-class shifts), O(K·d + d²) memory whatever N. One pass; every metric is exact except the two that compare
   each sample with the final means (nc4, ncc_accuracy: NaN), and the accuracy is that of the decisions passed
   to `update` (NCTracker passes the tracked layer's own). For vocabularies of 10⁴–10⁵ classes and long streams.
-Either way the geometry is computed on the smaller side (K×K or d×d, `side`), and classes absent from the data
-are an error or excluded (`missing`, the count reported as `excluded_classes`).
+Either way the sums run in float64 whatever the storage dtype (float32 features of size 1e20 have squares beyond
+float32's range; MPS, which has no float64, computes in float32), non-finite features, W or b are refused (their
+metrics would mean nothing), the geometry is computed on the smaller side (K×K or d×d, `side`), and classes absent
+from the data are an error or excluded (`missing`, the count reported as `excluded_classes`).
 If the data can be iterated twice, `nc_metrics_streaming` needs only O(K·d + min(K, d)²) memory too.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -37,6 +40,7 @@ import torch
 from torch import nn
 
 from analysis._arrays import as_features, as_labels, as_tensor
+from analysis.layers import LayerHooks, check_layer_fits, stats_layer_metrics
 from analysis.metrics import DEFAULT_RTOL, GLOBAL_MEANS, MISSING, SIDES, SufficientStats, nc_metrics_streaming
 
 __all__ = ["NCAccumulator", "FeatureHook", "NCTracker", "distributed_sum"]
@@ -68,8 +72,38 @@ def distributed_sum(group: Any = None) -> Reduce:
     return reduce
 
 
-def _device(x: Any) -> torch.device | None:
-    return None if x is None else torch.device(x)
+def _device(x: Any, name: str = "device") -> torch.device | None:
+    """`x` as a torch.device that this machine has (None stays None): TypeError/ValueError naming the argument."""
+    if x is None:
+        return None
+    if not isinstance(x, (str, torch.device)):
+        raise TypeError(f"{name} must be a torch.device, a string such as 'cpu' or 'cuda:0', or None, got "
+                        f"{type(x).__name__}")
+    try:
+        device = torch.device(x)
+    except RuntimeError as e:
+        raise ValueError(f"{name}={x!r} is not a device: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name}={x!r}, but CUDA is not available on this machine: use 'cpu' (or None)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"{name}={x!r}, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}={x!r}, but MPS is not available on this machine: use 'cpu' (or None)")
+    return device
+
+
+def _compute_dtype(device: torch.device | None) -> torch.dtype:
+    """The metrics are accumulated and computed in float64 whatever the features' dtype (float32 features of size
+    1e20 have squares beyond float32's range); MPS has no float64 and computes in float32."""
+    return torch.float32 if device is not None and device.type == "mps" else torch.float64
+
+
+def _check_finite(name: str, t: torch.Tensor) -> None:
+    """Non-finite inputs would give numbers that mean nothing (an all-NaN W: accuracy 1/K): one line naming them."""
+    bad = int((~torch.isfinite(t)).sum()) if t.is_floating_point() else 0
+    if bad:
+        raise ValueError(f"{name} has {bad} non-finite value(s) (NaN or inf) of {t.numel()}: the NC metrics of such "
+                         "numbers mean nothing (a diverged network?); drop the batch or fix the model")
 
 
 class NCAccumulator:
@@ -134,12 +168,18 @@ class NCAccumulator:
         side: str = "auto",
         missing: str = "error",
     ) -> None:
-        if isinstance(K, bool) or not isinstance(K, int) or K < 2:
-            raise ValueError(f"K must be an integer of at least 2, got {K!r}")
+        if isinstance(K, bool) or not isinstance(K, numbers.Integral):
+            raise TypeError(f"K must be an int, got {K!r} ({type(K).__name__})")
+        if K < 2:
+            raise ValueError(f"K must be at least 2, got {K!r}")
         if global_mean not in GLOBAL_MEANS:
             raise ValueError(f"global_mean must be one of {GLOBAL_MEANS}, got {global_mean!r}")
+        if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real):
+            raise TypeError(f"rtol must be a number, got {rtol!r} ({type(rtol).__name__})")
         if not rtol >= 0:
             raise ValueError(f"rtol must be non-negative, got {rtol!r}")
+        if dtype is not None and not isinstance(dtype, torch.dtype):
+            raise TypeError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")
         if dtype is not None and not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
         if not isinstance(keep_features, bool):
@@ -148,11 +188,11 @@ class NCAccumulator:
             raise ValueError(f"side must be one of {SIDES}, got {side!r}")
         if missing not in MISSING:
             raise ValueError(f"missing must be one of {MISSING}, got {missing!r}")
-        self.K = K
+        self.K = int(K)
         self.global_mean = global_mean
         self.rtol = rtol
-        self.device = _device(device)
-        self.store_device = _device(store_device)
+        self.device = _device(device, "device")
+        self.store_device = _device(store_device, "store_device")
         self.dtype = dtype
         self.keep_features = keep_features
         self.side = side
@@ -219,6 +259,7 @@ class NCAccumulator:
             raise ValueError(f"labels must lie in 0..{self.K - 1}, got range {int(y.min())}..{int(y.max())}")
         if self._dim is not None and H.shape[1] != self._dim:
             raise ValueError(f"features have dimension {H.shape[1]}, earlier batches had {self._dim}")
+        _check_finite("features", H)
         self._dim = int(H.shape[1])
         if self._dtype is None:
             self._dtype = H.dtype
@@ -228,9 +269,11 @@ class NCAccumulator:
             return
         store = self.store_device if self.store_device is not None else H.device
         if not self.keep_features:
+            work = _compute_dtype(store)
             if self._stats is None:
-                self._stats = SufficientStats(self.K, self._dim, dtype=self._dtype, device=store)
-            self._stats.add(H.detach().to(self._dtype), y.to(H.device), predictions)
+                self._stats = SufficientStats(self.K, self._dim, dtype=work, device=store)
+            # the storage dtype's rounding first (the features kept would be these), then float64 sums
+            self._stats.add(H.detach().to(self._dtype).to(work), y.to(H.device), predictions)
             return
         H = H.to(device=store, dtype=self._dtype, copy=True)
         y = y.to(device=store, copy=True)
@@ -266,12 +309,100 @@ class NCAccumulator:
         if other._stats is not None:
             if self._stats is None:
                 store = self.store_device if self.store_device is not None else other._stats.device
-                self._stats = SufficientStats(self.K, other._stats.d, dtype=self._dtype, device=store)
+                self._stats = SufficientStats(self.K, other._stats.d, dtype=_compute_dtype(store), device=store)
             self._stats.merge(other._stats)
         batches = list(other._batches)  # a copy: merging an accumulator with itself doubles it once
         for H, y in batches:
             store = self.store_device if self.store_device is not None else H.device
             self._batches.append((H.to(device=store, dtype=self._dtype), y.to(store)))
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the accumulator has collected, as a dict of tensors and plain Python values (no classes):
+        `torch.save(acc.state_dict(), f)`, later `acc.load_state_dict(torch.load(f, weights_only=True))`, e.g. in a
+        training checkpoint. Keys: K, kind ("features" or "statistics"), dim and dtype (None before the first
+        batch), and the data: `features` and `labels`, the stored batches as lists of tensors (shared, not copied:
+        the accumulator never changes a stored batch), or `stats`, `SufficientStats.state_dict()` (copies). The
+        settings (global_mean, rtol, side, missing, devices) are the constructor's and are not part of the state.
+
+        >>> import io
+        >>> acc = NCAccumulator(2, dtype=torch.float64)
+        >>> acc.update([[0.0], [1.0]], [0, 1])
+        >>> buf = io.BytesIO(); torch.save(acc.state_dict(), buf); _ = buf.seek(0)
+        >>> again = NCAccumulator(2).load_state_dict(torch.load(buf, weights_only=True))
+        >>> again.num_samples, again.state_dict()["kind"]
+        (2, 'features')
+        """
+        state: dict[str, Any] = {"version": 1, "K": self.K, "kind": "features" if self.keep_features else "statistics",
+                                 "dim": self._dim,
+                                 "dtype": None if self._dtype is None else str(self._dtype).removeprefix("torch.")}
+        if self.keep_features:
+            state["features"] = [H for H, _ in self._batches]
+            state["labels"] = [y for _, y in self._batches]
+        else:
+            state["stats"] = None if self._stats is None else self._stats.state_dict()
+        return state
+
+    def load_state_dict(self, state: Any) -> NCAccumulator:
+        """Replace what this accumulator holds with `state` (from `state_dict()`); returns self. Updates after
+        the load continue exactly where the saved accumulator stopped: the same batches (or statistics) give the
+        same metrics, bit for bit on the same device. ValueError naming the mismatch where `state` has another K,
+        the other kind (features vs statistics: `keep_features`), a dimension its tensors do not have (or another
+        than the batches this accumulator already saw), or is not a state_dict at all.
+
+        >>> NCAccumulator(3).load_state_dict(NCAccumulator(2).state_dict())
+        Traceback (most recent call last):
+        ...
+        ValueError: the state has K = 2 classes, this accumulator K = 3
+        """
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be the dict of NCAccumulator.state_dict(), got {type(state).__name__}")
+        lacking = [k for k in ("K", "kind", "dim", "dtype") if k not in state]
+        if lacking:
+            raise ValueError(f"state lacks {', '.join(lacking)}: not an NCAccumulator.state_dict()")
+        if state["K"] != self.K:
+            raise ValueError(f"the state has K = {state['K']} classes, this accumulator K = {self.K}")
+        mine = "features" if self.keep_features else "statistics"
+        if state["kind"] != mine:
+            raise ValueError(f"the state holds {state['kind']} (keep_features={state['kind'] == 'features'}), this "
+                             f"accumulator keeps {mine} (keep_features={self.keep_features})")
+        dim = state["dim"]
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 0):
+            raise ValueError(f"state['dim'] must be a non-negative int or None, got {dim!r}")
+        if self._dim is not None and dim is not None and self.num_samples and dim != self._dim:
+            raise ValueError(f"the state has feature dimension {dim}, this accumulator's batches have {self._dim}")
+        dtype = state["dtype"]
+        if dtype is not None and not isinstance(getattr(torch, str(dtype), None), torch.dtype):
+            raise ValueError(f"state['dtype'] must name a torch dtype such as 'float32', got {dtype!r}")
+        stored = self.dtype if self.dtype is not None else None if dtype is None else getattr(torch, dtype)
+        batches: list[tuple[torch.Tensor, torch.Tensor]] = []
+        stats = None
+        if self.keep_features:
+            features, labels = state.get("features"), state.get("labels")
+            if not isinstance(features, list) or not isinstance(labels, list) or len(features) != len(labels):
+                raise ValueError("state['features'] and state['labels'] must be lists of tensors of equal length")
+            for i, (H, y) in enumerate(zip(features, labels, strict=True)):
+                if not isinstance(H, torch.Tensor) or H.dim() != 2 or H.shape[1] != dim:
+                    raise ValueError(f"state['features'][{i}] must be a tensor of shape (n, dim) with dim = {dim}, "
+                                     f"got {tuple(H.shape) if isinstance(H, torch.Tensor) else type(H).__name__}")
+                if not isinstance(y, torch.Tensor) or tuple(y.shape) != (H.shape[0],):
+                    raise ValueError(f"state['labels'][{i}] must be a tensor of shape ({H.shape[0]},)")
+                store = self.store_device if self.store_device is not None else H.device
+                batches.append((H.to(device=store, dtype=stored), y.to(store)))
+        elif state.get("stats") is not None:
+            saved = state["stats"]
+            if not isinstance(saved, dict) or saved.get("d") != dim:
+                raise ValueError(f"state['stats'] must be SufficientStats.state_dict() of dimension dim = {dim}")
+            kept = saved.get("dtype")
+            if not isinstance(getattr(torch, str(kept), None), torch.dtype):
+                raise ValueError(f"state['stats']['dtype'] must name a torch dtype, got {kept!r}")
+            store = self.store_device if self.store_device is not None else saved["scatter"].device
+            stats = SufficientStats(self.K, dim, dtype=getattr(torch, kept), device=store).load_state_dict(saved)
+        self.reset()
+        self._batches, self._stats, self._dim, self._dtype = batches, stats, dim, stored
+        if self._compute_device is None:
+            held = batches[0][0].device if batches else stats.device if stats is not None else None
+            self._compute_device = held
         return self
 
     def compute(
@@ -315,6 +446,10 @@ class NCAccumulator:
         else:
             dim, dtype = self._dim, self._dtype
         device = self._compute_device if self._compute_device is not None else torch.device("cpu")
+        for name, t in (("W", W), ("b", b)):
+            if t is not None:
+                _check_finite(name, as_tensor(t, name=name))
+        dtype = _compute_dtype(device)  # float64 sums whatever the storage dtype
         options = dict(global_mean=self.global_mean, rtol=self.rtol, side=self.side, missing=self.missing,
                        reduce=reduce, pairwise=pairwise)
         if not self.keep_features:
@@ -324,7 +459,7 @@ class NCAccumulator:
 
         def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             for H, y in stored:
-                yield H.to(device), y.to(device)
+                yield H.to(device=device, dtype=dtype), y.to(device)
 
         return nc_metrics_streaming(batches, self.K, W, b, **options)
 
@@ -489,9 +624,13 @@ class NCTracker:
         K: int | None = None,
         *,
         eval_mode: bool = True,
+        layers: Any = None,
+        pool: Any = "avg",
         **accumulator_options: Any,
     ) -> None:
         module = _resolve_layer(model, layer)
+        if not isinstance(eval_mode, bool):
+            raise TypeError(f"eval_mode must be True or False, got {eval_mode!r}")
         if K is None:
             if not isinstance(module, nn.Linear):
                 raise ValueError("K is needed when the layer is not an nn.Linear")
@@ -503,6 +642,11 @@ class NCTracker:
         # without the features, the accuracy needs the classifier's decisions at update time: the layer's argmax
         self.hook = FeatureHook(model, module, input=True,
                                 argmax=not self.accumulator.keep_features and isinstance(module, nn.Linear))
+        # every layer in the same forward: one-pass statistics per layer (analysis.layers)
+        self.layer_hooks = LayerHooks(model, layers, pool) if layers is not None else None
+        if self.layer_hooks is not None:
+            self.layer_hooks.active = False  # the user's own forwards (training steps) are not recorded
+        self.layer_stats: dict[str, SufficientStats] = {}
 
     @property
     def K(self) -> int:
@@ -525,18 +669,68 @@ class NCTracker:
         """
         modes = [(m, m.training) for m in self.model.modules()]
         self.hook.features = self.hook.predictions = None
+        if self.layer_hooks is not None:
+            self.layer_hooks.clear()
+            self.layer_hooks.active = True
         try:
             if self.eval_mode:
                 self.model.eval()
             with torch.no_grad():
                 output = self.model(x)
         finally:
+            if self.layer_hooks is not None:
+                self.layer_hooks.active = False
             for m, training in modes:
                 m.training = training
         if self.hook.features is None:
             raise RuntimeError("the tracked layer did not run during the model's forward pass")
         self.accumulator.update(self.hook.features, y, self.hook.predictions)
+        if self.layer_hooks is not None:
+            self._update_layers(y)
         return output
+
+    def _update_layers(self, y: Any) -> None:
+        labels = as_labels(y)
+        for name, H in self.layer_hooks.features.items():
+            stats = self.layer_stats.get(name)
+            if stats is None:
+                check_layer_fits(name, H.shape[1])
+                store = self.accumulator.store_device if self.accumulator.store_device is not None else H.device
+                stats = self.layer_stats[name] = SufficientStats(self.K, H.shape[1], dtype=_compute_dtype(store),
+                                                                 device=store)
+            _check_finite(f"the features of layer {name!r}", H)
+            stats.add(H.to(_compute_dtype(stats.device)), labels.to(H.device))
+        missing = set(self.layer_hooks.modules) - set(self.layer_hooks.features)
+        if missing:
+            raise RuntimeError(f"the tracked layers {sorted(missing)} did not run during the model's forward pass")
+
+    def compute_layers(self, *, distributed: bool = False, group: Any = None,
+                       reduce: Reduce | None = None) -> dict[str, dict[str, Any]]:
+        """Per tracked layer (`layers=` at construction), in forward order: NC1, NC1 as the trace ratio, the
+        separation fuzziness D_l = tr(Σ_W Σ_B⁺) (He & Su 2023), NC2 of the means, their rank and singular values
+        (analysis.layers.layer_metrics), from one pass over the data; ncc_accuracy is NaN here (it compares each
+        sample with the final means: analysis.layers.measure_layers does two passes). `distributed=True` sums the
+        statistics over the process group, as `compute` does.
+
+        >>> from torch import nn
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> tracker = NCTracker(net, "4", layers="all")
+        >>> _ = tracker.update(torch.randn(30, 4), torch.arange(30) % 3)
+        >>> sorted(tracker.compute_layers()), sorted(tracker.compute_layers()["1"])[:4]
+        (['1', '3'], ['cdnv', 'dim', 'nc1', 'nc1_trace'])
+        """
+        if self.layer_hooks is None:
+            raise ValueError("no layers are tracked: pass layers=[names] or layers='all' to NCTracker")
+        if distributed:
+            if reduce is not None:
+                raise ValueError("pass either distributed=True or reduce=, not both")
+            reduce = distributed_sum(group)
+        if not self.layer_stats and reduce is None:
+            raise ValueError("no data: call update(x, y) before compute_layers()")
+        return {name: stats_layer_metrics(self.layer_stats[name], rtol=self.accumulator.rtol,
+                                          missing=self.accumulator.missing, reduce=reduce)
+                for name in self.layer_hooks.modules if name in self.layer_stats}
 
     def compute(
         self,
@@ -571,6 +765,7 @@ class NCTracker:
         0
         """
         self.accumulator.reset()
+        self.layer_stats = {}
 
     def remove(self) -> None:
         """Remove the hook (the features seen stay in the accumulator).
@@ -581,6 +776,8 @@ class NCTracker:
         0
         """
         self.hook.remove()
+        if self.layer_hooks is not None:
+            self.layer_hooks.remove()
 
     def __enter__(self) -> NCTracker:
         return self

@@ -13,6 +13,15 @@ captured outputs and execution counts back into the .ipynb files (nbformat 4.5),
 show their full-size plots (it refuses `--small`). A failing cell raises `NotebookError` naming the notebook
 and the cell. No Jupyter packages are needed: the notebooks are plain JSON, read and written here.
 
+The stored outputs are the truth the test suite holds the notebooks to: tests/examples reruns every notebook at
+full size (one of them under Jupyter's own executor, nbclient, the reference this module imitates) and
+`compare`s the fresh outputs with the stored ones, number by number within a stated tolerance. After changing
+a notebook, or code whose numbers a notebook prints, regenerate the stored outputs with
+
+    python -m examples.execute --write            (all notebooks; or name the ones to rewrite)
+
+Every notebook seeds all it draws at random, so the rerun gives the same numbers on a CPU.
+
 Only the standard library is imported at module level; matplotlib is imported when a notebook runs.
 """
 
@@ -26,7 +35,9 @@ import contextlib
 import io
 import json
 import linecache
+import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -254,6 +265,99 @@ def execute(path: Path | str, *, small: bool = False, write: bool = False, threa
     if write:
         save(nb, path)
     return result
+
+
+# a number in a text output: not part of a word (the 1 of nc1, the 400 of 1100x400); a sentence's full stop
+# after it is harmless (float("316.") == 316.0)
+_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?(?!\w)")
+_SECONDS = re.compile(r" ?s\b")  # "5.1 s", "0.11 s)": a wall-clock time, different in every run
+
+
+def numbers(text: str) -> tuple[str, list[float]]:
+    """Split a text output into its template and its numbers: each number becomes `#` in the template (a
+    duration in seconds, `<time>`, and is left out of the numbers).
+
+    >>> numbers("nc1  2.5e-09 at step 316, 5000 steps in 5.1 s")
+    ('nc1  # at step #, # steps in <time> s', [2.5e-09, 316.0, 5000.0])
+    """
+    values: list[float] = []
+
+    def replace(match: re.Match) -> str:
+        if _SECONDS.match(text, match.end()):
+            return "<time>"
+        values.append(float(match.group()))
+        return "#"
+
+    return _NUMBER.sub(replace, text), values
+
+
+def _outputs(cell: dict) -> list[tuple[str, str]]:
+    """A code cell's outputs as (kind, text) pairs; consecutive stream outputs of one stream are joined (Jupyter
+    may deliver one print in several messages), a figure is its kinds of data (its pixels are not compared)."""
+    out: list[tuple[str, str]] = []
+    for o in cell.get("outputs", []):
+        kind = o.get("output_type")
+        if kind == "stream":
+            text = o.get("text", "")
+            text = "".join(text) if isinstance(text, list) else text
+            if out and out[-1][0] == f"stream {o.get('name')}":
+                out[-1] = (out[-1][0], out[-1][1] + text)
+            else:
+                out.append((f"stream {o.get('name')}", text))
+        elif kind in ("execute_result", "display_data"):
+            data = o.get("data", {})
+            if "image/png" in data:
+                out.append((kind, "image: " + ", ".join(sorted(data))))
+            else:
+                text = data.get("text/plain", "")
+                out.append((kind, "".join(text) if isinstance(text, list) else text))
+        else:  # an error
+            out.append((str(kind), f"{o.get('ename')}: {o.get('evalue')}"))
+    return out
+
+
+def compare(stored: dict, fresh: dict, *, rel_tol: float = 1e-6, abs_tol: float = 1e-12,
+            cells: dict[int, tuple[float, float]] | None = None) -> list[str]:
+    """The differences between two runs of a notebook (JSON as `load` returns, or nbformat's NotebookNode): for
+    each code cell, the same outputs in the same order with the same text around the numbers, and each number
+    within `math.isclose(stored, fresh, rel_tol=rel_tol, abs_tol=abs_tol)` of the stored one; `cells` maps a
+    code cell's number (1, 2, … as Jupyter counts them) to its own `(rel_tol, abs_tol)`. Durations in seconds
+    and the pixels of figures are not compared. An empty list: the fresh run reproduces the stored one.
+
+    >>> cell = {"cell_type": "code", "outputs": [{"output_type": "stream", "name": "stdout", "text": "F = 1.5"}]}
+    >>> other = {"cell_type": "code", "outputs": [{"output_type": "stream", "name": "stdout", "text": "F = 1.6"}]}
+    >>> compare({"cells": [cell]}, {"cells": [other]}, rel_tol=0.1)
+    []
+    >>> compare({"cells": [cell]}, {"cells": [other]})
+    ['code cell 1: 1.5 stored, 1.6 now (relative difference 6.3e-02 > 1e-06) in: F = 1.6']
+    """
+    cells = cells or {}
+    code = [[c for c in nb["cells"] if c.get("cell_type") == "code"] for nb in (stored, fresh)]
+    if len(code[0]) != len(code[1]):
+        return [f"{len(code[0])} code cells stored, {len(code[1])} now"]
+    problems: list[str] = []
+    for count, (old, new) in enumerate(zip(*code, strict=True), start=1):
+        rel, absolute = cells.get(count, (rel_tol, abs_tol))
+        old_out, new_out = _outputs(old), _outputs(new)
+        old_kinds, new_kinds = [k for k, _ in old_out], [k for k, _ in new_out]
+        if old_kinds != new_kinds:
+            problems.append(f"code cell {count}: outputs {old_kinds} stored, {new_kinds} now")
+            continue
+        for (_, old_text), (_, new_text) in zip(old_out, new_out, strict=True):
+            for old_line, new_line in zip(_lines(old_text), _lines(new_text), strict=False):
+                (old_template, old_values), (new_template, new_values) = numbers(old_line), numbers(new_line)
+                if old_template != new_template:
+                    problems.append(f"code cell {count}: {old_line.rstrip()!r} stored, {new_line.rstrip()!r} now")
+                    continue
+                for a, b in zip(old_values, new_values, strict=True):
+                    if not (math.isclose(a, b, rel_tol=rel, abs_tol=absolute) or math.isnan(a) and math.isnan(b)):
+                        scale = max(abs(a), abs(b))
+                        problems.append(f"code cell {count}: {a:.10g} stored, {b:.10g} now (relative difference "
+                                        f"{abs(a - b) / scale:.1e} > {rel:g}) in: {new_line.strip()}")
+            if len(_lines(old_text)) != len(_lines(new_text)):
+                problems.append(f"code cell {count}: {len(_lines(old_text))} lines of output stored, "
+                                f"{len(_lines(new_text))} now")
+    return problems
 
 
 def resolve(name: str) -> Path:

@@ -63,7 +63,9 @@ def check_dir(flag: str, text: str) -> str | None:
 def build_parser() -> OneLineParser:
     p = OneLineParser(prog=PROG, description="Regenerate the figures from scratch (every run they draw is made "
                       "anew), each as NAME.png and NAME.pdf next to its script, or in --out.")
-    p.add_argument("names", nargs="*", metavar="NAME", help=f"figures to make (default: all): {', '.join(FIGURES)}")
+    p.add_argument("names", nargs="*", metavar="NAME", help=f"figures to make (default: all): {', '.join(FIGURES)}. "
+                   "`python -m figures layers RUN` instead draws one backbone run's NC at every layer "
+                   "(python -m ufm.train --track-layers)")
     p.add_argument("--smoke", action="store_true",
                    help="toy sizes, seconds per figure (for CI); the pictures are kept only with --out")
     p.add_argument("--out", default=None,
@@ -75,6 +77,11 @@ def build_parser() -> OneLineParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["layers"]:  # `python -m figures layers RUN`: one run's NC at every layer (figures.layers)
+        from figures.layers import main as layers_main
+
+        return layers_main(argv[1:])
     p = build_parser()
     args = p.parse_args(argv)
     unknown = [n for n in args.names if n not in FIGURES]

@@ -8,12 +8,12 @@ Rules (README.md's fenced code blocks, read at collection time):
   afterwards. A top-level expression whose line ends in a comment that starts with a number (`…  # 80.77: closed
   form`) must evaluate to that number, to the digits shown (one unit in the last place).
 - Every command in a ```bash block or an unlabelled block that runs one of this project's tools
-  (`python -m ufm.simulate|ufm.train|ufm.sweep|figures|figures.history`, through any python, `.venv/bin/python`
-  or `torchrun … -m`; each `&&` part of a line on its own; a trailing `# comment` dropped) is parsed by that
-  tool's own argument parser, and for ufm.simulate and ufm.train also turned into its validated configuration
-  (as the tool does before it starts), so an unknown, renamed or mistyped flag or value fails here. Nothing is
-  run. A command naming a file of the reader's own (an argument ending in .json or .toml, e.g. `--hierarchy
-  my_tree.json`) is parsed only. A command of a tool missing from PARSERS fails: add its parser.
+  (`python -m ufm.simulate|ufm.train|ufm.sweep|figures|figures.history|analysis.measure`, through any python,
+  `.venv/bin/python` or `torchrun … -m`; each `&&` part of a line on its own; a trailing `# comment` dropped) is
+  parsed by that tool's own argument parser, and for ufm.simulate and ufm.train also turned into its validated
+  configuration (as the tool does before it starts), so an unknown, renamed or mistyped flag or value fails here.
+  Nothing is run. A command naming a file of the reader's own (an argument ending in .json or .toml, e.g.
+  `--hierarchy my_tree.json`) is parsed only. A command of a tool missing from PARSERS fails: add its parser.
 - A block right after a line `<!-- no-test -->` (for a block that needs a GPU, a download or minutes of
   compute) is skipped, and must be listed in NO_TEST (its first line), so that every skip is visible here.
 
@@ -24,6 +24,7 @@ The python blocks state small sizes themselves (`small = dict(n=20, d=32, steps=
 from __future__ import annotations
 
 import ast
+import csv
 import math
 import re
 import shlex
@@ -90,6 +91,7 @@ PARSERS = {
     "ufm.sweep": (_parser("ufm.cli.sweep"), None),
     "figures": (_parser("figures.__main__"), None),
     "figures.history": (_parser("figures.history"), None),
+    "analysis.measure": (_parser("analysis.measure"), None),
 }
 
 
@@ -119,7 +121,7 @@ def commands(all_blocks: list[Block]) -> list[Command]:
                 if not (program.startswith("python") or program == "torchrun") or m + 1 >= len(tokens):
                     continue
                 tool = tokens[m + 1]
-                if tool.split(".")[0] in ("ufm", "figures"):
+                if tool.split(".")[0] in ("ufm", "figures") or tool == "analysis.measure":
                     found.append(Command(block.line + offset, part.strip(), tool, tokens[m + 2:]))
     return found
 
@@ -235,3 +237,31 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "mine" / "summary.json").is_file()
     assert (tmp_path / "sweeps" / "wd" / "results.csv").is_file()
     assert len(namespace["results"]) == 3 and {"nc1", "nc4"} <= set(namespace["metrics"])
+
+
+def test_the_library_blocks_run_as_a_plain_script(tmp_path):
+    """The README's library blocks, through the one that registers a loss (and sweeps it), pasted into a script
+    without an `if __name__ == "__main__":` guard, run as they are: every spawned worker used to run the script
+    again and every row came back "failed: BrokenProcessPool". Each sweep now runs in the script's process and
+    says so in one line, and every row is ok, the registered loss's too."""
+    import os
+    import subprocess
+    import sys
+
+    python = [b for b in BLOCKS if b.lang == "python" and not b.skip]
+    last = next(i for i, b in enumerate(python) if "ufm.register_loss(" in b.code)
+    assert "ufm.sweep(" in python[last].code, "the README's register_loss block should sweep the registered loss"
+    script = tmp_path / "readme_library.py"
+    script.write_text("".join(b.code for b in python[:last + 1]), encoding="utf-8")
+    done = subprocess.run([sys.executable, script.name], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = re.split(r"[\r\n]+", done.stderr)
+    notices = [line for line in lines if line.startswith("ufm.sweep:")]
+    sweeps = sum(b.code.count("ufm.sweep(") for b in python[:last + 1])
+    assert len(notices) == sweeps >= 2 and all("outside an `if __name__" in line for line in notices), notices
+    assert "Traceback" not in done.stderr
+    tables = sorted(tmp_path.glob("sweeps/*/results.csv"))
+    assert len(tables) == sweeps
+    rows = [row for table in tables for row in csv.DictReader(table.open())]
+    assert {row["status"] for row in rows} == {"ok"} and "sq_hinge" in {row["loss"] for row in rows}

@@ -18,6 +18,7 @@ import torch
 
 from ufm.api import RunResult, run
 from ufm.config import SimConfig
+from ufm.errors import cli_text
 from ufm.output.format import fmt
 from ufm.output.rundir import atomic_write_text
 
@@ -211,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.readme is not None:
             update_readme(args.readme, rows)
     except (ValueError, OSError) as e:
-        p.error(str(e))
+        p.error(cli_text(e))
     print(table(rows, args.markdown))
     return 0 if all(r["verdict"] == "reproduced" for r in rows) else 1
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 
 from ufm.counts import ZipfSpec, is_zipf
-from ufm.errors import ConfigError
+from ufm.errors import ConfigError, ConfigTypeError
 from ufm.losses.config import LossConfig
+from ufm.validation import check_fields
 
 ACTIVATIONS = ("linear", "relu")
 FEATURES = ("free", "nonneg")
@@ -17,6 +19,7 @@ SPHERE_LOSSES = ("ce", "ls", "focal", "supcon")
 OPTIMIZERS = ("gd", "sgd", "adam", "lbfgs")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("float32", "float64")
+FLOAT_TINY = {"float32": 1.1754943508222875e-38, "float64": 2.2250738585072014e-308}  # torch.finfo(dtype).tiny
 
 # Defaults per optimizer, chosen so the default run reaches the closed form (see README).
 DEFAULT_STEPS = {"gd": 5000, "sgd": 5000, "adam": 5000, "lbfgs": 500}
@@ -80,10 +83,11 @@ class SimConfig:
     certificate: bool = True  # solve the convex program and report the gap to the global optimum
 
     def __post_init__(self) -> None:
+        check_fields(self, skip=("loss",))  # types first: K=10.5, bias="no" and wd="5e-4" are refused here
         if isinstance(self.loss, str):
             self.loss = LossConfig(self.loss)
         if not isinstance(self.loss, LossConfig):
-            raise ConfigError(f"loss must be a LossConfig or a loss name, got {self.loss!r}")
+            raise ConfigTypeError(f"loss must be a LossConfig or a loss name, got {self.loss!r}")
         if self.loss.name == "supcon" and self.normalize == "none":
             self.normalize = "features"  # SupCon sees the normalized features only
         if self.imbalance is not None and self.counts is None:
@@ -161,6 +165,7 @@ class SimConfig:
                 raise ConfigError(message)
 
         need(self.K >= 2, f"--K must be at least 2, got {self.K}")
+        need(self.dtype in DTYPES, f"--dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.counts is None:
             need(self.n is not None and self.n >= 1, f"--n must be at least 1, got {self.n}")
         else:
@@ -190,6 +195,10 @@ class SimConfig:
         for flag, value in (("--wd-W", self.wd_W), ("--wd-H", self.wd_H), ("--wd-b", self.wd_b),
                             ("--wd-M", self.wd_M)):
             need(math.isfinite(value) and value >= 0, f"{flag} must be a finite number >= 0, got {value}")
+            tiny = FLOAT_TINY[self.dtype]
+            given = "--wd" if self.wd == value else flag  # the flag the user typed
+            need(not 0 < value < tiny, f"{given} {value:g} underflows to 0 in {self.dtype} (the smallest normal number "
+                                       f"is {tiny:.3g}): use 0, or a larger value")
         need(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         need(self.steps is not None and self.steps >= 0, f"--steps must be >= 0, got {self.steps}")
         need(self.lr is not None and math.isfinite(self.lr) and self.lr > 0, f"--lr must be > 0, got {self.lr}")
@@ -201,18 +210,17 @@ class SimConfig:
         need(math.isfinite(self.init_scale) and self.init_scale > 0,
              f"--init-scale must be > 0, got {self.init_scale}")
         need(self.device in DEVICES, f"--device must be one of {DEVICES}, got {self.device!r}")
-        need(self.dtype in DTYPES, f"--dtype must be one of {DTYPES}, got {self.dtype!r}")
         need(self.tol >= 0, f"--tol must be >= 0, got {self.tol}")
         need(0 <= self.seed <= MAX_SEED, f"--seed must lie in 0..{MAX_SEED}, got {self.seed}")
         need(self.evals_per_decade >= 1, f"--evals-per-decade must be >= 1, got {self.evals_per_decade}")
         if self.wd is not None:
             need(math.isfinite(self.wd) and self.wd >= 0, f"--wd must be a finite number >= 0, got {self.wd}")
         if self.loss.name == "haframe":
-            need(not self.bias, "--loss haframe uses the plain logits Wh of the fixed frame: drop --bias")
+            need(not self.bias, "--loss haframe uses the plain logits Wh of the fixed frame: use --no-bias")
         if self.loss.name == "supcon":
             need(self.normalize == "features", f"--loss supcon is a loss of the normalized features alone: "
                                                f"--normalize must be features (its default), got {self.normalize}")
-            need(not self.bias, "--loss supcon has no classifier: drop --bias")
+            need(not self.bias, "--loss supcon has no classifier: use --no-bias")
             need(min(self.class_counts) >= 2, "--loss supcon needs at least 2 samples in every class (each sample "
                                               "needs a positive)")
             from ufm.losses.contrastive import SUPCON_MAX_BATCH
@@ -223,7 +231,7 @@ class SimConfig:
         if self.loss.name == "hug":
             need(max(self.wd_W, self.wd_H, self.wd_b) == 0, "--loss hug normalizes features and proxies, so weight "
                  "decay only shrinks them toward 0 (the objective has no minimizer): use --wd 0")
-            need(not self.bias, "--loss hug classifies by the nearest proxy (cosine): drop --bias")
+            need(not self.bias, "--loss hug classifies by the nearest proxy (cosine): use --no-bias")
             need(self.d > 1 or self.K == 2, f"--loss hug: the sphere in R^1 has two points, K = {self.K} needs d >= 2")
 
     def to_dict(self) -> dict:
@@ -242,6 +250,8 @@ class SimConfig:
         >>> SimConfig.from_dict({"K": 3, "loss": "ls", "smoothing": 0.3}).loss.smoothing
         0.3
         """
+        if not isinstance(d, Mapping):
+            raise TypeError(f"d must be a dict of configuration fields, got {type(d).__name__}")
         names = {f.name for f in fields(cls)} - {"loss"}
         loss = d["loss"] if isinstance(d.get("loss"), LossConfig) else LossConfig.from_flat(d)
         return cls(loss=loss, **{k: v for k, v in d.items() if k in names})

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from ufm.errors import FlagWords
 
-class DeviceUnavailable(RuntimeError):
+
+class DeviceUnavailable(FlagWords, RuntimeError):
     """The requested device does not exist on this machine."""
 
 

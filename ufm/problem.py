@@ -159,6 +159,8 @@ def resolve(cfg: SimConfig) -> Problem:
     >>> p.tree.K, p.frame_gram.shape, p.labels().tolist()[:3]
     (4, (4, 4), [0, 0, 0])
     """
+    if not isinstance(cfg, SimConfig):
+        raise TypeError(f"cfg must be a SimConfig, got {type(cfg).__name__}")
     tree = tree_of(cfg.loss, cfg.K)
     S, s_min = frame_gram_of(cfg.loss, tree) if tree is not None else (None, None)
     problem = Problem(cfg, tree, S, s_min, loss_options(cfg.loss, tree, S, cfg.temperature))

@@ -166,6 +166,33 @@ def test_a_solver_stopped_early_reports_not_certified():
     assert not sol.certificate.certified and sol.certificate.lower < sol.certificate.upper
 
 
+@pytest.mark.parametrize("loss, bias", [("ce", True), ("ce", False), ("mse", True)])
+def test_after_a_full_solve_a_point_off_the_optimum_has_its_honest_gap(loss, bias):
+    """A solver that ran to completion (imbalanced counts: it iterates; a free bias: the dual bound's projection)
+    still reports a real pair: its gap is positive, not 0 (also when stopped at tol=1e-6: 1e-8 to 1e-6 there),
+    and its lower bound lies below an independent run;
+    and at the optimum scaled by 0.99 and by 1.01 the certificate that `solve` reports from there (max_iter=0)
+    is (F(off), dual bound at off), not certified, its lower bound below F* and its gap at least F(off) − F*,
+    which is 2.5e-4 to 8.4e-4 of F* here (the second-order rise of F along the ray through the optimum)."""
+    counts, lam = (6, 6, 2, 2), 1e-3 if loss == "ce" else 1e-2
+    prog = NuclearProgram.from_counts(counts, loss, lam, lam, 0.0, bias)
+    sol = solve(prog)
+    full = sol.certificate
+    assert full.certified and full.iterations > 0 and full.solver == "fista"
+    assert 0 < full.gap <= CERTIFIED_RTOL * full.upper and full.lower < full.upper
+    assert full.lower <= ufm_run(counts, loss, lam, bias) * (1 + 1e-12)
+    loose = solve(prog, tol=1e-6).certificate  # completed by its own gap rule, well above rounding
+    assert 1e-10 < loose.rel_gap <= 1e-6 and loose.lower < full.upper * (1 + 1e-12) <= loose.upper * (1 + 2e-12)
+    for scale in (0.99, 1.01):
+        off = sol.point.combine(sol.point, scale, 0.0)
+        cert = solve(prog, start=off, max_iter=0).certificate
+        assert (cert.upper, cert.lower, cert.iterations) == (prog.objective(off), prog.dual_bound(off), 0)
+        margin = cert.upper - full.upper  # F(off) − F*, to the full solve's 1e-9
+        assert 2.5e-4 < margin / full.upper < 1e-3, scale
+        assert cert.lower <= full.upper * (1 + 1e-12)  # weak duality at any point
+        assert cert.gap >= margin * (1 - 1e-6) and cert.rel_gap > 2.5e-4 and not cert.certified, scale
+
+
 @pytest.mark.minutes
 def test_thousand_classes_general_program_equals_the_grouped_one():
     """700 classes of 100 and 300 of 10, λ = 1e-5 (minutes on 2 CPU cores): the 1000×1000 program is
@@ -239,6 +266,19 @@ def test_custom_loss_without_conjugate_stopped_by_max_iter_says_so():
     sol = solve(NuclearProgram.from_counts((5, 5, 2), CustomLoss("sq-hinge", sq_hinge), 1e-3, 1e-3), max_iter=3)
     assert sol.certificate.iterations == 3 and not sol.certificate.certified
     assert "max_iter reached" in sol.certificate.note
+
+
+@pytest.mark.parametrize("conjugate", [None, lambda U, y: (U**2).sum(1) / 4])
+def test_a_custom_loss_whose_optimum_is_zero_ends_with_a_reason(conjugate):
+    """ℓ = ‖z‖², F* = 0 at X = 0: the relative gap (upper − lower)/|upper| is undefined there (it was a
+    ZeroDivisionError); the solver stops, certifies nothing, and with a conjugate says why."""
+    opt = nuclear_norm_certificate((3, 2), CustomLoss("sq", lambda Z, y: (Z**2).sum(1), conjugate), 1e-2, 1e-2)
+    c = opt.certificate
+    assert not c.certified and 0 < c.upper < 1e-14 and opt.value == c.upper
+    if conjugate is None:
+        assert c.lower == -math.inf and "no conjugate given" in c.note
+    else:
+        assert -1e-14 < c.lower < 0 and "the primal value is 0, where a relative gap" in c.note
 
 
 def test_cvxpy_refuses_custom_losses():

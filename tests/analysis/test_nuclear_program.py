@@ -215,6 +215,9 @@ def _bad_shape(U, y):
     (CustomLoss("too-low", mse_loss, lambda U, y: mse_conjugate(U, y) - 1e-6), "Fenchel–Young"),
     (CustomLoss("sign", mse_loss, lambda U, y: -mse_conjugate(U, y)), "Fenchel–Young"),
     (CustomLoss("not-shift", mse_loss, mse_conjugate, shift_invariant=True), "shift_invariant"),
+    # declared convex (every CustomLoss is) but concave: below its tangents between the probe points
+    (CustomLoss("concave", lambda Z, y: -(Z**2).sum(1), None), "not convex in the logits"),
+    (CustomLoss("neg-ce", lambda Z, y: Z.gather(1, y[:, None])[:, 0] - Z.logsumexp(1), None), "not convex"),
 ])
 def test_custom_losses_that_break_the_contract_are_refused(custom, message):
     """Shapes, dtypes, NaN and conjugates that are not the loss's are refused at construction: a bound

@@ -6,7 +6,13 @@ from the papers' formulas:
 - Zhu et al. 2021's bias relation: v = Wμ_G + b, `bias_relation` = ‖v‖ (their code's "NC4"),
   `bias_relation_centered` = ‖v − mean(v)1‖ / (‖WMᵀ‖_F/√K);
 - the variance over pairs of the distances (and of their logs) of the normalized centered means and of the
-  normalized classifier rows (rhubarbwu/neural-collapse's nc2g_dist / nc2g_log, Liu et al. 2023).
+  normalized classifier rows (rhubarbwu/neural-collapse's nc2g_dist / nc2g_log, Liu et al. 2023);
+- NC1 as the trace ratio tr Σ_W / tr Σ_B (`nc1_trace`, rhubarbwu's covariance_ratio "quotient") and the uniform
+  duality of Wu & Papyan 2024: `nc3_uniform` the variance over classes (ddof = 1) of ⟨w_k, μ_k − μ_G⟩ (rhubarbwu's
+  similarities(W, M, m_G).var()), `nc3_uniform_cos` the std/mean of the cosines cos∠(w_k, μ_k − μ_G).
+
+Where a checkout of rhubarbwu/neural-collapse is named by UFM_PEER_NC (benchmarks/peers.py), the trace ratio, the
+uniform duality and NC5 (analysis.ood) are also compared with the peer's own functions, run from that checkout.
 """
 
 import itertools
@@ -15,11 +21,13 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 from analysis.metrics import METRIC_KEYS, gnc_metrics, nc_metrics, nc_metrics_streaming
 
 PEER_KEYS = ("cdnv", "cdnv_max", "bias_relation", "bias_relation_centered", "distance_var_means",
-             "log_distance_var_means", "distance_var_W", "log_distance_var_W")
+             "log_distance_var_means", "distance_var_W", "log_distance_var_W", "nc1_trace", "nc3_uniform",
+             "nc3_uniform_cos")
 
 
 def naive_peer(H, y, W, b, K, global_mean="samples"):
@@ -37,6 +45,9 @@ def naive_peer(H, y, W, b, K, global_mean="samples"):
 
     dist = distances([m - mu_G for m in mu])
     out["distance_var_means"], out["log_distance_var_means"] = np.var(dist), np.var(np.log(dist))
+    within = sum(np.sum((h - mu[y[i]]) ** 2) for i, h in enumerate(H)) / len(H)  # tr Σ_W
+    between = sum(np.sum((m - mu_G) ** 2) for m in mu) / K  # tr Σ_B
+    out["nc1_trace"] = within / between
     if W is not None:
         W = np.asarray(W, dtype=np.float64)
         dist = distances(list(W))
@@ -46,6 +57,11 @@ def naive_peer(H, y, W, b, K, global_mean="samples"):
         logits_of_means = np.array([[W[j] @ (mu[k] - mu_G) for k in range(K)] for j in range(K)])
         rms = np.sqrt(np.sum(logits_of_means**2) / K)
         out["bias_relation_centered"] = np.sqrt(np.sum((v - v.mean()) ** 2)) / rms
+        dots = [W[k] @ (mu[k] - mu_G) for k in range(K)]
+        out["nc3_uniform"] = sum((t - sum(dots) / K) ** 2 for t in dots) / (K - 1)
+        cos = [dots[k] / (np.linalg.norm(W[k]) * np.linalg.norm(mu[k] - mu_G)) for k in range(K)]
+        mean_cos = sum(cos) / K
+        out["nc3_uniform_cos"] = math.sqrt(sum((c - mean_cos) ** 2 for c in cos) / K) / mean_cos
     return out
 
 
@@ -226,3 +242,118 @@ def test_gnc_distance_variances_of_the_uncentered_directions():
     out = gnc_metrics(tetra, yt, tetra, K=4)
     for key in ("distance_var_means_sphere", "log_distance_var_means_sphere", "distance_var_W", "log_distance_var_W"):
         assert out[key] == pytest.approx(0.0, abs=1e-14), key
+
+
+def test_nc1_trace_and_uniform_duality_by_hand():
+    # class 0 at ±1 on the first axis around (0, 0), class 1 at (4, 0) ± 1 on the second axis: tr Σ_W = 1,
+    # μ_G = (2, 0), tr Σ_B = (4 + 4)/2 = 4
+    H = np.array([[1.0, 0.0], [-1.0, 0.0], [4.0, 1.0], [4.0, -1.0]])
+    y = np.array([0, 0, 1, 1])
+    W = np.array([[-1.0, 0.0], [3.0, 0.0]])  # ⟨w_k, μ_k − μ_G⟩ = 2 and 6: variance (ddof 1) 8; cosines 1 and 1
+    out = nc_metrics(H, y, W)
+    assert out["nc1_trace"] == pytest.approx(1.0 / 4.0, rel=1e-15)
+    assert out["nc3_uniform"] == pytest.approx(8.0, rel=1e-15)
+    assert out["nc3_uniform_cos"] == 0.0
+    no_w = nc_metrics(H, y)
+    assert math.isnan(no_w["nc3_uniform"]) and math.isnan(no_w["nc3_uniform_cos"])
+    assert no_w["nc1_trace"] == out["nc1_trace"]
+    # a row of W orthogonal to its mean: cosines 0 and 1, mean 1/2, std 1/2
+    tilted = nc_metrics(H, y, np.array([[0.0, 1.0], [3.0, 0.0]]))
+    assert tilted["nc3_uniform_cos"] == pytest.approx(1.0, rel=1e-15)
+    assert tilted["nc3_uniform"] == pytest.approx(18.0, rel=1e-15)  # dots 0 and 6
+    # a zero row has no direction: the cosine form is undefined, the inner products are not
+    zero_row = nc_metrics(H, y, np.array([[0.0, 0.0], [3.0, 0.0]]))
+    assert math.isnan(zero_row["nc3_uniform_cos"]) and zero_row["nc3_uniform"] == pytest.approx(18.0, rel=1e-15)
+
+
+def test_nc1_trace_is_infinite_when_the_means_coincide_and_zero_when_collapsed():
+    H = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])  # both class means at the origin
+    assert nc_metrics(H, np.array([0, 0, 1, 1]))["nc1_trace"] == math.inf
+    collapsed = nc_metrics(np.array([[1.0, 2.0], [1.0, 2.0], [3.0, 0.0]]), np.array([0, 0, 1]))
+    assert collapsed["nc1_trace"] == 0.0
+
+
+def test_the_new_keys_from_sufficient_statistics_equal_the_two_pass_ones():
+    from analysis.metrics import SufficientStats
+
+    H, y, W, b = gaussian_classes(5, 7, [9, 14, 3, 20, 6], seed=8)
+    st = SufficientStats(5, 7)
+    for i in range(0, len(y), 11):
+        st.add(H[i:i + 11], y[i:i + 11])
+    one_pass, two_pass = st.metrics(W, b), nc_metrics(H, y, W, b)
+    for key in ("nc1_trace", "nc3_uniform", "nc3_uniform_cos"):
+        assert one_pass[key] == pytest.approx(two_pass[key], rel=1e-12), key
+
+
+@pytest.mark.parametrize("side", ["classes", "features"])
+def test_the_new_keys_on_both_sides_and_with_excluded_classes(side):
+    H, y, W, b = gaussian_classes(6, 4, [10, 12, 0, 9, 11, 8], seed=9)  # class 2 has no samples
+    out = nc_metrics(H, y, W, b, K=6, side=side, missing="exclude")
+    present = [0, 1, 3, 4, 5]
+    keep = np.isin(y, present)
+    relabel = {k: i for i, k in enumerate(present)}
+    ref = naive_peer(H[keep], np.array([relabel[k] for k in y[keep]]), W[present], b[present], 5)
+    for key in ("nc1_trace", "nc3_uniform", "nc3_uniform_cos"):
+        assert out[key] == pytest.approx(ref[key], rel=1e-11), key
+
+
+# --- against the peer's own code (a checkout named by UFM_PEER_NC; skipped without one) ---
+
+
+@pytest.fixture
+def peer(monkeypatch):
+    from benchmarks.peers import find_peer
+
+    root = find_peer()
+    if root is None:
+        pytest.skip("no checkout of rhubarbwu/neural-collapse: set UFM_PEER_NC (see benchmarks/peers.py)")
+    monkeypatch.syspath_prepend(str(root))
+    from neural_collapse import accumulate, measure
+
+    return accumulate, measure
+
+
+def _peer_means(accumulate, H, y, K, weighted):
+    """Their MeanAccumulator over two batches, in float64: the class means and their global mean (unweighted mean of
+    the class means; the sample-weighted one formed from their counts and means, as benchmarks/peers.py does)."""
+    acc = accumulate.MeanAccumulator(K, H.shape[1], "cpu", dtype=torch.float64)
+    X, Y = torch.from_numpy(H), torch.from_numpy(y)
+    acc.accumulate(X[::2], Y[::2])
+    acc.accumulate(X[1::2], Y[1::2])
+    means, m_G = acc.compute()
+    if weighted:
+        n = acc.ns_samples.double()
+        m_G = (n[:, None] * means).sum(0) / n.sum()
+    return means, m_G
+
+
+@pytest.mark.parametrize("global_mean", ["samples", "classes"])
+@pytest.mark.parametrize("case", ["balanced d>K", "d<K", "imbalanced"])
+def test_trace_ratio_and_uniform_duality_agree_with_the_peer(peer, case, global_mean):
+    accumulate, measure = peer
+    K, d, counts = CASES[case]
+    H, y, W, b = gaussian_classes(K, d, counts)
+    means, m_G = _peer_means(accumulate, H, y, K, weighted=global_mean == "samples")
+    covar = accumulate.CovarAccumulator(K, d, "cpu", dtype=torch.float64, M=means)
+    covar.accumulate(torch.from_numpy(H), torch.from_numpy(y), means)
+    theirs_nc1 = measure.covariance_ratio(covar.compute(), means, m_G, metric="quotient")
+    theirs_nc3u = measure.similarities(torch.from_numpy(W), means, m_G).var().item()
+    ours = nc_metrics(H, y, W, b, global_mean=global_mean)
+    assert ours["nc1_trace"] == pytest.approx(theirs_nc1, rel=1e-12)
+    assert ours["nc3_uniform"] == pytest.approx(theirs_nc3u, rel=1e-12)
+
+
+@pytest.mark.parametrize("case", ["balanced d>K", "d<K", "imbalanced"])
+def test_nc5_agrees_with_the_peer(peer, case):
+    from analysis.ood import nc5
+
+    accumulate, measure = peer
+    K, d, counts = CASES[case]
+    H, y, _, _ = gaussian_classes(K, d, counts)
+    ood = np.random.default_rng(10).normal(size=(37, d)) + 0.5
+    means, _ = _peer_means(accumulate, H, y, K, weighted=False)
+    ood_acc = accumulate.MeanAccumulator(1, d, "cpu", dtype=torch.float64)  # one OOD "class": its mean is theirs
+    ood_acc.accumulate(torch.from_numpy(ood), torch.zeros(len(ood), dtype=torch.int64))
+    _, m_G_ood = ood_acc.compute()
+    theirs = measure.orthogonality_deviation(means, m_G_ood)
+    assert nc5(H, [ood[:20], ood[20:]], y) == pytest.approx(theirs, rel=1e-12)

@@ -1,49 +1,55 @@
 """The example notebooks (examples/*.ipynb) run through examples/execute.py at small sizes and compute the
-right numbers; the committed notebooks are valid nbformat 4 and carry their full-size plots; the executor
-captures what a cell prints and shows, and names the cell that fails."""
+right numbers; the committed notebooks are valid nbformat 4 and carry their full-size plots; a fresh full-size
+run reproduces the outputs stored in them, number by number (one notebook under Jupyter's own executor,
+nbclient, the others in process); the executor captures what a cell prints and shows, and names the cell that
+fails."""
 
 import json
 import math
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 import ufm
-from examples.execute import NotebookError, execute, main, notebooks
+from examples.execute import NotebookError, compare, execute, load, main, notebooks, numbers
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 THEORY_GAP, OWN_LOSS, OWN_NETWORK = "01_ufm_theory_gap.ipynb", "02_your_own_loss.ipynb", "03_nc_of_your_network.ipynb"
-NAMES = [THEORY_GAP, OWN_LOSS, OWN_NETWORK]
+EVERY_LAYER = "04_nc_at_every_layer.ipynb"
+NAMES = [THEORY_GAP, OWN_LOSS, OWN_NETWORK, EVERY_LAYER]
 
 _runs: dict = {}
 
 
-def executed(name: str):
-    """Run a notebook once per test session at small sizes (UFM_EXAMPLES_SMALL=1) and keep its Execution.
+def executed(name: str, small: bool = True):
+    """Run a notebook once per test session, at small sizes (UFM_EXAMPLES_SMALL=1) unless `small` is False, and
+    keep its Execution.
 
     One torch thread: at these sizes, intra-op threads on a busy 2-core machine only wait on each other
     (measured: up to 10× slower). The global torch RNG and the loss registry are restored afterwards, so the
     notebooks leave no trace in the other tests."""
-    if name not in _runs:
+    key = (name, small)
+    if key not in _runs:
         losses = dict(ufm.LOSSES)
         try:
             with torch.random.fork_rng(devices=[]):
-                _runs[name] = execute(EXAMPLES / name, small=True, threads=1)
+                _runs[key] = execute(EXAMPLES / name, small=small, threads=1)
         except Exception as exc:  # kept: the other tests of this notebook fail fast with it
-            _runs[name] = exc
+            _runs[key] = exc
         finally:
             ufm.LOSSES.clear()
             ufm.LOSSES.update(losses)
-    if isinstance(_runs[name], Exception):
-        raise _runs[name]
-    return _runs[name]
+    if isinstance(_runs[key], Exception):
+        raise _runs[key]
+    return _runs[key]
 
 
-def test_the_three_notebooks_are_there():
+def test_the_notebooks_are_there():
     assert [p.name for p in notebooks()] == NAMES
 
 
@@ -136,6 +142,86 @@ def test_committed_notebook_is_valid_and_shows_its_plots(name):
                 images += "image/png" in out["data"]
             assert " at 0x" not in text, f"an output that changes with every run: {text!r:.200}"
     assert count >= 3 and images >= 1, "run `python -m examples.execute --write` to store the plots"
+
+
+# --- the stored outputs are what a fresh run prints ---------------------------------------------------------
+
+# The tolerance of the comparison: each number a fresh full-size run prints is within
+# math.isclose(stored, fresh, rel_tol, abs_tol) of the one stored in the notebook (durations in seconds and the
+# pixels of plots are not compared; the text around the numbers must be equal). Float64 parts: rel 1e-6 (the
+# digits printed, against rounding that differs with the CPU's vector width), abs 1e-12 (numbers that are
+# rounding noise themselves, "largest difference 5.6e-17"). The cells that run the UFM in float32 (the
+# default dtype), named below by their code-cell number: rel 1e-4, abs 1e-6. Measured on the machine the
+# outputs were stored on, rerun with torch's AVX2 and scalar kernels and MKL's AVX2 and SSE4.2 paths in place
+# of AVX-512: the float64 cells agree to 3e-12 (AVX2), the float32 ones to rel 1e-6 above 1e-6 (near-zero
+# values such as nc1 = 5.8e-15 against 4.9e-15, relative gaps 1.2e-06 against 1.3e-06, differ by less than
+# 1e-7); 1 and 2 threads give the same digits.
+FLOAT64 = (1e-6, 1e-12)
+FLOAT32 = (1e-4, 1e-6)
+FLOAT32_CELLS = {THEORY_GAP: (2, 5), OWN_LOSS: (2,), OWN_NETWORK: (), EVERY_LAYER: ()}  # 3 and 4 train in float64
+IN_JUPYTER = OWN_NETWORK  # the one notebook run under nbclient: Jupyter's executor is the reference
+
+
+def executed_in_jupyter(path: Path) -> dict:
+    """Run a notebook at full size under nbclient (a real ipykernel) in a fresh temporary directory; the kernel
+    inherits this process's environment (one thread, UFM_EXAMPLES_SMALL unset) and the notebook is seeded."""
+    import nbclient
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    env = os.environ.pop("UFM_EXAMPLES_SMALL", None)
+    try:
+        with tempfile.TemporaryDirectory(prefix="ufm-example-") as workdir:
+            client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=600, record_timing=False,
+                                             resources={"metadata": {"path": workdir}})
+            client.execute()
+    finally:
+        if env is not None:
+            os.environ["UFM_EXAMPLES_SMALL"] = env
+    return nb
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_fresh_run_reproduces_the_stored_outputs(name):
+    """The committed outputs tell the truth: a full-size rerun prints the same numbers (to the tolerance above).
+    After a change that moves them: `python -m examples.execute --write`."""
+    stored = load(EXAMPLES / name)
+    fresh = executed_in_jupyter(EXAMPLES / name) if name == IN_JUPYTER else executed(name, small=False).notebook
+    problems = compare(stored, fresh, rel_tol=FLOAT64[0], abs_tol=FLOAT64[1],
+                       cells={count: FLOAT32 for count in FLOAT32_CELLS[name]})
+    assert not problems, "\n".join([f"{name}: a fresh run differs from the stored outputs "
+                                    "(regenerate them with `python -m examples.execute --write`):", *problems])
+
+
+def test_the_stored_run_table_ends_with_its_verdict():
+    """The table a run prints ends with the verdict line; the stored outputs are of the current code."""
+    for name in (THEORY_GAP, OWN_LOSS):
+        code = [c for c in load(EXAMPLES / name)["cells"] if c["cell_type"] == "code"]
+        printed = "".join("".join(o["text"]) for o in code[1]["outputs"] if o["output_type"] == "stream")
+        assert "\nverdict: " in printed, name
+
+
+def cell(*texts: str) -> dict:
+    return {"cell_type": "code", "outputs": [{"output_type": "stream", "name": "stdout", "text": t} for t in texts]}
+
+
+def test_compare_checks_every_number_to_its_tolerance_and_the_text_exactly():
+    assert numbers("nc1 2.523e-09 at step 316. 5000 steps in 5.1 s (fista, 0.24 s); K=10, 1100x400") == (
+        "nc1 # at step # # steps in <time> s (fista, <time> s); K=#, 1100x400", [2.523e-09, 316.0, 5000.0, 10.0])
+    stored = {"cells": [cell("F = 0.282398, ‖W‖² 472.704\n", "gap 2.9e-15\n"), cell("3 steps in 5.6 s\n")]}
+    same = {"cells": [cell("F = 0.2823980001, ‖W‖² 472.704\ngap 3.1e-15\n"), cell("3 steps in 49.2 s\n")]}
+    assert compare(stored, same) == []  # streams joined; 3.5e-10 relative; 2e-16 absolute; a time
+    off = {"cells": [cell("F = 0.9950, ‖W‖² 472.704\ngap 2.9e-15\n"), cell("3 steps in 5.6 s\n")]}
+    assert compare(stored, off) == ["code cell 1: 0.282398 stored, 0.995 now (relative difference 7.2e-01 > 1e-06) "
+                                    "in: F = 0.9950, ‖W‖² 472.704"]
+    assert compare(stored, off, cells={1: (1.0, 0.0)}) == []
+    worded = {"cells": [cell("F = 0.282398, ‖W‖² 472.704\ngap 2.9e-15\nverdict: ok\n"), cell("3 steps in 1 s\n")]}
+    assert compare(stored, worded) == ["code cell 1: 2 lines of output stored, 3 now"]
+    figure = {"cells": [stored["cells"][0], {"cell_type": "code", "outputs": [
+        {"output_type": "display_data", "data": {"image/png": "iVBOR", "text/plain": "<Figure>"}, "metadata": {}}]}]}
+    assert compare(stored, figure) == ["code cell 2: outputs ['stream stdout'] stored, ['display_data'] now"]
+    assert compare(stored, {"cells": stored["cells"][:1]}) == ["2 code cells stored, 1 now"]
 
 
 # --- the executor --------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import ufm
 from analysis.sphere import focal_margin_derivatives, margin_loss, sphere_etf, supcon_etf
 from analysis.theory import etf_gram
 from ufm.config import SimConfig
-from ufm.errors import ConfigError
+from ufm.errors import ConfigError, python_names
 
 
 def simplex(K: int, d: int) -> np.ndarray:
@@ -177,10 +177,10 @@ def test_supcon_ends_at_the_simplex_etf(K, n, tau):
 def test_supcon_configuration():
     cfg = SimConfig(K=3, n=4, d=5, loss="supcon")
     assert cfg.normalize == "features" and cfg.wd_H == 0 and cfg.fixed_classifier
-    for kwargs, message in [(dict(n=1), "at least 2 samples"), (dict(bias=True), "drop --bias"),
+    for kwargs, message in [(dict(n=1), "at least 2 samples"), (dict(bias=True), "use --no-bias"),
                             (dict(normalize="both"), "--normalize must be features"),
                             (dict(wd=1e-3), "--wd-H would only shrink"),
                             (dict(n=5000), "similarity matrix")]:
-        with pytest.raises(ConfigError, match=message):
+        with pytest.raises(ConfigError, match=python_names(message)):
             SimConfig(**{"K": 3, "n": 4, "d": 5, "loss": "supcon", **kwargs})
     assert not supcon_etf(6, 3, 3, 1.0).applies  # K > d + 1: a spherical code, no ETF

@@ -24,6 +24,7 @@ from analysis.theory import (
     stationary_norm_identity,
 )
 from ufm.config import ConfigError, SimConfig
+from ufm.errors import python_names
 from ufm.fit.optimizers import make_optimizer
 from ufm.model import init_params, logits, objective_and_grad
 from ufm.problem import resolve
@@ -326,5 +327,6 @@ def test_features_and_classifier_on_the_sphere_end_at_the_simplex_etf(tmp_path, 
     (dict(loss="ce", normalize="both", temperature=0.0), "--temperature"),
 ])
 def test_sphere_configuration_errors(kwargs, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError) as e:
         SimConfig(**kwargs)
+    assert message in e.value.cli and python_names(message) in str(e.value)  # flags on the CLI, names in Python

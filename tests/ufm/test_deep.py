@@ -9,6 +9,7 @@ import torch
 import ufm
 from analysis.theory import mse_free_bias
 from ufm.config import ConfigError, SimConfig
+from ufm.errors import python_names
 from ufm.model import init_params, layer_inputs, logits
 from ufm.output.table import format_table
 from ufm.problem import resolve
@@ -82,7 +83,7 @@ def test_step_imbalance_builds_the_counts():
     cfg = SimConfig(K=10, n=100, imbalance=20, minority=3)
     assert cfg.class_counts == (100,) * 7 + (5,) * 3 and cfg.N == 715
     assert SimConfig(K=10, n=100, imbalance=1000, minority=3).class_counts[-1] == 1
-    with pytest.raises(ConfigError, match="--minority"):
+    with pytest.raises(ConfigError, match="minority K_B"):
         SimConfig(K=10, imbalance=5)
 
 
@@ -105,7 +106,7 @@ def test_minority_cosine_matches_the_ufm_optimum_and_the_lpm_bounds_the_loss(tmp
     (dict(width=0), "--width"), (dict(wd_M=-1.0), "--wd-M"),
 ])
 def test_deep_configuration_errors(kwargs, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=python_names(message)):
         SimConfig(**kwargs)
 
 
@@ -141,7 +142,7 @@ def test_binary_deep_relu_reaches_the_dnc_objective(tmp_path):
 
 
 def test_a_deep_relu_run_below_the_dnc_objective_is_flagged(tmp_path):
-    """K = 4, L = 5 (Súkeník, Lampert & Mondelli 2024: for K >= 3, L >= 3 low-rank solutions beat DNC): this
+    """K = 4, L = 5 (Súkeník, Lampert & Mondelli 2024: lower-rank solutions beat DNC at L >= 4, by brute force): this
     run ends 6 % below the best DNC configuration's objective, and the summary and the table say so."""
     s = run(tmp_path, K=4, d=8, width=8, depth=5, act="relu", loss="mse", steps=2000, bias=False, wd_W=2e-3,
             wd_H=2e-3, wd_M=2e-3)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ufm.backbone.interrupts import interrupts_deferred
+from ufm.errors import ConfigError
 from ufm.output.rundir import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
@@ -24,7 +25,7 @@ RESUMABLE = ("device", "amp", "data_root", "download", "compare_ufm", "ufm_steps
 KEYS = ("config", "epoch", "model", "optimizer", "history", "train_seconds")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ConfigError):
     """A checkpoint that cannot be read, or that belongs to another model or configuration."""
 
 
@@ -134,7 +135,6 @@ def check_config(saved: dict[str, Any], current: dict[str, Any], path: Path) -> 
     """The checkpoint's configuration must be the current one, up to RESUMABLE settings. A checkpoint of an
     earlier version is read with today's defaults for the settings it lacks (e.g. a loss field added since)."""
     from ufm.backbone.config import TrainConfig
-    from ufm.errors import ConfigError
 
     try:
         saved = TrainConfig.from_dict(saved).to_dict()

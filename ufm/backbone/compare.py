@@ -56,6 +56,14 @@ def compare_with_ufm(summary: dict, *, progress: bool = True, announce: bool = T
     summary["comparison"] = {k: {"backbone_train": summary["final"].get(k), "backbone_test": summary["test"].get(k),
                                  "ufm": twin["final"].get(k), "theory": predicted.get(k)}
                              for k in COMPARED if k in summary["final"]}
+    if summary.get("layers", {}).get("dnc") is not None:  # an MLP tracked layer by layer: its deep-UFM twin too
+        from ufm.backbone.layers import deep_twin_layers
+
+        try:
+            summary["layers"] = {**summary["layers"], "twin": deep_twin_layers(summary, run_dir, progress=progress)}
+        except KeyboardInterrupt:
+            summary = {**summary, "status": "interrupted", "interrupted_during": "the deep UFM twin (--track-layers)"}
+            return _write_summary(run_dir, summary)
     try:
         summary["plot"] = str(plot_comparison(run_dir, summary))
     except (ValueError, RuntimeError, OSError) as e:  # a figure that cannot be drawn loses no numbers

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from ufm.config import DEVICES, MAX_SEED, ConfigError
+from ufm.config import DEVICES, FLOAT_TINY, MAX_SEED, ConfigError
+from ufm.errors import ConfigTypeError
 from ufm.losses import LossConfig
+from ufm.validation import check_fields
 
 ARCHS = ("mlp", "resnet18", "wrn28")
 DATASETS = ("digits", "mnist1d", "synthetic", "synthetic-hier", "mnist", "fashionmnist", "cifar10", "cifar100")
@@ -60,12 +62,15 @@ class TrainConfig:
     seed: int = 0
     compare_ufm: bool = False  # also run the UFM twin and compare
     ufm_steps: int | None = None  # the twin's steps (None: the UFM default)
+    # NC at every layer (ufm.backbone.layers): "all" or module names inside the body, comma-separated; None: off
+    track_layers: str | None = None
 
     def __post_init__(self) -> None:
+        check_fields(self, skip=("loss",))  # types first: epochs=2.5 and bias="no" are refused here
         if isinstance(self.loss, str):
             self.loss = LossConfig(self.loss)
         if not isinstance(self.loss, LossConfig):
-            raise ConfigError(f"loss must be a LossConfig or a loss name, got {self.loss!r}")
+            raise ConfigTypeError(f"loss must be a LossConfig or a loss name, got {self.loss!r}")
         self.input_shape = tuple(int(s) for s in self.input_shape)
         if self.lr is None and self.optimizer in DEFAULT_LR:
             self.lr = DEFAULT_LR[self.optimizer]
@@ -100,6 +105,8 @@ class TrainConfig:
                         ("--level-decay", self.level_decay)):
             need(math.isfinite(v) and v >= 0, f"{flag} must be a finite number >= 0, got {v}")
         need(math.isfinite(self.wd) and self.wd >= 0, f"--wd must be a finite number >= 0, got {self.wd}")
+        need(not 0 < self.wd < FLOAT_TINY["float32"], f"--wd {self.wd:g} underflows to 0 in float32, the training's "
+                                                      "dtype: use 0, or a larger value")
         need(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         need(self.lr is not None and math.isfinite(self.lr) and self.lr > 0, f"--lr must be > 0, got {self.lr}")
         need(0 <= self.momentum < 1, f"--momentum must lie in [0, 1), got {self.momentum}")
@@ -109,6 +116,8 @@ class TrainConfig:
         need(0 <= self.seed <= MAX_SEED and 0 <= self.data_seed <= MAX_SEED, f"--seed and --data-seed must lie in "
                                                                              f"0..{MAX_SEED}")
         need(self.ufm_steps is None or self.ufm_steps >= 0, f"--ufm-steps must be >= 0, got {self.ufm_steps}")
+        need(self.track_layers is None or bool(self.track_layers.strip(" ,")),
+             "--track-layers must be 'all' or module names of the body, comma-separated")
         need(not self.loss.entry.features_only, f"--loss {self.loss.name} is a UFM loss of the features alone (no "
                                                 "classifier to train or evaluate a backbone with): use it with "
                                                 "python -m ufm.simulate")

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 
 from ufm.backbone.config import TrainConfig
+from ufm.errors import ConfigError
 
 
-class DataError(ValueError):
+class DataError(ConfigError):
     """A dataset that cannot be loaded; the message names the path and the flag to fix it."""
 
 

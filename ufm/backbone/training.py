@@ -10,14 +10,14 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from ufm.backbone import distributed
+from ufm.backbone import distributed, layers
 from ufm.backbone.checkpoint import (
     CHECKPOINT,
     CheckpointError,
@@ -31,6 +31,7 @@ from ufm.backbone.checkpoint import (
 from ufm.backbone.config import TrainConfig
 from ufm.backbone.data import Dataset, load_dataset
 from ufm.backbone.interrupts import interrupts_deferred
+from ufm.backbone.layers import track_layer_names
 from ufm.backbone.measure import TEST_KEYS, measure_split
 from ufm.backbone.networks import Network, build_network
 from ufm.backbone.twin import twin_config
@@ -47,6 +48,7 @@ from ufm.output.rundir import (
     write_csv,
     write_json,
 )
+from ufm.output.tensorboard import ScalarLog
 from ufm.problem import Problem, resolve
 
 MEASURE_BATCH = 1024
@@ -83,6 +85,7 @@ class Run:
     amp: torch.dtype | None
     scaler: torch.amp.GradScaler | None
     problem: Problem  # the UFM twin's problem: the loss, its options, the tree and frame (built once)
+    layer_names: list[str] = field(default_factory=list)  # --track-layers: modules of net.body, in forward order
 
     def loss(self, h: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.problem.loss(z, y, self.problem.options, features=h, classifier=self.net.W)
@@ -141,6 +144,9 @@ def evaluate(run: Run, epoch: int) -> dict[str, float]:
         row["b_norm_sq"] = float(run.net.b.detach().double().square().sum())
     row.update(train)
     row.update({f"test_{k}": test[k] for k in TEST_KEYS if k in test})
+    if run.layer_names:
+        row.update(layers.measure(run.net.body, data.x_train[part], data.y_train[part], data.K, run.layer_names,
+                                  batch_size=MEASURE_BATCH, device=ctx.device, reduce=ctx.reduce()))
     return row
 
 
@@ -218,7 +224,8 @@ def setup_run(cfg: TrainConfig, ctx: distributed.Context) -> Run:
     if ctx.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    return Run(cfg, sim, ctx, data, net, model, opt, amp, scaler, problem)
+    names = track_layer_names(cfg.track_layers, cfg.arch, net.body) if cfg.track_layers else []
+    return Run(cfg, sim, ctx, data, net, model, opt, amp, scaler, problem, names)
 
 
 def _divergence(run: Run, losses: torch.Tensor, epoch: int, history: list[dict]) -> dict | None:
@@ -258,12 +265,14 @@ def _resume(run: Run, ckpt: Path) -> tuple[int, list[dict], float]:
 
 
 def train(cfg: TrainConfig, out: Path | str | None = None, *, progress: bool = True, resume: bool = False,
-          overwrite: bool = False) -> dict:
+          overwrite: bool = False, start_if_none: bool = False, tensorboard: Path | str | None = None) -> dict:
     """Train the backbone of `cfg`; write config.json, history.csv, checkpoint.pt (every epoch) and
     summary.json under `out` (a fresh directory under runs/ when None); return the summary. With
-    `resume`, continue from out/checkpoint.pt when there is one (CheckpointError if it does not match);
-    a directory holding a run is refused (RunDirInUse) unless `resume` or `overwrite`."""
-    return train_backbone(cfg, out, progress=progress, resume=resume, overwrite=overwrite, fresh_dir=True)[0]
+    `resume`, continue from out/checkpoint.pt (CheckpointError if it does not match; RunDirInUse when there is
+    none, unless `start_if_none`); a directory holding a run is refused (RunDirInUse) unless `resume` or
+    `overwrite`. `tensorboard`: a directory for the TensorBoard scalars (train_backbone)."""
+    return train_backbone(cfg, out, progress=progress, resume=resume, overwrite=overwrite, fresh_dir=True,
+                          start_if_none=start_if_none, tensorboard=tensorboard)[0]
 
 
 def _is_backbone_run(out: Path) -> bool:
@@ -275,29 +284,35 @@ def _is_backbone_run(out: Path) -> bool:
     return isinstance(config, dict) and "arch" in config and not (out / "params.pt").exists()
 
 
-def _claim_verdict(out: Path, resume: bool, overwrite: bool) -> str | None:
+def _claim_verdict(out: Path, resume: bool, overwrite: bool, start_if_none: bool = False) -> str | None:
     """None when the run may use `out` as asked, else the one-line refusal. Without --resume or --overwrite a
-    directory holding a run (finished or started) is refused; with --resume and no checkpoint to continue, only
-    a ufm.train run that never checkpointed (killed or interrupted in its first epoch) may start afresh."""
+    directory holding a run (finished or started) is refused. --resume with no checkpoint to continue is refused
+    (a typo in --out must not silently start a fresh run); --resume-or-start then starts afresh, where the folder
+    is empty or holds a ufm.train run that never checkpointed (killed or interrupted in its first epoch)."""
     if overwrite:
         return None
     if not resume:
         try:
             claim_run_dir(out, overwrite=False, resume_flag="--resume")
         except RunDirInUse as e:
-            return str(e)
+            return e.cli
         return None
     present = run_files(out)
-    if (out / CHECKPOINT).exists() or not present or _is_backbone_run(out):
+    if (out / CHECKPOINT).exists():
+        return None
+    if not start_if_none:
+        return (f"--resume: --out {out} holds no {CHECKPOINT} to continue: check --out, or pass --resume-or-start "
+                "to start a fresh run where there is nothing to resume")
+    if not present or _is_backbone_run(out):
         return None
     return (f"--resume: --out {out} holds no {CHECKPOINT} to continue, and its run ({', '.join(present)}) is not a "
             f"ufm.train run: choose another --out, or pass --overwrite instead of --resume to replace it")
 
 
-def _claim(out: Path, ctx: distributed.Context, resume: bool, overwrite: bool) -> None:
+def _claim(out: Path, ctx: distributed.Context, resume: bool, overwrite: bool, start_if_none: bool) -> None:
     """Refuse `out` (RunDirInUse) in every process alike: the main process judges, the others take its verdict,
     so no process starts while another refuses."""
-    verdict = [_claim_verdict(out, resume, overwrite) if ctx.main else None]
+    verdict = [_claim_verdict(out, resume, overwrite, start_if_none) if ctx.main else None]
     if ctx.world > 1:
         torch.distributed.broadcast_object_list(verdict, src=0)
     if verdict[0] is not None:
@@ -348,30 +363,46 @@ def _checkpoint_state(run: Run, epoch: int, history: list[dict], train_seconds: 
 
 
 def train_backbone(cfg: TrainConfig, out: Path | str | None = None, *, progress: bool = True, resume: bool = False,
-                   overwrite: bool = False, fresh_dir: bool = False) -> tuple[dict, list[dict], Network]:
+                   overwrite: bool = False, fresh_dir: bool = False, start_if_none: bool = False,
+                   on_row: Callable[[list[dict]], None] | None = None,
+                   tensorboard: Path | str | None = None) -> tuple[dict, list[dict], Network]:
     """`train`, returning (summary, history, network); with out None, files only when `fresh_dir` (a new
     directory under runs/), else nothing is written (no checkpoint either).
 
     `out` holding a run (any of config.json, summary.json, history.csv, checkpoint.pt, params.pt) is refused with
-    RunDirInUse unless `resume` (continue it from its checkpoint) or `overwrite` (remove its files, after the data
-    and network are set up, then start afresh); both at once is a ValueError.
+    RunDirInUse unless `resume` (continue it from its checkpoint; refused where there is none, unless
+    `start_if_none`) or `overwrite` (remove its files, after the data and network are set up, then start afresh);
+    both at once is a ValueError.
 
     Endings: the loop saves a checkpoint after every epoch but the last; the run then writes summary.json first
     (small, signals held back while it is written), then history.csv, then the last checkpoint, so a full disk or
     a late interrupt loses the large file, not the record. An interrupt (KeyboardInterrupt: Ctrl-C, or SIGTERM
     under the command line) anywhere ends with status "interrupted" and `checkpoint_epoch`, the epoch the
     checkpoint on disk holds (an interrupted save leaves the previous one whole). An OSError while writing
-    (ENOSPC, EACCES) writes a summary with status "error" where it can, then is raised again, naming the file."""
+    (ENOSPC, EACCES) writes a summary with status "error" where it can, then is raised again, naming the file.
+
+    `on_row(history)` after each new history row (the main process only); `tensorboard`: a directory where the main
+    process writes each row's numeric columns as TensorBoard scalars at its epoch (a resumed run: the epochs it runs
+    now), then the summary's final/* and test/*, and closes the file however the run ends
+    (ufm.output.tensorboard)."""
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other: resume continues the run in `out`, overwrite "
                          "replaces it")
     ctx = distributed.setup(cfg.device)
     out = _run_dir(cfg, out, ctx) if out is not None or fresh_dir else None
     if out is not None:
-        _claim(out, ctx, resume, overwrite)
+        _claim(out, ctx, resume, overwrite, start_if_none)
     ckpt = out / CHECKPOINT if out is not None else None
     resumable = resume and ckpt is not None and ckpt.exists()
     write = ctx.main and out is not None
+    log = ScalarLog(tensorboard, "epoch") if tensorboard is not None and ctx.main else None
+
+    def added() -> None:  # a new history row
+        if on_row is not None and ctx.main:
+            on_row(history)
+        if log is not None:
+            log.row(history[-1])
+
     try:
         run = setup_run(cfg, ctx)
         start_epoch, history, train_seconds = _resume(run, ckpt) if resumable else (0, [], 0.0)
@@ -394,6 +425,7 @@ def train_backbone(cfg: TrainConfig, out: Path | str | None = None, *, progress:
         measure_at = set(log_schedule(cfg.epochs, cfg.evals_per_decade))
         if start_epoch == 0 and not history:
             history.append(_timed_row(run, 0, train_seconds))
+            added()
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             divergence = _divergence(run, train_epoch(run, epoch, x_all, y_all), epoch, history)
@@ -404,6 +436,7 @@ def train_backbone(cfg: TrainConfig, out: Path | str | None = None, *, progress:
             measured = epoch + 1 in measure_at
             if measured:
                 history.append(_timed_row(run, epoch + 1, train_seconds))
+                added()
                 bar.set_postfix(loss=f"{history[-1]['data_loss']:.4g}", nc1=f"{history[-1]['nc1']:.2e}", refresh=False)
             done = epoch + 1  # the network now holds whole epochs: a checkpoint of it is a resumable state
             if write and done < cfg.epochs:  # the last epoch's checkpoint comes after the summary
@@ -415,11 +448,17 @@ def train_backbone(cfg: TrainConfig, out: Path | str | None = None, *, progress:
         status = "interrupted"
     except OSError as e:  # a full disk or a lost permission while saving: keep the record where possible
         status, error = "error", e
+    except BaseException:
+        if log is not None:
+            log.close()
+        raise
     finally:
         bar.close()
     summary = build_summary(run, history, status, divergence, done, train_seconds, out)
     if write:
         error = _write_ending(run, summary, history, out, ckpt, disk, done, error)
+    if log is not None:
+        log.finish(summary)
     if error is not None:
         distributed.teardown(ctx)
         raise error
@@ -509,4 +548,6 @@ def build_summary(run: Run, history: list[dict], status: str, divergence: dict |
                    "mean_measure_seconds": sum(measure_times) / len(measure_times) if measure_times else None},
         "milestones": milestones(history, unit="epoch"),
         "run_dir": None if out is None else str(out),
+        **({"layers": layers.summary_block(history, run.layer_names, run.data.K, run.cfg.arch, run.net.feature_dim)}
+           if run.layer_names and history else {}),
     }

@@ -24,6 +24,21 @@ def twin_config(cfg: TrainConfig, counts: Sequence[int]) -> SimConfig:
                      device="cpu")
 
 
+def deep_twin_config(cfg: TrainConfig, counts: Sequence[int]) -> SimConfig:
+    """The deep UFM of an MLP's hidden layers (Súkeník et al.'s deep unconstrained features model): free features
+    after a ReLU (features="nonneg": X_0 = ReLU(H), the first hidden layer's output), then mlp_depth − 1 ReLU layers
+    of the MLP's width, then the classifier; the same loss and λ, bias-free (deep neural collapse is stated without
+    one). Its layer inputs X_0 … X_{L−1} stand for the MLP's ReLU outputs, in order.
+    >>> from ufm.backbone.config import TrainConfig
+    >>> c = deep_twin_config(TrainConfig(mlp_width=16, mlp_depth=3, loss="mse"), [5, 5, 5])
+    >>> c.depth, c.width, c.d, c.act, c.features, c.bias
+    (3, 16, 16, 'relu', 'nonneg', False)
+    """
+    return SimConfig(counts=tuple(counts), d=cfg.mlp_width, depth=cfg.mlp_depth, width=cfg.mlp_width, act="relu",
+                     features="nonneg", loss=replace(cfg.loss), wd=cfg.wd, bias=False, steps=cfg.ufm_steps,
+                     seed=cfg.seed, device="cpu", certificate=False)
+
+
 @dataclass(frozen=True)
 class TwinEstimate:
     """The size of the twin and the time its steps and measurements should take (the end-of-run checks — theory

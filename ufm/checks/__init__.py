@@ -40,7 +40,8 @@ class Check(Protocol):
 class EndOfRun:
     """What a check reads: the problem, the final parameters (float, on the run's device) and labels, the
     history, the status, the summary built so far (final, theory, …) and the theory target. `convex` (the
-    convex program's optimum, or None and why it was skipped) is solved once, on first use."""
+    convex program's optimum, or None and why it was skipped) is solved once, on first use; where it raised
+    (a registered loss declared convex that is not, say), `convex_failure` says why."""
 
     problem: Problem
     params: dict[str, torch.Tensor]
@@ -50,6 +51,7 @@ class EndOfRun:
     progress: bool = False
     summary: dict = field(default_factory=dict)
     target: Target | None = None
+    convex_failure: str = ""  # why the convex program failed ("" where it was solved or skipped)
 
     @property
     def cfg(self):
@@ -70,7 +72,11 @@ class EndOfRun:
 
         if not self.cfg.certificate:
             return None, "--no-certificate"
-        return convex_optimum(self.problem, self.progress)
+        try:
+            return convex_optimum(self.problem, self.progress)
+        except Exception as e:  # noqa: BLE001 - a user's loss (or the solver) failing costs the certificate only
+            self.convex_failure = f"{type(e).__name__}: {e}"
+            return None, f"the convex program failed ({self.convex_failure})"
 
     @property
     def certified_convex(self):
@@ -109,7 +115,15 @@ def register_check(check: Check) -> Check:
     """
     missing = [a for a in ("NAME", "ORDER", "applies", "compute", "lines") if not hasattr(check, a)]
     if missing:
-        raise ValueError(f"a check needs {', '.join(missing)}")
+        raise TypeError(f"check needs the attributes NAME, ORDER, applies, compute and lines; it lacks "
+                        f"{', '.join(missing)}")
+    if not isinstance(check.NAME, str) or not check.NAME.isidentifier():
+        raise ValueError(f"check.NAME must be a non-empty identifier (its key in summary.json), got {check.NAME!r}")
+    if isinstance(check.ORDER, bool) or not isinstance(check.ORDER, (int, float)):
+        raise TypeError(f"check.ORDER must be a number (checks run in ascending ORDER), got {check.ORDER!r}")
+    not_callable = [a for a in ("applies", "compute", "lines") if not callable(getattr(check, a))]
+    if not_callable:
+        raise TypeError(f"check.{not_callable[0]} must be a function")
     if any(c.NAME == check.NAME for c in builtin_checks()):
         raise ValueError(f"{check.NAME!r} is a built-in check")
     _REGISTERED[check.NAME] = check

@@ -38,7 +38,8 @@ def program_loss(problem: Problem):
 def convex_optimum(problem: Problem, progress: bool = False):
     """(ConvexOptimum, "") from analysis.certificate (the first-order solver on the count-group program,
     certified by its dual bound), or (None, why it was skipped). A progress bar appears on stderr when
-    the solve takes more than two seconds."""
+    the solve takes more than two seconds. What the program raises (a registered loss that breaks its contract:
+    not convex, say) is raised: `EndOfRun.convex` records it, and the certificate's block is {"failed": why}."""
     cfg, loss = problem.cfg, problem.cfg.loss
     if cfg.depth > 1:
         return None, f"depth {cfg.depth}: the deep UFM is not a nuclear-norm program"
@@ -69,8 +70,6 @@ def convex_optimum(problem: Problem, progress: bool = False):
             soft_targets=problem.soft_targets if loss.name == "soft" else None)
         return nuclear_norm_certificate(cfg.class_counts, program_loss(problem), cfg.wd_W, cfg.wd_H, cfg.wd_b,
                                         cfg.bias, callback=bar, **options), ""
-    except (RuntimeError, ValueError) as e:
-        return None, f"solver failed: {e}"
     finally:
         if bar is not None:
             bar.close()
@@ -115,6 +114,8 @@ def compute(run) -> dict:
     """The certificate block: "certified" when the relative gap of upper and lower is <= rtol; gap =
     objective − lower >= 0 always (about 0: the run is at the global optimum)."""
     convex, skipped = run.convex
+    if run.convex_failure:  # the program could not be formed or solved (a user's loss): the table's one line
+        return {"failed": run.convex_failure}
     if convex is None:
         return {"applies": False, "reason": skipped}
     c = convex.certificate

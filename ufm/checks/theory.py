@@ -48,8 +48,10 @@ def closed_form(problem: Problem) -> Target:
             # non-negative directions, where each ReLU is the identity: it is the deep linear optimum
             return Target("dnc", True, "the best deep-neural-collapse configuration (orthogonal non-negative "
                                        "frames, on which every ReLU is the identity: the deep linear optimum); "
-                                       "optimal for K = 2 (Súkeník et al. 2023), beaten by low-rank solutions "
-                                       "for K >= 3 and L >= 3 (Súkeník, Lampert & Mondelli 2024): see 'dnc'",
+                                       "optimal for K = 2 (Súkeník et al. 2023); lower-rank solutions can beat it "
+                                       "beyond two classes and layers (Súkeník, Lampert & Mondelli 2024, 'Neural "
+                                       "collapse versus low-rank bias'): found below it at L >= 4, and at L = 3 "
+                                       "only for larger K and λ (K = 10), by brute force: see 'dnc'",
                           linear.predicted)
         return not_applicable("deep_ufm", f"no closed form for depth {cfg.depth} with {cfg.act} layers under "
                                           f"{loss.name}{' with a bias' if cfg.bias else ''} (the deep linear "

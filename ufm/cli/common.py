@@ -62,6 +62,10 @@ def number(kind: Callable[[str], float], lo: float | None = None, hi: float | No
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
         if value != value or value in (float("inf"), float("-inf")):
             raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if value == 0 and re.search(r"[1-9]", re.split(r"[eE]", text)[0]):
+            # 1e-400 reads as 0.0: a weight decay meant to be tiny would silently become none
+            raise argparse.ArgumentTypeError(f"{text} underflows to 0 (the smallest positive number is 5e-324): use "
+                                             "0, or a larger value")
         if lo is not None and (value < lo or (lo_open and value == lo)):
             raise argparse.ArgumentTypeError(f"must be {'>' if lo_open else '>='} {lo:g}, got {text}")
         if hi is not None and value >= hi:
@@ -89,6 +93,29 @@ def probe_writable(folder: Path | str) -> None:
     fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
     os.close(fd)
     os.unlink(probe)
+
+
+TENSORBOARD_HELP = ("write TensorBoard scalars into DIR (every numeric history column at its step, then the summary's "
+                    "final/* and gap/*; needs pip install 'ufm[tensorboard]')")
+
+
+def check_tensorboard_dir(parser: argparse.ArgumentParser, logdir: str | None) -> None:
+    """--tensorboard DIR: the package is installed and DIR is a directory we can write in, else one line, exit 2."""
+    if logdir is None:
+        return
+    from ufm.output.tensorboard import TensorBoardUnavailable, require_tensorboard
+
+    if not logdir.strip():
+        parser.error("--tensorboard must name a directory, got an empty string")
+    try:
+        require_tensorboard("--tensorboard")
+    except TensorBoardUnavailable as e:
+        parser.error(str(e))
+    try:
+        Path(logdir).mkdir(parents=True, exist_ok=True)
+        probe_writable(logdir)
+    except OSError as e:
+        parser.error(f"--tensorboard {logdir}: cannot write there ({e.strerror or e})")
 
 
 def check_out_dir(parser: argparse.ArgumentParser, out: str | None) -> None:

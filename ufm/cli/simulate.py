@@ -9,9 +9,11 @@ from collections.abc import Sequence
 from ufm.cli.common import (
     EXIT_DIVERGED,
     EXIT_INTERRUPTED,
+    TENSORBOARD_HELP,
     HelpFormatter,
     OneLineParser,
     check_out_dir,
+    check_tensorboard_dir,
     interrupt_on_sigterm,
     memory_size,
     number,
@@ -30,6 +32,7 @@ from ufm.config import (
 )
 from ufm.counts import ZipfSpec, is_zipf, read_counts_file
 from ufm.devices import DeviceUnavailable
+from ufm.errors import cli_text
 
 PROG = "python -m ufm.simulate"
 
@@ -154,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default=None, help="run directory (default: a fresh folder under runs/); one that "
                                                "already holds a run is refused unless --overwrite")
     g.add_argument("--overwrite", action="store_true", help="replace the run in --out (its files only)")
+    g.add_argument("--tensorboard", default=None, metavar="DIR", help=TENSORBOARD_HELP)
     g.add_argument("--threads", type=number(int, 1), default=None,
                    help="CPU threads (default: 1 for small problems, N·d·K < 2e7, else the cores no other "
                         "process is using, sampled over 0.1 s)")
@@ -226,8 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = config_from_args(args)
     except ConfigError as e:
-        parser.error(str(e))
+        parser.error(cli_text(e))
     check_out_dir(parser, args.out)
+    check_tensorboard_dir(parser, args.tensorboard)
     if args.memory_budget is not None:
         from analysis.blocked import set_memory_budget
 
@@ -240,21 +245,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             claim_run_dir(args.out, args.overwrite)
         except RunDirInUse as e:
-            parser.error(str(e))
+            parser.error(cli_text(e))
     interrupt_on_sigterm()
     announce_memory(cfg, args.quiet)
 
     try:
         problem = resolve(cfg)  # the tree and the frame: bad input before any work
     except ConfigError as e:
-        parser.error(str(e))
+        parser.error(cli_text(e))
 
     try:
         out = args.out if args.out is not None else new_run_dir("runs", f"{cfg.loss.name}-K{cfg.K}")
-        result = run(problem, out, progress=not args.quiet, overwrite=True, threads=args.threads)  # claimed above
+        result = run(problem, out, progress=not args.quiet, overwrite=True, threads=args.threads,  # claimed above
+                     tensorboard=args.tensorboard)
         summary = result.summary
     except (DeviceUnavailable, ConfigError) as e:  # ConfigError: e.g. more memory than there is
-        parser.error(str(e))
+        parser.error(cli_text(e))
     except OSError as e:
         print(f"{PROG}: error: {os_error_line(e)}", file=sys.stderr)
         return 1

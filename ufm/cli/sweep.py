@@ -8,7 +8,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ufm.cli.common import HelpFormatter, OneLineParser, check_out_dir, interrupt_on_sigterm, number
+from ufm.cli.common import (
+    TENSORBOARD_HELP,
+    HelpFormatter,
+    OneLineParser,
+    check_out_dir,
+    check_tensorboard_dir,
+    interrupt_on_sigterm,
+    number,
+)
+from ufm.errors import cli_text
 
 PROG = "python -m ufm.sweep"
 
@@ -36,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dask", default=None, metavar="ADDRESS|local",
                    help="run on Dask: a scheduler address (tcp://host:8786), or 'local' for a local cluster of "
                         "--workers processes (Slurm: start the cluster with dask-jobqueue and pass its address)")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help=TENSORBOARD_HELP.replace("into DIR", "into DIR/ID for each run computed now"))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -59,8 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("give a grid file or at least one --grid KEY=V1,V2")
         cfgs = expand(fixed, grid)
     except GridError as e:
-        parser.error(str(e))
+        parser.error(cli_text(e))
     check_out_dir(parser, args.out)
+    check_tensorboard_dir(parser, args.tensorboard)
     if args.dask is not None:
         if args.dask != "local" and "://" not in args.dask and ":" not in args.dask:
             parser.error(f"--dask takes 'local' or a scheduler address like tcp://host:8786, got {args.dask!r}")
@@ -73,18 +85,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     interrupt_on_sigterm()
 
+    stats: dict[str, int] = {}
     try:
         rows = run_sweep(cfgs, Path(args.out), workers=args.workers, batch_size=args.batch_size, dask=args.dask,
-                         progress=not args.quiet)
+                         progress=not args.quiet, stats=stats, tensorboard=args.tensorboard)
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; run the same command again to finish the sweep (finished runs are kept)",
-              file=sys.stderr)
+        print(f"{PROG}: interrupted: queued runs cancelled, {Path(args.out) / 'results.csv'} is current; run the same "
+              "command again to finish the sweep (finished runs are kept)", file=sys.stderr)
         return 130
     except OSError as e:  # a full disk, an unwritable file
         print(f"{PROG}: error: {os_error_line(e) if e.filename else e}", file=sys.stderr)
         return 1
     except ValueError as e:  # e.g. a Dask scheduler that cannot be reached
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {cli_text(e)}", file=sys.stderr)
         return 1
     from ufm.sweeps.grid import config_id
 
@@ -92,8 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [r for r in rows if r["id"] in mine]  # earlier grids' rows stay in the table, not in this verdict
     unfinished = [r for r in rows if r["status"] in ("failed", "pending", "interrupted")]
     counts = {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})}
+    # who ran them: this sweep, another one writing into the same folder at the same time, an earlier one
+    who = [f"{stats.get('ran', 0)} run now"] + [f"{stats[k]} {what}" for k, what in (
+        ("elsewhere", "by another sweep in this folder"), ("before", "finished before")) if stats.get(k)]
     print(f"{len(rows)} configurations: " + ", ".join(f"{n} {s}" for s, n in counts.items())
-          + f"; table: {Path(args.out) / 'results.csv'}", file=sys.stderr)
+          + f" ({', '.join(who)}); table: {Path(args.out) / 'results.csv'}", file=sys.stderr)
     return 1 if unfinished else 0
 
 

@@ -24,14 +24,17 @@ from ufm.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_DIVERGED,
     EXIT_INTERRUPTED,
+    TENSORBOARD_HELP,
     DefaultsHelpFormatter,
     OneLineParser,
     check_out_dir,
+    check_tensorboard_dir,
     interrupt_on_sigterm,
     number,
 )
 from ufm.cli.loss_flags import add_loss_flags, loss_config
 from ufm.config import DEVICES, ConfigError
+from ufm.errors import cli_text
 
 PROG = "python -m ufm.train"
 
@@ -114,14 +117,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--compare-ufm", action="store_true",
                    help="also run the UFM with the same K, class counts, feature dimension, loss and λ (in "
                         "OUT/ufm) and write the comparison into summary.json and comparison.png")
+    g.add_argument("--track-layers", default=None, metavar="NAMES|all",
+                   help="NC at every layer: 'all' (MLP: every ReLU's output; ResNet18/WRN: the stem and every residual "
+                        "block) or module names inside the backbone (e.g. layers.2,layers.4), comma-separated. Each "
+                        "measurement adds LAYER:nc1, :nc1_trace, :separation (D_l = tr(Σ_W Σ_B⁺)), :nc2, "
+                        ":ncc_accuracy, :rank_means, :orthogonality and :sv1… to history.csv (two extra forward "
+                        "passes over the training set); summary.json gets the law of data separation fitted over the "
+                        "layers and, for the MLP, the comparison with deep neural collapse")
     g.add_argument("--ufm-steps", type=number(int, 0), default=None, help="steps of that UFM (default: its own)")
     g.add_argument("--out", default=None, help="run directory (default: a fresh folder under runs/)")
     g.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its checkpoint.pt (same flags; starts fresh if none). "
-                        "Without --resume or --overwrite, an --out that already holds a run is refused")
+                   help="continue the run in --out from its checkpoint.pt (same flags); refused where --out holds "
+                        "no checkpoint. Without --resume or --overwrite, an --out that already holds a run is refused")
+    g.add_argument("--resume-or-start", action="store_true",
+                   help="like --resume, but start a fresh run where --out holds nothing to resume (a job script that "
+                        "is requeued: the first attempt starts, the later ones continue)")
     g.add_argument("--overwrite", action="store_true",
                    help="replace the run in --out (its run files, comparison.png and the twin's files in ufm/; "
                         "other files stay)")
+    g.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help=TENSORBOARD_HELP.replace("at its step", "at its epoch").replace("gap/*", "test/*"))
     g.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     return p
 
@@ -153,18 +168,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.resume and args.out is None:
-        parser.error("--resume needs --out, the run directory to continue")
-    if args.resume and args.overwrite:
-        parser.error("--resume and --overwrite exclude each other: --resume continues the run in --out, "
+    if args.resume and args.resume_or_start:
+        parser.error("give --resume or --resume-or-start, not both")
+    resume_flag = "--resume-or-start" if args.resume_or_start else "--resume"
+    if (args.resume or args.resume_or_start) and args.out is None:
+        parser.error(f"{resume_flag} needs --out, the run directory to continue")
+    if (args.resume or args.resume_or_start) and args.overwrite:
+        parser.error(f"{resume_flag} and --overwrite exclude each other: {resume_flag} continues the run in --out, "
                      "--overwrite replaces it")
     if args.amp == "on" and args.device not in ("auto", "cuda"):
         parser.error(f"--amp on needs CUDA (got --device {args.device})")
     try:
         cfg = config_from_args(args)
     except ConfigError as e:
-        parser.error(str(e))
+        parser.error(cli_text(e))
     check_out_dir(parser, args.out)
+    check_tensorboard_dir(parser, args.tensorboard)
     # imported late: --help and bad input stay fast
     from ufm.backbone.checkpoint import CheckpointError
     from ufm.backbone.data import DataError
@@ -175,7 +194,8 @@ def _main(argv: Sequence[str] | None) -> int:
 
     summary = None
     try:
-        summary = train(cfg, args.out, progress=not args.quiet, resume=args.resume, overwrite=args.overwrite)
+        summary = train(cfg, args.out, progress=not args.quiet, resume=args.resume or args.resume_or_start,
+                        overwrite=args.overwrite, start_if_none=args.resume_or_start, tensorboard=args.tensorboard)
         if cfg.compare_ufm and summary["status"] == "ok" and summary["rank"] == 0:
             from ufm.backbone.compare import compare_with_ufm
 
@@ -183,9 +203,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except RunDirInUse as e:  # every process refuses (training._claim); under torchrun the main one says why
         if not _main_process():
             return EXIT_BAD_INPUT
-        parser.error(str(e))
+        parser.error(cli_text(e))
     except (ConfigError, DataError, CheckpointError, DeviceUnavailable) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {cli_text(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as e:
         print(f"{PROG}: error: {os_error_line(e)}", file=sys.stderr)

@@ -28,11 +28,14 @@ def work(cfg: SimConfig) -> float:
     return cfg.N * max(cfg.d * cfg.K, cfg.width * cfg.width if cfg.depth > 1 else 0, cfg.feature_dim * cfg.K)
 
 
-def cpu_times() -> dict[int, tuple[int, int]] | None:
+def cpu_times(path: str = "/proc/stat") -> dict[int, tuple[int, int]] | None:
     """(idle, total) scheduler ticks of each CPU so far, from /proc/stat (idle + iowait of user … steal); None where
-    it cannot be read (not Linux)."""
+    it cannot be read (not Linux).
+    >>> cpu_times("/nonexistent") is None
+    True
+    """
     try:
-        with open("/proc/stat") as f:
+        with open(path) as f:
             rows = [line.split() for line in f if line.startswith("cpu") and line[3].isdigit()]
         return {int(r[0][3:]): (int(r[4]) + int(r[5]), sum(int(x) for x in r[1:9])) for r in rows}
     except (OSError, ValueError, IndexError):

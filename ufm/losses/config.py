@@ -8,9 +8,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
 from analysis.hierarchy import LCA_DISTANCES
-from ufm.errors import ConfigError
+from ufm.errors import ConfigError, ConfigTypeError
 from ufm.losses.registry import LOSSES
 from ufm.losses.tree import HXE_WEIGHTINGS  # height, depth, depth-normalized: the formulas are there
+from ufm.validation import check_fields
 
 HUG_MEASURES = ("energy", "gram", "maxgap")
 HUG_PROXIES = ("learned", "fixed")
@@ -56,6 +57,7 @@ class LossConfig:
     code_budget: float = 120.0
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.alpha is None:
             self.alpha = DEFAULT_ALPHA.get(self.name)
         self.validate()
@@ -128,5 +130,8 @@ class LossConfig:
     def from_flat(cls, d: dict) -> LossConfig:
         """The LossConfig of flat keys (config.json, a sweep row); keys that are not loss fields are ignored."""
         names = {f.name for f in fields(cls)} - {"name"}
-        return cls(d.get("loss", cls.name), **{k: v for k, v in d.items() if k in names})
+        name = d.get("loss", cls.name)
+        if not isinstance(name, str):
+            raise ConfigTypeError(f"loss must be a loss name or a LossConfig, got {name!r} ({type(name).__name__})")
+        return cls(name, **{k: v for k, v in d.items() if k in names})
 

@@ -3,6 +3,7 @@ own per-sample loss of the logits with `register_loss` and runs the UFM under it
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -62,6 +63,7 @@ LOSSES: dict[str, LossEntry] = {e.name: e for e in (
                                 "--temperature)", features_only=True, rowwise=False),
 )}
 BUILTIN_LOSSES = tuple(LOSSES)
+LOSS_NAME = re.compile(r"[A-Za-z_][\w.-]*")  # a name the command lines and sweep grids can carry
 
 
 def register_loss(name: str, loss: PerSample, *, convex: bool = False, conjugate: PerSample | None = None,
@@ -79,12 +81,24 @@ def register_loss(name: str, loss: PerSample, *, convex: bool = False, conjugate
     >>> register_loss("sq_hinge", sq_hinge, convex=True, replace=True).convex
     True
     """
+    if not isinstance(name, str) or not LOSS_NAME.fullmatch(name):
+        raise (ValueError if isinstance(name, str) else TypeError)(
+            f"name must be a non-empty string of letters, digits, _ . - (starting with a letter or _), got {name!r}")
+    for flag, value in (("convex", convex), ("shift_invariant", shift_invariant), ("replace", replace)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag} must be True or False, got {value!r} ({type(value).__name__})")
+    if not isinstance(description, str):
+        raise TypeError(f"description must be a string, got {type(description).__name__}")
     if name in BUILTIN_LOSSES:
         raise ValueError(f"{name!r} is a built-in loss; choose another name")
     if name in LOSSES and not replace:
         raise ValueError(f"a loss named {name!r} is registered already (pass replace=True to replace it)")
-    if not callable(loss) or (conjugate is not None and not callable(conjugate)):
-        raise ValueError("loss (and conjugate, when given) must be functions (logits, labels) -> per-sample values")
+    if not callable(loss):
+        raise TypeError(f"loss must be a function (logits, labels) -> per-sample values, got {type(loss).__name__}")
+    if conjugate is not None and not callable(conjugate):
+        raise TypeError(f"conjugate must be a function (u, labels) -> per-sample values, got "
+                        f"{type(conjugate).__name__}")
+    probe_loss(name, loss)
 
     def mean_loss(logits: torch.Tensor, y: torch.Tensor, opts: LossOptions, features=None,
                   classifier=None) -> torch.Tensor:
@@ -98,6 +112,39 @@ def register_loss(name: str, loss: PerSample, *, convex: bool = False, conjugate
                       per_sample=loss, conjugate=conjugate, shift_invariant=shift_invariant)
     LOSSES[name] = entry
     return entry
+
+
+def probe_loss(name: str, loss: PerSample) -> None:
+    """Call a loss once on a small input (4 samples, 3 classes, float64, seeded) and check what every run relies
+    on: a tensor of one finite value per sample that depends differentiably on the logits, with a finite gradient.
+    Raises TypeError (not a tensor) or ValueError naming the loss and what is wrong, at registration rather than
+    deep inside a run.
+    >>> probe_loss("detached", lambda z, y: z.detach().square().sum(1))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: loss 'detached' returned values that do not depend on the logits (a detached tensor, ...
+    """
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 3, generator=g, dtype=torch.float64).requires_grad_(True)
+    y = torch.tensor([0, 1, 2, 0])
+    try:
+        values = loss(logits, y)
+    except Exception as e:  # noqa: BLE001 - the user's function: report its failure as a registration error
+        raise ValueError(f"loss {name!r} failed on a probe of 4 samples and 3 classes: {type(e).__name__}: "
+                         f"{e}".splitlines()[0]) from e
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(f"loss {name!r} must return a torch tensor of per-sample values, got {type(values).__name__}")
+    if values.shape != y.shape:
+        raise ValueError(f"loss {name!r} must return one value per sample: shape (4,) for 4 samples, got "
+                         f"{tuple(values.shape)}")
+    if not torch.isfinite(values).all():
+        raise ValueError(f"loss {name!r} returned non-finite values on finite logits: {values.tolist()}")
+    if not values.requires_grad:
+        raise ValueError(f"loss {name!r} returned values that do not depend on the logits (a detached tensor, or a "
+                         "constant): the UFM trains through its gradient")
+    (grad,) = torch.autograd.grad(values.sum(), logits, allow_unused=True)
+    if grad is None or not torch.isfinite(grad).all():
+        raise ValueError(f"loss {name!r} has no finite gradient in the logits on the probe")
 
 
 def unregister_loss(name: str) -> None:

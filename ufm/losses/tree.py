@@ -90,7 +90,7 @@ def hierarchy_data(tree: Tree, alpha: float = 0.0, beta: float | None = None, we
 
 def _tree(opts: LossOptions, loss: str) -> HierarchyData:
     if opts.hierarchy is None:
-        raise ValueError(f"loss {loss!r} needs a class hierarchy (--hierarchy)")
+        raise ValueError(f"loss {loss!r} needs a class hierarchy (LossConfig.hierarchy)")
     return opts.hierarchy
 
 

@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
+from ufm.errors import ConfigError
+
 
 def _read_umask() -> int:
     umask = os.umask(0o022)  # reading the umask means setting it: done once, at import, before any thread
@@ -132,7 +134,7 @@ def environment() -> dict[str, str]:
 RUN_FILES = ("config.json", "summary.json", "history.csv", "params.pt", "checkpoint.pt")
 
 
-class RunDirInUse(ValueError):
+class RunDirInUse(ConfigError):
     """--out names a directory that already holds a run (and neither --overwrite nor --resume was given)."""
 
 

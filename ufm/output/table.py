@@ -6,7 +6,7 @@ import math
 
 from ufm.checks import check_lines
 from ufm.output.format import fmt
-from ufm.output.summary import ZERO_PREDICTION
+from ufm.output.summary import ZERO_PREDICTION, reached
 
 # rows always shown (when measured), then whatever else the theory predicts
 _ROWS = ("loss", "W_norm_sq", "H_norm_sq", "nc1", "nc2", "nc3", "nc4", "accuracy")
@@ -26,6 +26,8 @@ def format_table(summary: dict, lines_of_checks: list[str] | None = None) -> str
     head = f"theory: {theory['name']}" + ("" if theory["applies"] else f" does not apply: {theory['reason']}")
     if theory["applies"] and theory["reason"]:
         head += f" ({theory['reason']})"
+    if theory.get("note"):
+        head += f"\nnote: {theory['note']}"
     lines.extend(check_lines(summary) if lines_of_checks is None else lines_of_checks)
     cfg = summary["config"]
     K = cfg["K"]
@@ -37,11 +39,6 @@ def format_table(summary: dict, lines_of_checks: list[str] | None = None) -> str
     tail = (f"{summary['steps']} steps in {summary['seconds']:.1f} s, {conv} "
             f"[{summary['converged_criterion']}; grad_norm {final.get('grad_norm', math.nan):.2e}]")
     return "\n".join([head, *lines, tail, verdict(summary)])
-
-
-# the relative gap on the objective under which the run counts as at the predicted optimum (float32 runs end
-# ~1e-6 off; the closed forms are exact)
-VERDICT_RTOL = 1e-3
 
 
 def verdict(summary: dict) -> str:
@@ -74,10 +71,10 @@ def verdict(summary: dict) -> str:
                     "bound, not the optimum)")
         return "verdict: no theory target applies here: the measurements are reported without a reference"
     worst = max(gaps, key=lambda k: gaps[k])
-    if gaps.get("loss", math.inf) <= VERDICT_RTOL and summary["converged"]:
+    if reached(gaps, summary["converged"]):
         return (f"verdict: the run reached the predicted optimum {theory['name']} (largest gap {gaps[worst]:.1e} on "
                 f"{worst}{certified})")
     why = "; ".join(summary.get("doubts") or []) or ("not converged yet" if not summary["converged"] else "")
-    loss_gap = gaps.get("loss", math.nan)
-    return (f"verdict: the run did NOT reach the predicted optimum {theory['name']} (gap {loss_gap:.1e} on the "
-            f"objective, largest {gaps[worst]:.1e} on {worst}{'; ' + why if why else ''})")
+    on = f"gap {gaps['loss']:.1e} on the objective" if "loss" in gaps else "no objective predicted"
+    return (f"verdict: the run did NOT reach the predicted optimum {theory['name']} ({on}, largest "
+            f"{gaps[worst]:.1e} on {worst}{'; ' + why if why else ''})")

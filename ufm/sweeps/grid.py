@@ -13,6 +13,7 @@ from typing import Any
 
 from ufm.config import ConfigError, SimConfig
 from ufm.counts import is_zipf
+from ufm.errors import cli_text
 from ufm.losses import LossConfig
 from ufm.problem import resolve
 
@@ -29,7 +30,7 @@ FIELDS = set(FIELD_TYPES)
 ALIASES = {"wd": ("wd_W", "wd_H", "wd_b")}  # --wd sets all three blocks, as in ufm.simulate
 
 
-class GridError(ValueError):
+class GridError(ConfigError):
     """A grid that cannot be expanded; the message names the key or configuration."""
 
 
@@ -177,9 +178,9 @@ def expand(fixed: dict[str, Any], grid: dict[str, list[Any]]) -> list[SimConfig]
             cfg = SimConfig.from_dict(_settings({**fixed, **point}))
             resolve(cfg)  # its tree and frame load: a bad one is refused now, not when its run starts
         except GridError as e:
-            raise GridError(f"configuration {point}: {e}") from None
+            raise GridError(f"configuration {point}: {cli_text(e)}") from None
         except (ConfigError, TypeError, ValueError, AttributeError) as e:
-            raise GridError(f"configuration {point}: {e}") from None
+            raise GridError(f"configuration {point}: {cli_text(e)}") from None
         configs.setdefault(config_id(cfg), cfg)
     if not configs:
         raise GridError("the grid is empty")

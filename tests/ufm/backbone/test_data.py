@@ -68,5 +68,6 @@ def test_train_per_class_keeps_the_first_samples_of_each_class():
 def test_missing_torchvision_dataset_names_path_and_flag(name, folder, tmp_path):
     with pytest.raises(DataError) as e:
         load_dataset(TrainConfig(dataset=name, data_root=str(tmp_path)))
-    message = str(e.value)
+    message = e.value.cli  # the command line's words; the library reads data_root and download=True
     assert str(tmp_path / folder) in message and "--data-root" in message and "--download" in message
+    assert "data_root" in str(e.value) and "download=True" in str(e.value)

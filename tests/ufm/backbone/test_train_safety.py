@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+import ufm
 import ufm.backbone.training as training
 from ufm.backbone.checkpoint import CHECKPOINT
 from ufm.backbone.config import TrainConfig
@@ -117,15 +118,40 @@ def test_resume_and_overwrite_together_are_refused(finished, capsys):
 
 
 def test_resume_without_checkpoint_refuses_a_run_of_another_tool(tmp_path, capsys):
-    """--resume starts afresh where there is no checkpoint, but not over a `ufm.simulate` run (params.pt)."""
+    """--resume-or-start starts afresh where there is no checkpoint, but not over a `ufm.simulate` run (params.pt)."""
     out = tmp_path / "sim"
     out.mkdir()
     (out / "config.json").write_text('{"K": 4}')
     (out / "params.pt").write_bytes(b"tensors")
-    assert cli(*SMALL, "--epochs", "1", "--out", str(out), "--resume") == 2
+    assert cli(*SMALL, "--epochs", "1", "--out", str(out), "--resume-or-start") == 2
     line = one_line(capsys.readouterr().err)
     assert "holds no checkpoint.pt" in line and "not a ufm.train run" in line
     assert (out / "params.pt").read_bytes() == b"tensors"
+
+
+def test_resume_with_nothing_to_resume_refuses_and_resume_or_start_starts(tmp_path, capsys):
+    """--resume into an empty --out (a typo, a lost disk) says so and exits 2, writing nothing; --resume-or-start
+    starts the run there, and a second --resume-or-start continues it (nothing left to train: same epochs)."""
+    out = tmp_path / "fresh"
+    assert cli(*SMALL, "--epochs", "1", "--out", str(out), "--resume") == 2
+    line = one_line(capsys.readouterr().err)
+    assert "--resume: --out" in line and "holds no checkpoint.pt" in line and "--resume-or-start" in line
+    assert not (out / "config.json").exists() and not (out / "summary.json").exists()
+    assert cli(*SMALL, "--epochs", "1", "--out", str(out), "--resume-or-start") == 0
+    assert checkpoint_epoch(out) == 1 and summary_of(out)["epochs"] == 1
+    assert cli(*SMALL, "--epochs", "1", "--out", str(out), "--resume", "--resume-or-start") == 2
+    assert "not both" in one_line(capsys.readouterr().err)
+
+
+def test_resume_with_nothing_to_resume_in_the_library(tmp_path):
+    """ufm.train(resume=True) names the argument in Python terms and offers resume_or_start=True."""
+    cfg = TrainConfig.from_dict({**LIB, "epochs": 1})
+    with pytest.raises(RunDirInUse, match=r"resume=True: out .* holds no checkpoint.pt.*resume_or_start=True"):
+        ufm.train(cfg, tmp_path / "empty", progress=False, resume=True)
+    with pytest.raises(ValueError, match="resume=True .*needs out"):
+        ufm.train(cfg, None, progress=False, resume=True)
+    r = ufm.train(cfg, tmp_path / "empty", progress=False, resume_or_start=True)
+    assert r.summary["epochs"] == 1 and checkpoint_epoch(tmp_path / "empty") == 1
 
 
 def test_the_library_refuses_too(finished, tmp_path):

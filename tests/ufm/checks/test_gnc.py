@@ -56,7 +56,7 @@ def test_a_code_over_its_budget_is_skipped_at_once_with_the_estimate_and_the_fla
 
 def test_the_budget_is_a_flag_of_the_configuration():
     assert SimConfig.from_dict({"loss": "hug", "code_budget": 600}).loss.code_budget == 600
-    with pytest.raises(ConfigError, match="--code-budget"):
+    with pytest.raises(ConfigError, match="code_budget must be"):
         SimConfig.from_dict({"loss": "hug", "code_budget": 0})
 
 

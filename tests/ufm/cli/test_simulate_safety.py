@@ -43,7 +43,7 @@ def test_an_existing_run_is_not_overwritten(tmp_path, capsys):
     assert main([*SMALL, "--K", "4", "--out", str(out), "--overwrite"]) == 0
     assert json.loads((out / "summary.json").read_text())["config"]["K"] == 4
     assert (out / "notes.txt").read_text() == "mine"  # only the run's own files are replaced
-    with pytest.raises(ValueError, match="--overwrite"):
+    with pytest.raises(ValueError, match="overwrite=True"):
         ufm.run(SimConfig(K=3, n=4, d=5, steps=5), out, progress=False)
 
 

@@ -29,6 +29,23 @@ def test_batched_runs_equal_sequential_runs(tmp_path):
             (tmp_path / f"s{i}" / "history.csv").read_text().count("\n")
 
 
+def test_each_block_decays_by_its_own_weight_decay_in_a_batch():
+    """λ_W ≠ λ_H ≠ λ_b in every member (λ_H = 10 λ_W in one, λ_W = 10 λ_H in the other): a batched step that
+    decayed H by λ_W, W by λ_H or b by another block's λ would end elsewhere than the single runs (the single
+    configuration steps on its own path, H's decay in a scalar), e.g. ‖H‖² = 40.1 instead of 15.2 for the first."""
+    cfgs = [SimConfig(**BASE, loss="ce", wd_W=1e-3, wd_H=1e-2, wd_b=1e-4, lr=1.0, seed=0),
+            SimConfig(**BASE, loss="ce", wd_W=1e-2, wd_H=1e-3, wd_b=0.0, lr=0.5, seed=1)]
+    assert batch_key(cfgs[0]) == batch_key(cfgs[1])  # one fused batch
+    batched = [r.final for r in ufm.run_batch(cfgs)]
+    for i, cfg in enumerate(cfgs):
+        alone = ufm.run(cfg, progress=False).final
+        for key, value in alone.items():
+            if isinstance(value, float) and math.isfinite(value):
+                assert batched[i][key] == pytest.approx(value, rel=1e-6, abs=1e-12), (i, key)
+    assert batched[0]["H_norm_sq"] == pytest.approx(15.2277, rel=1e-5)  # this seed's run, float64
+    assert batched[1]["H_norm_sq"] == pytest.approx(42.9239, rel=1e-5)
+
+
 def test_a_diverging_member_leaves_the_others_alone(tmp_path):
     cfgs = [SimConfig(**BASE, loss="mse", lr=lr) for lr in (1.0, 1e6, 0.5)]
     out = [r.summary for r in ufm.run_batch(cfgs, [tmp_path / str(i) for i in range(3)])]

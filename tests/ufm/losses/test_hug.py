@@ -10,6 +10,7 @@ import torch
 import ufm
 from analysis.frames import spherical_code
 from ufm.config import ConfigError, SimConfig
+from ufm.errors import python_names
 from ufm.fit.optimizers import make_optimizer
 from ufm.losses import LOSSES, HugOptions, LossOptions
 from ufm.model import init_params, objective_and_grad
@@ -98,14 +99,14 @@ def test_hug_decouples_compactness_from_separation():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(loss="hug", wd_H=1e-3), "use --wd 0"),
-    (dict(loss="hug", bias=True), "drop --bias"),
+    (dict(loss="hug", bias=True), "use --no-bias"),
     (dict(loss="hug", hug_measure="volume"), "--hug-measure"),
     (dict(loss="hug", hug_sigma=0.0), "--hug-sigma"),
     (dict(loss="hug", hug_sigma=100.0), "--hug-sigma"),
     (dict(loss="hug", K=3, d=1), "two points"),
 ])
 def test_hug_configuration_errors(kwargs, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=python_names(message)):
         SimConfig.from_dict(kwargs)
 
 
@@ -163,5 +164,5 @@ def test_hug_gram_measure_beyond_the_memory_budget_is_refused_before_the_run():
     naming the cost and the measures that run in tiles), not an out-of-memory error mid-run."""
     from analysis.blocked import budget
 
-    with budget(64 * 1024), pytest.raises(ConfigError, match="--hug-measure gram: .*K×K kernel.*energy or maxgap"):
+    with budget(64 * 1024), pytest.raises(ConfigError, match="hug_measure gram: .*K×K kernel.*energy or maxgap"):
         resolve(SimConfig.from_dict(dict(K=100, d=8, loss="hug", hug_measure="gram")))

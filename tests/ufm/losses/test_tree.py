@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from analysis.frames import haframe
 from analysis.hierarchy import from_nested, load
 from ufm.config import ConfigError, SimConfig
+from ufm.errors import python_names
 from ufm.losses import LOSSES, LossConfig, LossOptions, hierarchy_data
 from ufm.problem import resolve
 
@@ -187,7 +188,7 @@ def test_haframe_loss_against_the_definition():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(loss="hxe"), "needs a class tree"),
-    (dict(loss="haframe", hierarchy="balanced:2,5", bias=True), "drop --bias"),
+    (dict(loss="haframe", hierarchy="balanced:2,5", bias=True), "use --no-bias"),
     (dict(loss="ce", hierarchy="cifar100"), "has 100 classes, but K = 10"),
     (dict(loss="haframe", hierarchy="balanced:2,5", s_min=-0.9), "not positive semidefinite"),
     (dict(loss="haframe", hierarchy="balanced:2,5", alpha=1.0), r"must lie in \[0, 1\): α = 1 has no minimizer"),
@@ -196,5 +197,5 @@ def test_haframe_loss_against_the_definition():
     (dict(loss="soft", hierarchy="balanced:2,5", lca_distance="mean"), "--lca-distance must be one of"),
 ])
 def test_configuration_errors(kwargs, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=python_names(message)):
         resolve(SimConfig.from_dict(kwargs))
