@@ -11,6 +11,13 @@ orthogonal to the OOD mean, which NECO observe to emerge with training alongside
 
 The OOD features may arrive in batches: only their sum and count are kept (float64), so any number of batches of
 any size gives the mean of them all; `reduce` sums them over the shards of a data-parallel run.
+
+**OOD scores** (`analysis.measure`'s OOD keys, OOD_KEYS): the separation of in-distribution (ID) and OOD features,
+as AUROC (`auroc`: the probability that an ID sample scores above an OOD one, ties counted half; 1 = fully separated,
+0.5 = chance): `ood_auroc_nearest_mean` for the score −min_k ‖h − μ_k‖ (distance to the nearest ID class mean:
+neural collapse brings ID features onto their means), `ood_auroc_max_logit` for max_k (Wh + b)_k (NaN without W),
+and `ood_distance_ratio` = mean nearest-mean distance of the OOD features / that of the ID features
+(`ood_metrics`). `OODScores` computes the scores a block of rows at a time and keeps them (N + M numbers).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import numpy as np
 import torch
 
 from analysis._arrays import as_features, as_tensor
+from analysis.blocked import block_rows
 from analysis.metrics import class_means
 
 
@@ -102,3 +110,82 @@ def nc5(means: Any, ood: Any, y: Any = None, *, K: int | None = None,
     if bool((norms == 0).any()) or float(g_norm) == 0:
         return math.nan
     return float(((mu @ g).abs() / (norms * g_norm)).mean())
+
+
+# ---------------------------------------------------------------------------------------------------- OOD scores
+
+OOD_KEYS = ("nc5", "ood_auroc_nearest_mean", "ood_auroc_max_logit", "ood_distance_ratio")
+
+
+def auroc(inside: torch.Tensor, outside: torch.Tensor) -> float:
+    """P(score of an ID sample > score of an OOD one) + ½ P(equal): the Mann–Whitney U over n·m, from midranks.
+
+    >>> auroc(torch.tensor([3.0, 2.0]), torch.tensor([1.0, 2.0]))   # 3 of the 4 pairs above, one tie
+    0.875
+    """
+    s = torch.cat([inside, outside]).double().cpu().numpy()
+    n, m = len(inside), len(outside)
+    order = np.argsort(s, kind="stable")
+    _, inverse, counts = np.unique(s[order], return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    mid = (ends - counts + 1 + ends) / 2.0  # the mean 1-based rank of each group of ties
+    ranks = np.empty(len(s))
+    ranks[order] = mid[inverse]
+    return float((ranks[:n].sum() - n * (n + 1) / 2.0) / (n * m))
+
+
+class OODScores:
+    """Nearest-mean distances and max logits of blocks of features, a budget's rows at a time (no N×K matrix):
+    `add(H)` scores a block against the ID class `means` (K, d) and, with a classifier `W` (and bias `b`), its
+    logits.
+
+    >>> s = OODScores(torch.tensor([[0.0, 0.0], [4.0, 0.0]]), None, None)
+    >>> s.add(torch.tensor([[3.0, 0.0], [0.0, 2.0]]))
+    >>> torch.cat(s.distance).tolist(), s.count()
+    ([1.0, 2.0], 2)
+    """
+
+    def __init__(self, means: torch.Tensor, W: torch.Tensor | None, b: torch.Tensor | None) -> None:
+        self.means = means.double()
+        self.mean_sq = self.means.square().sum(1)
+        self.W = None if W is None else W.double()
+        self.b = None if b is None else b.double()
+        self.distance: list[torch.Tensor] = []
+        self.max_logit: list[torch.Tensor] = []
+
+    def add(self, H: torch.Tensor) -> None:
+        K = max(self.means.shape[0], 0 if self.W is None else self.W.shape[0])
+        rows = block_rows(K, itemsize=8, copies=3)
+        for i in range(0, H.shape[0], rows):
+            h = H[i:i + rows].double()
+            sq = (h.square().sum(1, keepdim=True) - 2 * h @ self.means.T + self.mean_sq).clamp_min(0)
+            self.distance.append(sq.amin(1).sqrt())
+            if self.W is not None:
+                z = h @ self.W.T
+                self.max_logit.append((z if self.b is None else z + self.b).amax(1))
+
+    def count(self) -> int:
+        return sum(len(t) for t in self.distance)
+
+
+def ood_metrics(inside: OODScores, outside: OODScores) -> dict[str, float]:
+    """The separation of the ID scores `inside` from the OOD scores `outside`: `ood_auroc_nearest_mean` (the AUROC of
+    −min_k ‖h − μ_k‖), `ood_auroc_max_logit` (of max_k (Wh + b)_k; NaN without W) and `ood_distance_ratio` (the mean
+    nearest-mean distance of the OOD features over that of the ID features; NaN when the latter is 0).
+
+    >>> means = torch.tensor([[0.0, 0.0], [4.0, 0.0]])
+    >>> inside, outside = OODScores(means, None, None), OODScores(means, None, None)
+    >>> inside.add(torch.tensor([[0.5, 0.0], [4.0, 1.0]]))
+    >>> outside.add(torch.tensor([[2.0, 0.0], [0.0, 3.0]]))
+    >>> ood_metrics(inside, outside)
+    {'ood_auroc_nearest_mean': 1.0, 'ood_auroc_max_logit': nan, 'ood_distance_ratio': 3.3333333333333335}
+    """
+    d_in, d_out = torch.cat(inside.distance), torch.cat(outside.distance)
+    out = {"ood_auroc_nearest_mean": auroc(-d_in, -d_out), "ood_auroc_max_logit": math.nan,
+           "ood_distance_ratio": math.nan}
+    if inside.W is not None:
+        out["ood_auroc_max_logit"] = auroc(torch.cat(inside.max_logit), torch.cat(outside.max_logit))
+    mean_in = float(d_in.mean())
+    if mean_in > 0:
+        out["ood_distance_ratio"] = float(d_out.mean()) / mean_in
+    return out

@@ -597,7 +597,9 @@ class NCTracker:
     from the layer when it is an `nn.Linear` (pass W, b to override). K defaults to the Linear's
     out_features. Other keyword arguments go to `NCAccumulator` (global_mean, rtol, device, store_device, dtype,
     keep_features, side, missing; with keep_features=False the accuracy is that of the layer's own decisions at each
-    update, read off its output by the hook); `compute(distributed=True)` is the DDP path (track the unwrapped
+    update, read off its output by the hook). `layers=` (module names, modules or "all", analysis.layers) also
+    follows those layers' outputs in the same forward passes, pooled by `pool` ("avg", "flatten" or a function), into
+    one-pass statistics per layer: `compute_layers()`. `compute(distributed=True)` is the DDP path (track the unwrapped
     `ddp_model.module`: a forward of the DDP wrapper may itself communicate). Remove the hook with `remove()` or a
     `with` block.
 

@@ -7,6 +7,6 @@ import sys
 
 if __name__ == "__main__":
     for name in ("ufm_step", "run_loop", "deep_step", "fixed_frame", "threads", "nc_metrics", "certificate",
-                 "spherical_code", "many_classes"):
+                 "spherical_code", "many_classes", "layer_tracking"):
         subprocess.run([sys.executable, "-m", f"benchmarks.{name}"], check=True)
         print(flush=True)

@@ -27,10 +27,10 @@ Row = tuple[str, str, str, str]  # what, size, measured, against the reference
 
 FULL = {"step": (100, 1000, 512), "deep": (100, 200, 512), "frame": ("cifar100", 100, 512), "batch": 256,
         "metrics": (1_280_000, 2048, 1000), "imagenet": (1000, 130, 2048), "resnet": (10, 500, 100), "steps": 20,
-        "many": (100_000, 10, 512), "code": (10_000, 512)}
+        "many": (100_000, 10, 512), "code": (10_000, 512), "layers": (10_000, 64, 256)}
 SMOKE = {"step": (10, 10, 32), "deep": (4, 10, 16), "frame": ("balanced:2,3", 5, 24), "batch": 4,
          "metrics": (3000, 16, 10), "imagenet": (10, 13, 32), "resnet": (4, 4, 4), "steps": 3,
-         "many": (64, 3, 8), "code": (40, 8)}
+         "many": (64, 3, 8), "code": (40, 8), "layers": (64, 8, 32)}
 
 
 def sync(device: str) -> None:
@@ -205,6 +205,19 @@ def resnet(device: str, s: dict) -> Row:
             f"NC measurement {timing['mean_measure_seconds']:.2f} s each ({total:.0f} s in all)")
 
 
+def layer_tracking_row(device: str, s: dict) -> Row:
+    """NCTracker with a ResNet18's stem and 8 blocks tracked, against the same untracked forward (benchmarks.
+    layer_tracking)."""
+    from benchmarks.layer_tracking import measure
+
+    images, width, batch = s["layers"]
+    r = measure(images, width, batch, repeats=2, device=device)
+    t = r["times"]
+    return ("NC at every layer: ResNet18, 9 stages tracked", f"{images} images 3×32×32, width {width}",
+            f"{t['tracked']:.2f} s a measurement pass", f"{t['tracked'] / t['plain']:.2f}× the untracked forward "
+            f"({t['plain']:.2f} s); {r['stats_bytes'] / 2**20:.1f} MiB of statistics")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -222,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
               lambda: [fixed_frame_step(device, sizes)], lambda: [deep_step(device, sizes)],
               lambda: [streamed_metrics(device, sizes)], lambda: [imagenet_ufm(device, sizes)],
               lambda: [many_classes(device, sizes)], lambda: [spherical_code_row(device, sizes)],
-              lambda: [resnet(device, sizes)]]
+              lambda: [resnet(device, sizes)], lambda: [layer_tracking_row(device, sizes)]]
     start = time.perf_counter()
     for check in checks:
         try:

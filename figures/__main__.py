@@ -16,7 +16,7 @@ from pathlib import Path
 
 from figures import runs as run_files
 from figures import style
-from ufm.cli.common import EXIT_INTERRUPTED, OneLineParser, probe_writable
+from ufm.cli.common import EXIT_INTERRUPTED, OneLineParser, add_version_flag, probe_writable
 from ufm.output.rundir import os_error_line
 
 PROG = "python -m figures"
@@ -73,6 +73,7 @@ def build_parser() -> OneLineParser:
                         "discarded)")
     p.add_argument("--runs", default=None,
                    help="keep the runs in this folder (default: a temporary folder, deleted at the end)")
+    add_version_flag(p)
     return p
 
 

@@ -22,7 +22,7 @@ from matplotlib.backend_bases import FigureCanvasBase
 from figures import runs as run_files
 from figures import style
 from figures.style import plt
-from ufm.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, OneLineParser, probe_writable
+from ufm.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, OneLineParser, add_version_flag, probe_writable
 from ufm.output.rundir import os_error_line, read_history
 
 PROG = "python -m figures.history"
@@ -151,6 +151,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("runs", nargs="+", type=Path, help="run directories (with history.csv)")
     p.add_argument("--out", type=Path, default=None,
                    help="output picture, its format from the suffix (default: RUN/history.png)")
+    add_version_flag(p)
     return p
 
 

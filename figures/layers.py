@@ -21,7 +21,7 @@ from figures import runs as run_files
 from figures import style
 from figures.history import BadRun, check_out, read_run
 from figures.style import plt
-from ufm.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, OneLineParser
+from ufm.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, OneLineParser, add_version_flag
 from ufm.output.rundir import os_error_line
 
 PROG = "python -m figures layers"
@@ -127,6 +127,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("run", type=Path, help="a run directory of python -m ufm.train --track-layers")
     p.add_argument("--out", type=Path, default=None,
                    help="output picture, its format from the suffix (default: RUN/layers.png)")
+    add_version_flag(p)
     return p
 
 

@@ -221,3 +221,43 @@ def test_merging_accumulators_of_different_dtypes_converts_to_the_receivers():
     assert a.nbytes == 12 * 4 * 4 + 12 * 8
     assert a.compute()["nc1"] == pytest.approx(nc_metrics(H.float().double(), y)["nc1"], rel=1e-12)
     assert a.compute()["nc1"] != nc_metrics(H, y)["nc1"]  # the float32 rounding is visible: the dtype was converted
+
+
+# -- sweeps, overwrites and resumes (the behaviour behind them: tests/ufm/sweeps/test_sweep_safety.py) ----------
+
+@pytest.mark.parametrize("kwargs, kind, name", [
+    (dict(workers=0), ValueError, "workers"),              # was ZeroDivisionError
+    (dict(batch_size=0), ValueError, "batch_size"),        # was an error inside range()
+    (dict(workers=1.5), TypeError, "workers"),
+    (dict(grid={"wd": "1e-3"}), TypeError, "grid['wd']"),  # was iterated character by character
+    (dict(fixed=["K", 3]), TypeError, "fixed"),
+])
+def test_sweep_arguments(tmp_path, kwargs, kind, name):
+    call = {"grid": {"wd": [1e-3]}, "out": tmp_path / "s", "fixed": dict(TINY), "workers": 1, "progress": False,
+            **kwargs}
+    grid = call.pop("grid")
+    raises(kind, name, ufm.sweep, grid, **call)
+    assert not (tmp_path / "s" / "results.csv").exists()
+
+
+def test_run_batch_refuses_one_directory_for_two_runs(tmp_path):
+    """outs=["same", "same"] used to let the second run overwrite the first silently."""
+    cfg = ufm.SimConfig(**TINY)
+    raises(ValueError, "outs[0]", ufm.run_batch, [cfg, cfg], [tmp_path / "same", tmp_path / "same"])
+    assert not (tmp_path / "same").exists()
+
+
+def test_the_command_line_refuses_a_weight_decay_that_underflows(capsys):
+    """--wd 1e-400 reads as 0.0: refused with the flag's name (exit 2), not silently no weight decay."""
+    from ufm.cli.simulate import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--K", "3", "--wd", "1e-400", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "--wd" in err and "underflows to 0" in err
+
+
+def test_resume_with_nothing_to_resume_is_refused_in_python_terms(tmp_path):
+    e = raises(RunDirInUse, "resume_or_start=True", ufm.train, TrainConfig(dataset="synthetic", epochs=1),
+               tmp_path / "empty", progress=False, resume=True)
+    assert "holds no checkpoint.pt" in str(e) and not (tmp_path / "empty" / "config.json").exists()

@@ -75,6 +75,7 @@ class Row:
                                     **self.settings})
 
 
+PROG = "python -m ufm.atlas"
 SMALL = {"K": 4, "n": 5, "d": 6}
 SPHERE = {"K": 4, "n": 3, "d": 6}
 ROWS = (
@@ -193,9 +194,9 @@ def update_readme(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ufm.cli.common import OneLineParser
+    from ufm.cli.common import OneLineParser, add_version_flag, report_to_stderr
 
-    p = OneLineParser(prog="python -m ufm.atlas", description=__doc__)
+    p = OneLineParser(prog=PROG, description=__doc__)
     p.add_argument("names", nargs="*", help=f"rows to run (default: all): {', '.join(r.name for r in ROWS)}")
     p.add_argument("--markdown", action="store_true", help="a Markdown table (for the README)")
     p.add_argument("--smoke", action="store_true", help="only the smoke rows, one per family (a few seconds): "
@@ -204,13 +205,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="also write the Markdown table into FILE between its atlas:start/atlas:end markers "
                         "(the README's theory section)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_version_flag(p)
     args = p.parse_args(argv)
     if args.readme is not None and (args.names or args.smoke):
         p.error("--readme writes the whole atlas: give no row names and no --smoke")
     try:
-        rows = atlas(args.names, smoke=args.smoke, progress=not args.no_progress)
-        if args.readme is not None:
-            update_readme(args.readme, rows)
+        with report_to_stderr(PROG):
+            rows = atlas(args.names, smoke=args.smoke, progress=not args.no_progress)
+            if args.readme is not None:
+                update_readme(args.readme, rows)
     except (ValueError, OSError) as e:
         p.error(cli_text(e))
     print(table(rows, args.markdown))

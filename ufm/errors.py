@@ -70,3 +70,16 @@ def cli_text(e: BaseException) -> str:
     ('pass --overwrite', 'pass overwrite=True')
     """
     return getattr(e, "cli", None) or str(e)
+
+
+class UFMWarning(UserWarning):
+    """The category of the library's warnings (warnings.warn): a result that is there but incomplete or doubtful,
+    such as a comparison figure that could not be drawn. Filter them like any warning; the command lines show
+    them as their own "python -m ufm.X: warning: …" lines (ufm.cli.common.report_to_stderr).
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as seen:
+    ...     warnings.simplefilter("always")
+    ...     warnings.warn("comparison.png not drawn", UFMWarning)
+    >>> [(w.category.__name__, str(w.message)) for w in seen]
+    [('UFMWarning', 'comparison.png not drawn')]
+    """

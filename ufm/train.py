@@ -17,7 +17,7 @@ class _CallableModule(types.ModuleType):
         return train(*args, **kwargs)
 
 
-sys.modules[__name__].__class__ = _CallableModule
-
 if __name__ == "__main__":
     sys.exit(main())
+else:  # imported (not run by python -m, which sets no package attribute)
+    sys.modules[__name__].__class__ = _CallableModule

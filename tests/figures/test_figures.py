@@ -26,11 +26,11 @@ def test_unknown_figure_is_one_line_exit_2(capsys):
     assert len(err.strip().splitlines()) == 1 and "unknown figure" in err
 
 
-def test_readme_gallery_shows_every_figure_with_its_caption():
+def test_the_gallery_page_shows_every_figure_with_its_caption():
     import importlib
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "gallery.md").read_text()
     for name in FIGURES:
         caption = importlib.import_module(f"figures.{name}").CAPTION
         assert f"![{name}](figures/{name}.png)" in readme and caption in readme, name

@@ -4,16 +4,20 @@ UFM curves against steps, closed-form targets as horizontal lines)."""
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
+import warnings
 from pathlib import Path
 
 from ufm.backbone.config import TrainConfig
 from ufm.backbone.interrupts import interrupts_deferred
 from ufm.backbone.twin import estimate_twin, twin_config
 from ufm.config import SimConfig
+from ufm.errors import UFMWarning
 from ufm.output.rundir import read_history, write_json
 from ufm.output.summary import gaps
+
+LOG = logging.getLogger(__name__)  # "ufm.backbone.compare"
 
 COMPARED = ("nc1", "nc2", "nc3", "nc4", "accuracy", "ncc_accuracy", "angular_mean", "hier_nc2", "mistake_severity")
 PANELS = (("nc1", "NC1 = tr(Σ_W Σ_B†)/K"), ("nc2", "NC2: class means vs simplex ETF"),
@@ -25,11 +29,12 @@ def compare_with_ufm(summary: dict, *, progress: bool = True, announce: bool = T
     it (NC and accuracy: a backbone's features are not free, so its norms and objective are not the
     UFM's), rewrite summary.json and draw RUN/comparison.png.
 
-    With `announce`, one line first on stderr with the twin's size and an estimate of its time (estimate_twin);
-    with `progress`, the run's progress bar. RUN/ufm belongs to this backbone run: an earlier twin there is
-    replaced. An interrupt (Ctrl-C, SIGTERM) during the twin ends with the backbone's summary.json at status
-    "interrupted" (interrupted_during names the twin): --resume then finds the training done and runs the twin
-    again."""
+    With `announce`, one INFO record first on the "ufm" logger with the twin's size and an estimate of its time
+    (estimate_twin, timed only where INFO records are shown: python -m ufm.train shows it as a line on stderr);
+    with `progress`, the run's progress bar. A figure that cannot be drawn is a UFMWarning (summary["plot_error"]
+    says why). RUN/ufm belongs to this backbone run: an earlier twin there is replaced. An interrupt (Ctrl-C,
+    SIGTERM) during the twin ends with the backbone's summary.json at status "interrupted" (interrupted_during
+    names the twin): --resume then finds the training done and runs the twin again."""
     from ufm.api import run
     from ufm.problem import resolve
 
@@ -37,8 +42,8 @@ def compare_with_ufm(summary: dict, *, progress: bool = True, announce: bool = T
     sim: SimConfig = twin_config(TrainConfig.from_dict(summary["config"]), summary["config"]["counts"])
     try:
         problem = resolve(sim)
-        if announce:
-            print(estimate_twin(problem).line(), file=sys.stderr, flush=True)
+        if announce and LOG.isEnabledFor(logging.INFO):
+            LOG.info("%s", estimate_twin(problem).line())
         twin = run(problem, run_dir / "ufm", progress=progress, overwrite=True).summary
     except KeyboardInterrupt:
         twin = None
@@ -69,7 +74,7 @@ def compare_with_ufm(summary: dict, *, progress: bool = True, announce: bool = T
     except (ValueError, RuntimeError, OSError) as e:  # a figure that cannot be drawn loses no numbers
         summary["plot"] = None
         summary["plot_error"] = str(e).splitlines()[0]
-        print(f"warning: comparison.png not drawn: {summary['plot_error']}", file=sys.stderr)
+        warnings.warn(f"comparison.png not drawn: {summary['plot_error']}", UFMWarning, stacklevel=2)
     except KeyboardInterrupt:  # the numbers are all there; only the figure is missing
         summary.update(plot=None, status="interrupted", interrupted_during="drawing comparison.png")
     return _write_summary(run_dir, summary)

@@ -1,14 +1,19 @@
 """What the command-line tools share: one-line usage errors (exit 2), number parsing with bounds, exit
-codes, and the check that --out is a writable directory."""
+codes, the check that --out is a writable directory, and the library's log records and warnings shown as the
+tool's own lines on stderr (report_to_stderr)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import re
 import signal
+import sys
 import tempfile
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
@@ -25,6 +30,19 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def add_version_flag(parser: argparse.ArgumentParser) -> None:
+    """`--version`: print ufm.__version__ alone (the one place the version is written) and exit 0.
+
+    >>> p = OneLineParser(prog="tool"); add_version_flag(p)
+    >>> p.format_usage().strip()
+    'usage: tool [-h] [--version]'
+    """
+    from ufm import __version__  # late: this module is imported while the package ufm is still initializing
+
+    parser.add_argument("--version", action="version", version=__version__,
+                        help="print the version of ufm and exit")
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -50,6 +68,63 @@ def interrupt_on_sigterm() -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+class ToolLines(logging.Handler):
+    """Log records as a command line's own lines on stderr: "PROG: warning: …" (the level's name, for WARNING and
+    above), an INFO record as its message alone; written with tqdm.write, so an open progress bar is redrawn below
+    the line, and to the sys.stderr of the moment (a test's capture included)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(logging.INFO)
+        self.prog = prog
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        return message if record.levelno < logging.WARNING else f"{self.prog}: {record.levelname.lower()}: {message}"
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging's own rule: a failing handler reports, never raises
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def report_to_stderr(prog: str) -> Iterator[ToolLines]:
+    """While a command line runs: the records of the "ufm" loggers (INFO and above) and the warnings of the
+    project's category (ufm.errors.UFMWarning) appear on stderr as the tool's own lines (ToolLines); other
+    warnings keep their usual form. Everything is put back on exit, so a caller of main() in the same process (a
+    test, a notebook) keeps its own logging and warnings.
+    >>> import contextlib, io, logging
+    >>> err = io.StringIO()
+    >>> with contextlib.redirect_stderr(err), report_to_stderr("python -m ufm.sweep"):
+    ...     logging.getLogger("ufm.sweeps").warning("out/runs/x/summary.json: not a JSON object")
+    >>> print(err.getvalue(), end="")
+    python -m ufm.sweep: warning: out/runs/x/summary.json: not a JSON object
+    """
+    from ufm.errors import UFMWarning
+
+    logger, handler = logging.getLogger("ufm"), ToolLines(prog)
+    level, shown = logger.level, warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, UFMWarning):
+            handler.handle(logging.LogRecord("ufm", logging.WARNING, filename, lineno, str(message), None, None))
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    warnings.showwarning = show
+    try:
+        yield handler
+    finally:
+        warnings.showwarning = shown
+        logger.setLevel(level)
+        logger.removeHandler(handler)
 
 
 def number(kind: Callable[[str], float], lo: float | None = None, hi: float | None = None,

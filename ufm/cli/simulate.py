@@ -12,11 +12,13 @@ from ufm.cli.common import (
     TENSORBOARD_HELP,
     HelpFormatter,
     OneLineParser,
+    add_version_flag,
     check_out_dir,
     check_tensorboard_dir,
     interrupt_on_sigterm,
     memory_size,
     number,
+    report_to_stderr,
 )
 from ufm.cli.loss_flags import add_loss_flags, loss_config
 from ufm.config import (
@@ -166,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: a quarter of the free memory of the device, at most 512 MiB on a CPU and 8 GiB on "
                         "a GPU; or the environment variable UFM_MEMORY_BUDGET)")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+    add_version_flag(p)
     return p
 
 
@@ -215,6 +218,12 @@ def announce_memory(cfg: SimConfig, quiet: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m ufm.simulate`; the library's log records and warnings show as its own lines on stderr."""
+    with report_to_stderr(PROG):
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.counts is not None and args.counts_file is not None:

@@ -12,10 +12,12 @@ from ufm.cli.common import (
     TENSORBOARD_HELP,
     HelpFormatter,
     OneLineParser,
+    add_version_flag,
     check_out_dir,
     check_tensorboard_dir,
     interrupt_on_sigterm,
     number,
+    report_to_stderr,
 )
 from ufm.errors import cli_text
 
@@ -48,10 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensorboard", default=None, metavar="DIR",
                    help=TENSORBOARD_HELP.replace("into DIR", "into DIR/ID for each run computed now"))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_version_flag(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m ufm.sweep`; the library's log records and warnings show as its own lines on stderr."""
+    with report_to_stderr(PROG):
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from ufm.sweeps.grid import GridError, check_disjoint, expand, parse_assignments, parse_settings, read_spec

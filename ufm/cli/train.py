@@ -27,10 +27,12 @@ from ufm.cli.common import (
     TENSORBOARD_HELP,
     DefaultsHelpFormatter,
     OneLineParser,
+    add_version_flag,
     check_out_dir,
     check_tensorboard_dir,
     interrupt_on_sigterm,
     number,
+    report_to_stderr,
 )
 from ufm.cli.loss_flags import add_loss_flags, loss_config
 from ufm.config import DEVICES, ConfigError
@@ -138,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tensorboard", default=None, metavar="DIR",
                    help=TENSORBOARD_HELP.replace("at its step", "at its epoch").replace("gap/*", "test/*"))
     g.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+    add_version_flag(p)
     return p
 
 
@@ -153,11 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     while main runs (interrupt_on_sigterm); the handler in place before is restored when it returns, so a caller
     in the same process (a test, a notebook) keeps its own."""
     if threading.current_thread() is not threading.main_thread():  # signal handlers exist in the main thread only
-        return _main(argv)
+        with report_to_stderr(PROG):
+            return _main(argv)
     previous = signal.getsignal(signal.SIGTERM)
     interrupt_on_sigterm()
     try:
-        return _main(argv)
+        with report_to_stderr(PROG):
+            return _main(argv)
     except KeyboardInterrupt:  # while parsing or importing, before anything was written
         print(f"{PROG}: interrupted before training started (nothing written)", file=sys.stderr)
         return EXIT_INTERRUPTED

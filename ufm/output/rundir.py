@@ -4,86 +4,21 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
-import os
 import platform
 import secrets
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from analysis.files import atomic_write, atomic_write_text, file_mode, json_safe, write_json
 from ufm.errors import ConfigError
 
-
-def _read_umask() -> int:
-    umask = os.umask(0o022)  # reading the umask means setting it: done once, at import, before any thread
-    os.umask(umask)
-    return umask
-
-
-_UMASK = _read_umask()
-
-
-def file_mode(path: Path) -> int:
-    """The permission bits a file written at `path` should get: those of the file it replaces, else 0666 less the
-    process umask (what open(path, "w") would give)."""
-    try:
-        return path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        return 0o666 & ~_UMASK
-
-
-def atomic_write(path: Path, write: Callable[[IO], None], binary: bool = False) -> None:
-    """Call write(f) on a temporary file in the same directory, fsync, then rename over `path`: a reader
-    (or a resumed run) never sees a torn file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp creates 0600: give the file the mode a plain open() would (the existing file's, else 0666
-        # less the umask), so colleagues can read shared runs
-        os.chmod(tmp, file_mode(path))
-        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
-    except RuntimeError as e:
-        Path(tmp).unlink(missing_ok=True)
-        if "unexpected pos" not in str(e) and "failed writing" not in str(e):
-            raise
-        # torch.save reports a failed write (e.g. a full disk) as a RuntimeError ("unexpected pos …"): say which
-        # file, and that the disk may be full
-        raise OSError(None, f"write failed ({e}); is the disk full?", str(path)) from e
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text))
-
-
-def _json_safe(x: Any) -> Any:
-    """NaN and ±inf are not JSON: write them as null."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n")
+# the atomic writers live in analysis.files (analysis.measure writes with them too); imported from here as before
+__all__ = ["RUN_FILES", "RunDirInUse", "atomic_write", "atomic_write_text", "claim_run_dir", "environment", "file_mode",
+           "json_safe", "new_run_dir", "os_error_line", "read_history", "run_files", "write_csv", "write_json"]
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

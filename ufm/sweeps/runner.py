@@ -8,7 +8,11 @@ Several sweeps may write into one folder at once: each run is claimed by one pro
 ufm.sweeps.locks), a run finished by another sweep is not run again, and the record of every grid swept into the
 folder (sweep.json) and results.csv are rewritten under one lock, so the table lists every grid's runs.
 
-Where the tasks run (a local pool, or this process where worker processes cannot run them): ufm.sweeps.workers."""
+Where the tasks run (a local pool, or this process where worker processes cannot run them): ufm.sweeps.workers.
+
+What a sweep has to say (another sweep in the folder, a run whose summary is unusable and is run again, grids
+merged, runs done here instead of on workers) is one WARNING record each on the logger of this module, a child of
+"ufm"; python -m ufm.sweep shows them as "python -m ufm.sweep: warning: …" lines."""
 
 from __future__ import annotations
 
@@ -17,7 +21,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -39,7 +42,7 @@ from ufm.sweeps.workers import (
     start_pool,
 )
 
-LOG = logging.getLogger("ufm")
+LOG = logging.getLogger(__name__)  # "ufm.sweeps.runner": the command line shows its records
 
 FINAL_COLUMNS = ("loss", "data_loss", "accuracy", "nc1", "nc2", "nc3", "nc4", "W_norm_sq", "H_norm_sq", "grad_norm")
 RENAMED = {"loss": "objective"}  # the table's "loss" column is the loss function's name
@@ -283,8 +286,8 @@ def make_executor(workers: int, dask: str | None) -> tuple[Executor, Callable[[]
 class _Sweep:
     """One call of run_sweep: its configurations, folder, progress bar and counts, and how results are recorded."""
 
-    def __init__(self, cfgs: Sequence[SimConfig], out: Path, bar: Any, warn: Callable[[str], None]) -> None:
-        self.cfgs, self.out, self.bar, self.warn = cfgs, out, bar, warn
+    def __init__(self, cfgs: Sequence[SimConfig], out: Path, bar: Any) -> None:
+        self.cfgs, self.out, self.bar = cfgs, out, bar
         self.ids = [config_id(c) for c in cfgs]
         self.counts = {"ran": 0, "elsewhere": 0, "before": 0}
         self.busy: list[int] = []
@@ -292,7 +295,7 @@ class _Sweep:
         self.task: Callable[..., list[dict]] = run_task  # run_sweep binds tensorboard= to it
 
     def notice(self, message: str, *args: Any) -> None:
-        """One line on logging.getLogger("ufm") at WARNING, not drawn into the progress bar."""
+        """One line on the "ufm" logger (this module's) at WARNING, not drawn into the progress bar."""
         self.bar.clear()
         LOG.warning(message, *args)
         self.bar.refresh()
@@ -333,7 +336,7 @@ class _Sweep:
         waiting, again = list(self.busy), []
         self.busy = []
         if waiting:
-            self.warn(f"waiting for {len(waiting)} runs that another sweep in {self.out} is computing")
+            self.notice("waiting for %d runs that another sweep in %s is computing", len(waiting), self.out)
         while waiting:
             for i in list(waiting):
                 lock = run_lock(self.run_dir(i))
@@ -390,8 +393,8 @@ def run_sweep(cfgs: Sequence[SimConfig], out: Path, *, workers: int = 2, batch_s
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
 
-    def warn(line: str) -> None:
-        tqdm.write(f"python -m ufm.sweep: warning: {line}", file=sys.stderr)
+    def warn(line: str) -> None:  # the command line shows it as "python -m ufm.sweep: warning: …"
+        LOG.warning("%s", line)
 
     presence, pool = Presence(out), None
     try:
@@ -408,12 +411,12 @@ def run_sweep(cfgs: Sequence[SimConfig], out: Path, *, workers: int = 2, batch_s
             pool, why = start_pool([cfgs[i] for i in todo], min(workers, len(plan([cfgs[i] for i in todo],
                                                                                     batch_size))))
             if why is not None:
-                LOG.warning("ufm.sweep: running the %d configurations in this process, not on %d workers: %s",
+                LOG.warning("running the %d configurations in this process, not on %d workers: %s",
                             len(todo), workers, why)
                 here = True
         bar = tqdm(total=len(cfgs), initial=sum(done), disable=not progress, desc="sweep", unit="config",
                    dynamic_ncols=True)
-        sweep = _Sweep(cfgs, out, bar, warn)
+        sweep = _Sweep(cfgs, out, bar)
         if tensorboard is not None:  # a partial of a module-level function: it pickles to the workers
             sweep.task = functools.partial(run_task, tensorboard=str(tensorboard))
         sweep.counts["before"] = sum(done)

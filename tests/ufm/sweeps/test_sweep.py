@@ -131,9 +131,10 @@ def test_an_interrupted_run_is_not_finished(tmp_path):
 CORRUPT = [b'{"status": "ok", "final": {', b"\x00\xff\xfe binary", b'{"status":"ok"}', b"[1,2]", b""]
 
 
-def test_a_corrupted_summary_is_rerun_and_named(tmp_path, capsys):
+def test_a_corrupted_summary_is_rerun_and_named(tmp_path, caplog):
     """A truncated, binary, incomplete or non-object summary.json used to stop every restart of the sweep: each such
-    run is now treated as unfinished (one warning naming its file), run again, and the table is whole."""
+    run is now treated as unfinished (one warning naming its file, on the "ufm" logger), run again, and the table is
+    whole."""
     fixed = {"K": 3, "n": 4, "d": 5, "steps": 20, "certificate": False}
     grid = {"wd": [1e-3, 2e-3, 3e-3, 4e-3, 5e-3]}
     rows = ufm.sweep(grid, tmp_path, fixed=fixed, workers=1, progress=False)
@@ -143,7 +144,7 @@ def test_a_corrupted_summary_is_rerun_and_named(tmp_path, capsys):
         path.write_bytes(content)
     rows = ufm.sweep(grid, tmp_path, fixed=fixed, workers=1, progress=False)
     assert [r["status"] for r in rows] == ["ok"] * 5
-    err = capsys.readouterr().err
+    err = caplog.text
     for path in bad:
         assert str(path) in err and json.loads(path.read_text())["status"] == "ok"  # named, rerun, valid again
 

@@ -137,7 +137,7 @@ def test_a_loss_workers_cannot_load_runs_here_with_one_line(tmp_path, caplog):
         ufm.unregister_loss("lam")
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert [r.getMessage() for r in caplog.records] == [
-        "ufm.sweep: running the 2 configurations in this process, not on 2 workers: the registered loss 'lam' "
+        "running the 2 configurations in this process, not on 2 workers: the registered loss 'lam' "
         "cannot be sent to worker processes (" + caplog.records[0].getMessage().split("(", 1)[1]]
     assert "lambda" in caplog.records[0].getMessage() and "\n" not in caplog.records[0].getMessage()
 
