@@ -12,6 +12,7 @@ network lives in `analysis` (NCAccumulator, NCTracker).
 
 The library prints nothing (only the command lines print, and the progress bars draw on stderr). It reports
 through `logging` and `warnings`:
+
 - the logger "ufm" and its children, one per module (`logging.getLogger(__name__)`: "ufm.sweeps.runner" for a
   sweep's notices, "ufm.backbone.compare" for the UFM twin's estimate); `analysis` logs under "ufm.analysis". So
   `logging.getLogger("ufm")` configures them all: WARNING records (a sweep finding another sweep in its folder, a
@@ -20,6 +21,7 @@ through `logging` and `warnings`:
   `logging.basicConfig(level=logging.INFO)`; `logging.getLogger("ufm").setLevel(logging.ERROR)` silences them.
 - `warnings.warn` with the category `ufm.UFMWarning` (a UserWarning) for a result that is there but incomplete or
   doubtful (a comparison figure that could not be drawn): filter it like any warning.
+
 The command lines (python -m ufm.simulate, ufm.sweep, ufm.train, ufm.atlas) show both as their own lines on
 stderr, "python -m ufm.sweep: warning: …" (ufm.cli.common.report_to_stderr).
 """
