@@ -4,6 +4,7 @@ and the saved-feature measurements (analysis.measure)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -45,8 +46,10 @@ def atomic_write(path: Path | str, write: Callable[[IO], None], binary: bool = F
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp creates 0600: give the file the mode a plain open() would (the existing file's, else 0666
-        # less the umask), so colleagues can read shared runs
-        os.chmod(tmp, file_mode(path))
+        # less the umask), so colleagues can read shared runs; a mount that refuses chmod (SMB with noperm, some
+        # FUSE file systems) keeps 0600 rather than failing every write (and leaking the descriptor)
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, file_mode(path))
         with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             write(f)
             f.flush()

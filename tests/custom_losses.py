@@ -40,3 +40,13 @@ def sq_hinge_conjugate(U, y):
     off = U.scatter(1, y[:, None], 0.0)
     value = (off**2 / 4 - off).sum(1)
     return torch.where((off >= 0).all(1), value, torch.full_like(value, math.inf))
+
+
+def dies_with_six_classes(Z, y):
+    """½‖z − e_y‖², except that with 6 classes the process exits at once, as a worker killed by the kernel's
+    out-of-memory handler would (tests of a sweep's pool that breaks)."""
+    if Z.shape[1] == 6:
+        import os
+
+        os._exit(3)
+    return mse_loss(Z, y)

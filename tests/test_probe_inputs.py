@@ -6,6 +6,7 @@ torch. The command lines keep their flags (tests/ufm/cli)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import typing
@@ -54,6 +55,12 @@ def test_simconfig_numpy_scalars_are_their_python_values():
     cfg = ufm.SimConfig(K=np.int64(3), n=np.int32(2), d=4, wd=np.float32(1e-3), bias=np.bool_(True), steps=2)
     assert (type(cfg.K), type(cfg.n), type(cfg.wd_W), cfg.bias) == (int, int, float, True)
     assert ufm.SimConfig(counts=np.array([3, 2, 1]), d=4).counts == (3, 2, 1)
+
+
+def test_numpy_integers_in_float_fields_are_python_ints_and_the_config_is_json():
+    cfg = ufm.SimConfig(K=3, n=2, d=4, wd=np.int64(0), lr=np.int64(1), init_scale=np.int32(1), steps=2)
+    assert (type(cfg.wd_W), type(cfg.lr), type(cfg.init_scale)) == (int, int, int)
+    assert json.loads(json.dumps(cfg.to_dict()))["lr"] == 1
 
 
 def _wrong_values(hint) -> list:

@@ -37,7 +37,7 @@ def _scalar(value: Any, kind: type) -> tuple[bool, Any]:
         return (True, int(value)) if isinstance(value, numbers.Integral) else (False, value)
     if kind is float:
         if isinstance(value, numbers.Integral):
-            return True, value
+            return True, int(value)  # np.int64(0) as 0: config.json must serialize it
         return (True, float(value)) if isinstance(value, numbers.Real) else (False, value)
     if kind is str:
         return isinstance(value, str), value

@@ -459,8 +459,9 @@ def _execute(sweep: _Sweep, todo: list[int], pool: Pool | None, here: bool, work
             else:
                 lost = pool.run(sweep.task, sweep, tasks)  # type: ignore[union-attr]
                 if lost:
-                    sweep.notice("ufm.sweep: the worker processes stopped before running anything; running the %d "
-                                 "configurations left in this process", sum(map(len, lost)))
+                    sweep.notice("ufm.sweep: the worker processes stopped (before running anything, or a worker died "
+                                 "and broke the pool); running the %d configurations that had not started in this "
+                                 "process", sum(map(len, lost)))
                     here = True
                     sweep.run_here(lost)
             if sweep.interrupted:

@@ -295,11 +295,12 @@ class Pool:
 
     def run(self, task_fn: Callable[..., list[dict]], sweep: Any, tasks: list[list[int]]) -> list[list[int]]:
         """Run `tasks` (task_fn(*sweep.args(task), registry) each; sweep.record(task, results) as each returns);
-        return those to run in this process instead (the pool broke before any task came back: workers that
-        cannot start)."""
+        return those to run in this process instead: all of them when the pool broke before any task came back
+        (workers that cannot start), else the configurations a dead worker's broken pool never started (a run that
+        had started — its config.json written — is recorded failed: it may be what killed the worker)."""
         with _sigint_ignored():
             self.futures = {self.pool.submit(task_fn, *sweep.args(t), self.registry): t for t in tasks}
-        returned, lost = 0, []
+        returned, lost, broken = 0, [], []
         for future in as_completed(self.futures):
             task = self.futures[future]
             try:
@@ -308,11 +309,22 @@ class Pool:
                 if returned == 0:
                     lost.append(task)
                     continue
-                results = [{"status": "failed", "error": f"{type(e).__name__}: {e}", "ran": True}] * len(task)
+                broken.append((task, f"{type(e).__name__}: {e}"))
+                continue
             except Exception as e:  # noqa: BLE001 - a worker lost: its configurations are recorded as failed
                 results = [{"status": "failed", "error": f"{type(e).__name__}: {e}", "ran": True}] * len(task)
             returned += 1
             sweep.record(task, results)
+        for task, error in broken:
+            done = [i for i in task if (sweep.run_dir(i) / "summary.json").exists()]  # ended before the break
+            started = [i for i in task if i not in done and (sweep.run_dir(i) / "config.json").exists()]
+            never = [i for i in task if i not in done and i not in started]
+            if done:
+                sweep.record(done, [{"status": "ok", "error": "", "ran": True}] * len(done))
+            if started:
+                sweep.record(started, [{"status": "failed", "error": error, "ran": True}] * len(started))
+            if never:
+                lost.append(never)
         return lost
 
     def stop(self) -> None:

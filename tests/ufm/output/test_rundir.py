@@ -45,3 +45,21 @@ def test_atomic_writes_honour_the_umask_and_keep_an_existing_mode(tmp_path):
     kept.chmod(0o640)
     atomic_write_text(kept, "b")
     assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and kept.read_text() == "b"
+
+
+def test_a_file_system_that_refuses_chmod_still_gets_the_file_and_no_descriptor_leaks(tmp_path, monkeypatch):
+    """Some mounts (SMB with noperm, some FUSE file systems) refuse chmod: the write keeps mkstemp's mode instead
+    of failing, and leaves no open descriptor or temporary file behind."""
+    import os
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    fds = (lambda: len(os.listdir("/proc/self/fd"))) if os.path.isdir("/proc/self/fd") else (lambda: 0)  # Linux
+    before = fds()
+    monkeypatch.setattr(os, "chmod", refuse)
+    for i in range(3):
+        atomic_write_text(tmp_path / "a.txt", f"v{i}")
+    monkeypatch.undo()
+    assert (tmp_path / "a.txt").read_text() == "v2" and [x.name for x in tmp_path.iterdir()] == ["a.txt"]
+    assert fds() == before

@@ -263,3 +263,28 @@ def test_ctrl_c_cancels_the_queued_runs_and_leaves_the_table_current(tmp_path):
     done = sum(s == "ok" for s in on_disk.values())
     # at most the two runs in progress at the signal could finish after it; the queued ones never started
     assert at_signal <= done <= at_signal + 2 < 8, (at_signal, on_disk)
+
+
+def test_a_worker_that_dies_fails_its_own_run_and_not_the_queued_ones(tmp_path):
+    """A worker killed mid-sweep (here by a loss that exits with 6 classes) broke the pool, and every configuration
+    not yet finished was recorded failed, four of them never started. Now only the run that had started fails; the
+    others run (in this process, with one line saying why) and end ok. A plain script, as a user runs it."""
+    script = tmp_path / "dies.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[3])!r})
+        import ufm
+        from tests.custom_losses import dies_with_six_classes
+        if __name__ == "__main__":
+            ufm.register_loss("dies6", dies_with_six_classes, replace=True)
+            rows = ufm.sweep({{"K": [3, 4, 5, 6, 7, 8, 9, 10]}}, {str(tmp_path / "s")!r}, workers=2, batch_size=1,
+                             fixed={{"n": 4, "d": 5, "steps": 20, "certificate": False, "loss": "dies6"}},
+                             progress=False)
+            print(json.dumps({{int(r["K"]): r["status"] for r in rows}}))
+    """))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    status = {int(k): v for k, v in json.loads(r.stdout.strip().splitlines()[-1]).items()}
+    assert status == {**{k: "ok" for k in (3, 4, 5, 7, 8, 9, 10)}, 6: "failed"}
+    assert len(read_table(tmp_path / "s" / "results.csv")) == 8
