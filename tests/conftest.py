@@ -20,6 +20,7 @@ import torch  # noqa: E402
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 SLOW = (
+    "tests/ufm/distributed/test_parity.py::test_trajectory_equals_the_single_process_run",
     "tests/ufm/backbone/test_layers.py::test_the_deep_ufm_twin_is_held_beside_each_layer",
     "tests/ufm/backbone/test_layers.py::test_resnet_stages_and_named_layers",
     "tests/figures/test_layers.py::test_a_tracked_run_is_drawn_and_an_untracked_one_refused",
