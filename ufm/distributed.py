@@ -122,7 +122,6 @@ def run_distributed(item: SimConfig | Problem, out: Path | str | None = None, *,
         end = EndOfRun(problem, final, y_all, done.histories[0], done.status_of(0), progress=progress)
         cpu = {k: v.detach().cpu() for k, v in final.items()}
         _finish(end, out, cpu, done, 0, str(device), done.status == "interrupted")
-        end.summary["processes"] = world
         result = [end.summary, check_lines(end.summary)]
     dist.broadcast_object_list(result, src=0)
     params_out = cpu if shard.main else {k: v.cpu() for k, v in local.items()}
