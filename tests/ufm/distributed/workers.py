@@ -72,3 +72,27 @@ def parity(rank: int, world: int, port: int, path: str) -> None:
     if rank == 0:
         torch.save(results, path)
     dist.destroy_process_group()
+
+
+def dies(rank: int, world: int, port: int, path: str) -> None:
+    """Rank 1 vanishes at its 20th step; rank 0 writes the RankFailed line it gets."""
+    import ufm
+    from ufm.distributed import RankFailed
+    from ufm.fit import steppers
+
+    join(rank, world, port)
+    if rank == 1:
+        inner, count = steppers.FusedGD.step, [0]
+
+        def step(self):
+            count[0] += 1
+            if count[0] == 20:
+                os._exit(1)
+            return inner(self)
+
+        steppers.FusedGD.step = step
+    try:
+        ufm.run(SimConfig(K=3, n=3, d=4, steps=200, device="cpu", certificate=False), distributed=True, progress=False)
+    except RankFailed as e:
+        with open(path, "w") as f:
+            f.write(str(e))
