@@ -572,6 +572,7 @@ def nc_metrics(
     missing: str = "error",
     pairwise: bool = True,
     pairs_W: CosinePairStats | None = None,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """NC1–NC4 and companions of features H (N, d) with labels y (N,), classifier W (K, d), bias b (K,).
 
@@ -584,6 +585,9 @@ def nc_metrics(
     `pairwise` False skips the statistics over the K(K−1)/2 pairs of means and of rows of W (equiangularity,
     max-angle, distance variances, CDNV: NaN), the O(K²·d) part that dominates at K = 10⁴–10⁵; `pairs_W`:
     `analysis.pairwise.cosine_pair_stats(W)` where the caller has it (it also asks `gnc_metrics` about W).
+    `reduce`: H, y (and `predictions`) are one shard of the rows of a data-parallel run and `reduce` sums a
+    statistic over the shards (an all-reduce returning the sum; K must be given): the metrics of the union, as in
+    `nc_metrics_streaming`.
     >>> import torch
     >>> H = torch.tensor([[0.0, 0.0], [0.2, 0.0], [2.0, 0.0], [2.2, 0.0]], dtype=torch.float64)
     >>> out = nc_metrics(H, [0, 0, 1, 1], W=[[-1.0, 0.0], [1.0, 0.0]], b=[1.1, -1.1])
@@ -611,11 +615,15 @@ def nc_metrics(
                 raise ValueError(f"predictions must have shape (N,) = {tuple(y.shape)}, got "
                                  f"{tuple(predictions.shape)}")
         sums = class_sums(H, y, K)
+        if reduce is not None:
+            sums = map_fields(reduce, sums)
         geom = _geometry(sums, W, b, global_mean, H.dtype, project_W=False, side=side, missing=missing)
-        return _finalize(sums, geom, deviation_stats(H, y, geom, logits, predictions), rtol, pairwise=pairwise,
-                         pairs_W=pairs_W)
+        dev = deviation_stats(H, y, geom, logits, predictions)
+        if reduce is not None:
+            dev = map_fields(reduce, dev)
+        return _finalize(sums, geom, dev, rtol, pairwise=pairwise, pairs_W=pairs_W)
     return nc_metrics_streaming([(H, y)], K, W, b, global_mean=global_mean, rtol=rtol, side=side, missing=missing,
-                                pairwise=pairwise, pairs_W=pairs_W)
+                                pairwise=pairwise, pairs_W=pairs_W, reduce=reduce)
 
 
 def nc_metrics_streaming(
@@ -922,7 +930,8 @@ def _check_nonempty(counts: torch.Tensor) -> None:
 
 
 def gnc_metrics(H: Any, y: Any, W: Any = None, K: int | None = None, s: float = 1.0,
-                pairs_W: CosinePairStats | None = None) -> dict[str, float]:
+                pairs_W: CosinePairStats | None = None,
+                reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
     """Generalized neural collapse (Liu et al. 2023), on the sphere, for any K and d:
 
     - `energy_means`, `min_angle_means`: Riesz s-energy Σ_{i<j} ‖μ̂_i − μ̂_j‖^{−s} (s = 0: log energy)
@@ -939,7 +948,9 @@ def gnc_metrics(H: Any, y: Any, W: Any = None, K: int | None = None, s: float = 
       keys of that name).
     Variances are over the K(K−1)/2 pairs (ddof = 0), summed over K×K tiles (no K×K matrix). Unlike NC2, these
     are meaningful for K > d + 1, where no simplex ETF exists (there the distance variances of a spherical code
-    are not 0). `pairs_W`: `analysis.pairwise.cosine_pair_stats(W, s)` where the caller has it.
+    are not 0). `pairs_W`: `analysis.pairwise.cosine_pair_stats(W, s)` where the caller has it. `reduce`: H, y are
+    one shard of the rows of a data-parallel run and `reduce` sums over the shards (K must be given): the class sums
+    of the rows and of the unit rows, and the count, are reduced, so the measures are those of the union.
     >>> import torch
     >>> H = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
     >>> out = gnc_metrics(H, [0, 1, 2]); round(out["min_angle_means"], 9), out["spherical_spread"]
@@ -950,7 +961,12 @@ def gnc_metrics(H: Any, y: Any, W: Any = None, K: int | None = None, s: float = 
     H = as_features(H).double()
     y = as_labels(y, device=H.device)
     K = int(y.max()) + 1 if K is None else K
-    means = class_means(H, y, K)
+    if reduce is None:
+        means, count = class_means(H, y, K), len(y)
+    else:
+        sums = map_fields(reduce, class_sums(H, y, K))
+        _check_nonempty(sums.counts)
+        means, count = sums.sums / sums.counts.unsqueeze(1), int(sums.counts.sum())
     if bool((means.norm(dim=1) == 0).any()):
         # a class mean at 0 has no direction: the measures are undefined, not 90° or 0.5
         out = {"energy_means": math.nan, "min_angle_means": math.nan, "spherical_spread": math.nan,
@@ -960,7 +976,9 @@ def gnc_metrics(H: Any, y: Any, W: Any = None, K: int | None = None, s: float = 
         out = {"energy_means": st.energy, "min_angle_means": math.degrees(st.min_angle)}
         # mean_i ⟨ĥ_i, μ̂_{y_i}⟩ = (1/N) Σ_k ⟨Σ_{i in k} ĥ_i, μ̂_k⟩: class sums of the unit rows, no N × d gather
         unit_sums = class_sums(normalize_rows(H), y, K).sums
-        out["spherical_spread"] = 1 - float((unit_sums * normalize_rows(means)).sum()) / len(y)
+        if reduce is not None:
+            unit_sums = reduce(unit_sums)
+        out["spherical_spread"] = 1 - float((unit_sums * normalize_rows(means)).sum()) / count
         out["distance_var_means_sphere"] = st.dist_var
         out["log_distance_var_means_sphere"] = st.log_dist_var
     if W is not None:

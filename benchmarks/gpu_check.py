@@ -3,7 +3,8 @@ GPU tests; the UFM step against its matrix-product floor (one layer, fixed frame
 sequential; the NC metrics streamed at N = 1.28 M, d = 2048, K = 1000; the ImageNet-scale UFM's steps/s (K = 1000,
 n = 130, d = 2048, float32 with TF32); many classes: the CE step at K = 10⁵, d = 512, N = 10⁶ (logits in blocks;
 steps/s, memory, against its floor) and the spherical code of K = 10 000 directions in d = 512; ResNet18 on a
-CIFAR-shaped synthetic set (epochs/s and NC measurement time, bf16 autocast). `--cpu-smoke` runs every row at toy
+CIFAR-shaped synthetic set (epochs/s and NC measurement time, bf16 autocast); one UFM on 2 GPUs with NCCL (skipped,
+saying why, with fewer). `--cpu-smoke` runs every row at toy
 sizes on the CPU (the test suite does), so the script cannot rot before a GPU comes.
 
     bash benchmarks/gpu_check.sh --out gpu_check.md          # on the GPU machine
@@ -27,10 +28,11 @@ Row = tuple[str, str, str, str]  # what, size, measured, against the reference
 
 FULL = {"step": (100, 1000, 512), "deep": (100, 200, 512), "frame": ("cifar100", 100, 512), "batch": 256,
         "metrics": (1_280_000, 2048, 1000), "imagenet": (1000, 130, 2048), "resnet": (10, 500, 100), "steps": 20,
-        "many": (100_000, 10, 512), "code": (10_000, 512), "layers": (10_000, 64, 256)}
+        "many": (100_000, 10, 512), "code": (10_000, 512), "layers": (10_000, 64, 256),
+        "dist": (10_000, 100, 512)}
 SMOKE = {"step": (10, 10, 32), "deep": (4, 10, 16), "frame": ("balanced:2,3", 5, 24), "batch": 4,
          "metrics": (3000, 16, 10), "imagenet": (10, 13, 32), "resnet": (4, 4, 4), "steps": 3,
-         "many": (64, 3, 8), "code": (40, 8), "layers": (64, 8, 32)}
+         "many": (64, 3, 8), "code": (40, 8), "layers": (64, 8, 32), "dist": (10, 4, 8)}
 
 
 def sync(device: str) -> None:
@@ -218,6 +220,23 @@ def layer_tracking_row(device: str, s: dict) -> Row:
             f"({t['plain']:.2f} s); {r['stats_bytes'] / 2**20:.1f} MiB of statistics")
 
 
+def distributed_row(device: str, s: dict) -> Row:
+    """One UFM on 2 GPUs with NCCL (benchmarks.distributed): the fused GD step's efficiency t1/(2·t2) against one
+    GPU; skipped, saying why, where fewer than 2 GPUs are present (the CPU smoke: gloo's scaling is the CPU
+    benchmark's, python -m benchmarks.distributed)."""
+    from benchmarks.distributed import scaling
+
+    K, n, d = s["dist"]
+    gpus = torch.cuda.device_count() if device == "cuda" else 0
+    if gpus < 2:
+        return ("data-parallel UFM, NCCL", f"K = {K}, n = {n}, d = {d}",
+                f"skipped: {gpus} GPU{'s' if gpus != 1 else ''} here, NCCL needs 2", "—")
+    r = scaling(K, n, d, s["steps"], 2, "cuda")
+    return ("data-parallel UFM, NCCL", f"K = {K}, n = {n}, d = {d}, 2 GPUs",
+            f"{1 / r['tP']:.1f} steps/s", f"efficiency t1/(2·t2) = {r['efficiency']:.2f} (1 GPU: {1 / r['t1']:.1f} "
+            f"steps/s)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -235,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
               lambda: [fixed_frame_step(device, sizes)], lambda: [deep_step(device, sizes)],
               lambda: [streamed_metrics(device, sizes)], lambda: [imagenet_ufm(device, sizes)],
               lambda: [many_classes(device, sizes)], lambda: [spherical_code_row(device, sizes)],
-              lambda: [resnet(device, sizes)], lambda: [layer_tracking_row(device, sizes)]]
+              lambda: [resnet(device, sizes)], lambda: [layer_tracking_row(device, sizes)],
+              lambda: [distributed_row(device, sizes)]]
     start = time.perf_counter()
     for check in checks:
         try:

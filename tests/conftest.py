@@ -21,6 +21,10 @@ torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 SLOW = (
     "tests/ufm/sweeps/test_sweep_safety.py::test_a_worker_that_dies_fails_its_own_run_and_not_the_queued_ones",
+    "tests/ufm/distributed/test_parity.py::test_trajectory_equals_the_single_process_run",
+    "tests/ufm/distributed/test_torchrun.py::test_the_documented_launch_runs_one_problem_on_two_processes",
+    "tests/ufm/distributed/test_torchrun.py::test_a_run_that_cannot_be_sharded_ends_with_one_line_from_rank_0",
+    "tests/ufm/distributed/test_torchrun.py::test_without_the_separator_torchrun_rejects_ufm_flags",
     "tests/ufm/backbone/test_layers.py::test_the_deep_ufm_twin_is_held_beside_each_layer",
     "tests/ufm/backbone/test_layers.py::test_resnet_stages_and_named_layers",
     "tests/figures/test_layers.py::test_a_tracked_run_is_drawn_and_an_untracked_one_refused",

@@ -154,7 +154,10 @@ def commands(all_blocks: list[Block]) -> list[Command]:
                     continue
                 tool = tokens[m + 1]
                 if tool.split(".")[0] in ("ufm", "figures") or tool == "analysis.measure":
-                    found.append(Command(block.line + offset, part.strip(), tool, tokens[m + 2:]))
+                    args = tokens[m + 2:]
+                    if program == "torchrun" and args[:1] == ["--"]:
+                        args = args[1:]  # torchrun ends its own flags at "--" and passes the rest without it
+                    found.append(Command(block.line + offset, part.strip(), tool, args))
     return found
 
 

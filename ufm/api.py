@@ -64,7 +64,8 @@ class RunResult:
 
 
 def run(cfg: SimConfig | Problem, out: Path | str | None = None, *, progress: bool = True,
-        overwrite: bool = False, threads: int | None = None, tensorboard: Path | str | None = None) -> RunResult:
+        overwrite: bool = False, threads: int | None = None, tensorboard: Path | str | None = None,
+        distributed: bool = False) -> RunResult:
     """Simulate one UFM (DESIGN §5.2) and hold its end point against theory. With `out`, also write the run
     directory there (config.json, history.csv as it goes, summary.json, params.pt); a directory that already
     holds a run is refused (ufm.output.rundir.RunDirInUse) unless `overwrite`. `cfg` may be a resolved Problem
@@ -72,7 +73,10 @@ def run(cfg: SimConfig | Problem, out: Path | str | None = None, *, progress: bo
     ends the run with status "interrupted" and whatever it had: the summary, then the parameters. `threads`: CPU
     threads (None: ufm.fit.threads.auto_threads — one for small problems, else the idle cores). `tensorboard`: a
     directory for a TensorBoard event file (every numeric history column as a scalar at its step, then final/*,
-    gap/*, rel_gap/*; needs `pip install 'ufm[tensorboard]'`, ImportError otherwise). Example:
+    gap/*, rel_gap/*; needs `pip install 'ufm[tensorboard]'`, ImportError otherwise). `distributed`: this process
+    runs its shard of one problem on all processes of the initialized torch.distributed group (ufm.distributed:
+    H split by rows, W and b replicated, one all-reduce per step; rank 0 writes `out`, params.pt with the whole H
+    gathered; ValueError where there is no process group or the run cannot be sharded). Example:
     >>> r = run(SimConfig(K=4, n=5, d=6, loss="ce", wd=5e-3, steps=300, dtype="float64"), progress=False)
     >>> r.summary["theory"]["name"], abs(r.summary["rel_gap"]["loss"]) < 1e-3
     ('ce_etf', True)
@@ -82,6 +86,17 @@ def run(cfg: SimConfig | Problem, out: Path | str | None = None, *, progress: bo
         raise TypeError(f"cfg must be a SimConfig or a resolved Problem, got {type(cfg).__name__}{hint}")
     if out is not None and not isinstance(out, (str, Path)):
         raise TypeError(f"out must be a directory (str or Path), got {type(out).__name__}")
+    check_bool("distributed", distributed)
+    if distributed:
+        if tensorboard is not None:
+            raise ValueError("tensorboard is not written by distributed runs (rank 0's history.csv has every row)")
+        from ufm.distributed import run_distributed
+
+        check_bool("progress", progress)
+        check_bool("overwrite", overwrite)
+        if threads is not None:
+            check_int("threads", threads, lo=1)
+        return run_distributed(cfg, out, progress=progress, overwrite=overwrite, threads=threads)
     logdir = check_logdir(tensorboard)
     return run_batch([cfg], None if out is None else [out], progress=progress, overwrite=overwrite,
                      threads=threads, tensorboard=None if logdir is None else [logdir])[0]

@@ -16,10 +16,11 @@ def test_cpu_smoke_measures_every_row(tmp_path, capsys):
     assert main(["--cpu-smoke", "--out", str(out)]) == 0
     table = out.read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert len(rows) == 11 and "FAILED" not in table
+    assert len(rows) == 12 and "FAILED" not in table
     for key in ("one-layer GD step", "batched B", "fixed-frame", "deep UFM", "streamed", "ImageNet-scale", "ResNet18",
-                "many classes", "spherical code", "NC at every layer"):
+                "many classes", "spherical code", "NC at every layer", "data-parallel UFM, NCCL"):
         assert any(key in r for r in rows), key
+    assert "skipped: 0 GPUs here, NCCL needs 2" in table
     assert "× floor" in table and "steps/s" in table and "epochs/s" in table
 
 

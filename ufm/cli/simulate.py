@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -78,6 +79,11 @@ reading the end-of-run table:
   certificate the convex program's optimum, proven by a dual lower bound ("certified"): the global optimum
               where d >= its rank, else only a lower bound on this UFM's F* (the line says so first)
   SQI, GNC, milestones, minority …  the end-of-run checks that apply to this run (see the README)
+
+one problem on P processes or GPUs (H split by rows, W replicated; docs/distributed.md):
+  torchrun --nproc-per-node P -m ufm.simulate -- --K 5 --d 8 …
+  (the "--" keeps torchrun's own parser from reading ufm's flags: without it, --d is an ambiguous prefix of
+  torchrun's --duplicate-stdout-filters)
   verdict     the last line: did the run reach the predicted optimum, and why not
 exit status: 0 done, 1 an OS error writing results (the file is named), 2 bad input, 3 diverged, 130
 interrupted (Ctrl-C or SIGTERM: the summary is written with status "interrupted")"""
@@ -250,6 +256,8 @@ def _main(argv: Sequence[str] | None) -> int:
     from ufm.output.rundir import RunDirInUse, claim_run_dir, new_run_dir, os_error_line
     from ufm.problem import resolve
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun (or srun with its variables): one run, P processes
+        return _main_distributed(parser, args, cfg)
     if args.out is not None:
         try:
             claim_run_dir(args.out, args.overwrite)
@@ -290,6 +298,59 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"{PROG}: interrupted; partial results kept in {summary['run_dir']}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
+
+
+def _main_distributed(parser: argparse.ArgumentParser, args: argparse.Namespace, cfg: SimConfig) -> int:
+    """One run on the WORLD_SIZE processes torchrun started (ufm.distributed): rank 0 claims the run directory, prints
+    the table and any failure, as one line; the other ranks print nothing."""
+    import torch.distributed as dist
+
+    from ufm.api import run
+    from ufm.backbone.distributed import setup, teardown
+    from ufm.distributed import RankFailed
+    from ufm.output.rundir import RunDirInUse, claim_run_dir, new_run_dir
+    from ufm.problem import resolve
+
+    ctx = setup(cfg.device)
+    try:
+        out = [None]
+        if ctx.main:
+            try:
+                if args.out is not None:
+                    claim_run_dir(args.out, args.overwrite)
+                out = [str(args.out if args.out is not None else new_run_dir("runs", f"{cfg.loss.name}-K{cfg.K}"))]
+            except (RunDirInUse, OSError) as e:
+                out = [f"error: {cli_text(e) if isinstance(e, RunDirInUse) else e}"]
+            announce_memory(cfg, args.quiet)
+        dist.broadcast_object_list(out, src=0)
+        if out[0].startswith("error: "):
+            if ctx.main:
+                parser.error(out[0][len("error: "):])
+            return 2
+        try:
+            result = run(resolve(cfg), out[0], progress=ctx.main and not args.quiet, overwrite=True,
+                         threads=args.threads, distributed=True)
+        except (ConfigError, ValueError) as e:
+            if ctx.main:
+                parser.error(cli_text(e) if isinstance(e, ConfigError) else str(e))
+            return 2
+        except RankFailed as e:
+            if ctx.main:
+                print(f"{PROG}: error: {e}; the job ends", file=sys.stderr)
+            return 1
+        summary = result.summary
+        if ctx.main:
+            if not args.quiet:
+                print(result.table())
+            print(f"run directory: {summary['run_dir']}", file=sys.stderr)
+        if summary["status"] == "diverged":
+            if ctx.main:
+                print(f"{PROG}: diverged at step {summary['divergence']['step']}: {summary['divergence']['reason']}; "
+                      f"try a smaller --lr. What was written is kept in {summary['run_dir']}", file=sys.stderr)
+            return EXIT_DIVERGED
+        return EXIT_INTERRUPTED if summary["status"] == "interrupted" else 0
+    finally:
+        teardown(ctx)
 
 
 if __name__ == "__main__":

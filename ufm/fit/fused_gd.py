@@ -148,11 +148,16 @@ def objective_and_grads(H: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None
 @torch.no_grad()
 def blocked_objective(H: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, y: torch.Tensor, spec: LossSpec,
                       wd_W: float, wd_H: float, wd_b: float, rows: int,
-                      on_block: Callable[[slice, torch.Tensor], None] | None = None) -> tuple[float, float, float]:
+                      on_block: Callable[[slice, torch.Tensor], None] | None = None, *, N: int | None = None,
+                      reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[float, float, float]:
     """(F, the mean data loss, ‖∇F‖) of one configuration (H (N, d), W (K, d), b (K,) or None) from the closed-form
     gradient, one block of `rows` samples at a time: ∇W = Σ_B G_Bᵀ H_B + λ_W W, ∇H_B = G_B W + λ_H H_B (its norm
     summed block by block, never stored), ∇b = Σ_B G_B 1 + λ_b b. `on_block(rows, Z_rows)` sees each block's
     logits (n_B × K): the measurements read them there instead of forming them again.
+
+    Data parallel (ufm.distributed): H and y are this process's shard of the rows, `N` the number of samples of all
+    shards and `reduce` a sum over the processes (an all-reduce returning the sum): the shards' Σ G_Bᵀ H_B, Σ G_B,
+    data losses, ‖∇H_B‖² and ‖H_B‖² are summed in one packed reduction, so every process gets the whole F and ‖∇F‖.
     >>> H, W = torch.randn(5, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
     >>> y = torch.tensor([0, 1, 2, 3, 0]); one = torch.ones(1, dtype=torch.float64)
     >>> F, data, grad = blocked_objective(H, W, None, y, LossSpec("ce"), 1e-2, 1e-2, 0.0, rows=2)
@@ -160,10 +165,11 @@ def blocked_objective(H: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, 
     >>> abs(F - float(F0)) < 1e-14, abs(grad - float(torch.cat([v.flatten() for v in g.values()]).norm())) < 1e-13
     (True, True)
     """
-    N = len(y)
+    N = len(y) if N is None else N
     data = 0.0
-    grad_W = W * wd_W
-    grad_b = None if b is None else b * wd_b
+    # sharded: the shards' sums first, the weight decay of the replicated W and b once, after the reduction
+    grad_W = W * wd_W if reduce is None else torch.zeros_like(W)
+    grad_b = None if b is None else b * wd_b if reduce is None else torch.zeros_like(b)
     grad_H_sq = 0.0
     # row-major logits (n_B × K): the measurements' argmax and top-k run along the contiguous axis
     for block, Z in logit_blocks(H, W, b, rows=rows):
@@ -177,7 +183,15 @@ def blocked_objective(H: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, 
         grad_H_sq += float(torch.addmm(H[block], G, W, beta=wd_H).square().sum())
         if grad_b is not None:
             grad_b += G.sum(0)
-    reg = 0.5 * (wd_W * float(W.square().sum()) + wd_H * float(H.square().sum()))
+    H_sq = float(H.square().sum())
+    if reduce is not None:
+        parts = [grad_W.reshape(-1)] + ([] if grad_b is None else [grad_b])
+        packed = reduce(torch.cat(parts + [torch.tensor([data, grad_H_sq, H_sq], dtype=W.dtype, device=W.device)]))
+        grad_W = packed[:W.numel()].view_as(W) + wd_W * W
+        if grad_b is not None:
+            grad_b = packed[W.numel():W.numel() + len(b)] + wd_b * b
+        data, grad_H_sq, H_sq = packed[-3:].tolist()
+    reg = 0.5 * (wd_W * float(W.square().sum()) + wd_H * H_sq)
     grad_sq = float(grad_W.square().sum()) + grad_H_sq
     if b is not None:
         reg += 0.5 * wd_b * float(b.square().sum())
@@ -197,6 +211,11 @@ class GDStep:
     tensor (call it before reading H); s is also written back whenever it leaves [1e-2, 1e2].
 
     `rows`: samples per block (default: what fits STEP_COPIES B×K×rows temporaries in the memory budget).
+
+    Data parallel (ufm.distributed): `y` labels this process's shard of the rows of H, `N` counts the samples of all
+    shards and `reduce` sums a tensor over the processes (an all-reduce that returns the sum). H's update is local;
+    the W and b updates need η Gᵀ H, η Σ_i G_i and the data loss of all shards: they go in ONE packed reduction per
+    step, [η Gᵀ H | η Σ G | loss], B(Kd + K + 1) values (2(P − 1)/P times that sent per process by a ring).
     >>> y = torch.tensor([0, 1, 1, 0]); one = torch.ones(1, dtype=torch.float64)
     >>> H, W = torch.randn(1, 4, 3, dtype=torch.float64), torch.randn(1, 2, 3, dtype=torch.float64)
     >>> H2, W2 = H.clone(), W.clone()
@@ -207,8 +226,10 @@ class GDStep:
     """
 
     def __init__(self, y: torch.Tensor, spec: LossSpec, lr: torch.Tensor, wd_W: torch.Tensor, wd_H: torch.Tensor,
-                 wd_b: torch.Tensor, K: int | None = None, rows: int | None = None) -> None:
-        N, B = len(y), len(lr)
+                 wd_b: torch.Tensor, K: int | None = None, rows: int | None = None, *, N: int | None = None,
+                 reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        N, B = len(y) if N is None else N, len(lr)
+        self.reduce = reduce
         K = int(y.max()) + 1 if K is None else K
         self.y, self.spec, self.N = y, spec, N
         if rows is None:
@@ -218,7 +239,7 @@ class GDStep:
         # logits, or the flat positions y_i·n_B + i in the transposed (B, K, n_B) ones
         self.blocks = [(s, torch.arange(s.stop - s.start, device=y.device) + (0 if self.row_major else
                                                                                y[s] * (s.stop - s.start)))
-                       for s in row_blocks(N, rows)]
+                       for s in row_blocks(len(y), rows)]
         self.scale = (lr / N)[:, None, None]  # η/N: G = N·∂ℓ/∂Z leaves loss_gradient undivided
         self.decay_W = (1 - lr * wd_W)[:, None, None]
         self.decay_H = (1 - lr * wd_H)[:, None, None]
@@ -232,6 +253,20 @@ class GDStep:
         if self.s != 1.0:
             H.mul_(self.s)
             self.s = 1.0
+
+    def _reduced(self, data, step_W, step_b, W, b):
+        """The shards' η Gᵀ H, η Σ G and data losses summed over the processes: one packed reduction (a shard
+        without rows contributes zeros)."""
+        B, K = W.shape[0], W.shape[1]
+        step_W = torch.zeros_like(W) if step_W is None else step_W
+        data = torch.zeros(B, dtype=W.dtype, device=W.device) if data is None else data
+        parts = [step_W.reshape(-1)]
+        if b is not None:
+            parts.append((torch.zeros_like(b) if step_b is None else step_b).reshape(-1))
+        packed = self.reduce(torch.cat(parts + [data.reshape(-1)]))
+        step_W = packed[:W.numel()].view_as(W)
+        step_b = None if b is None else packed[W.numel():W.numel() + B * K].view(B, K)
+        return packed[-B:], step_W, step_b
 
     @torch.no_grad()
     def step(self, H: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
@@ -267,6 +302,8 @@ class GDStep:
                 Hb[0].addmm_(Gt[0].T, W[0], alpha=-1.0 / s_new)
             else:
                 Hb.mul_(self.decay_H).baddbmm_(Gt.transpose(1, 2), W, alpha=-1.0)
+        if self.reduce is not None:
+            data, step_W, step_b = self._reduced(data, step_W, step_b, W, b)
         if b is not None:
             b.mul_(self.decay_b).sub_(step_b)
         if single:

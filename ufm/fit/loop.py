@@ -37,11 +37,13 @@ class Fit:
 
 
 def fit(problems: Sequence[Problem], stepper, y: torch.Tensor, *, progress: bool = False,
-        on_row: Callable[[int, list[dict]], None] | None = None) -> Fit:
+        on_row: Callable[[int, list[dict]], None] | None = None,
+        measure_row: Callable[..., dict] | None = None) -> Fit:
     """Step `stepper` (ufm.fit.steppers) for the configurations `problems` (one step count and schedule: the
     first's), measuring each live configuration at the scheduled steps; `on_row(i, history_i)` after each new
     row (e.g. to write history.csv). A configuration that diverges stops being measured and never touches the
-    others; the loop ends when all have diverged."""
+    others; the loop ends when all have diverged. `measure_row(params, y, problem)`: a row's measurements instead of
+    ufm.fit.measure.measure (a data-parallel run's, from reduced statistics: ufm.fit.sharded_measure)."""
     first, B = problems[0].cfg, len(problems)
     evaluate_at = set(log_schedule(first.steps, first.evals_per_decade))
     histories: list[list[dict]] = [[] for _ in problems]
@@ -60,8 +62,9 @@ def fit(problems: Sequence[Problem], stepper, y: torch.Tensor, *, progress: bool
                         continue
                     # a stepper that knows its objective in closed form hands it over (ufm.fit.fixed_frame.LogitGD)
                     known = stepper.objective(i) if hasattr(stepper, "objective") else None
-                    row = {"step": step, "seconds": time.perf_counter() - start,
-                           **measure(stepper.params(i), y, problem, known)}
+                    values = (measure(stepper.params(i), y, problem, known) if measure_row is None
+                              else measure_row(stepper.params(i), y, problem))
+                    row = {"step": step, "seconds": time.perf_counter() - start, **values}
                     if watch.is_bad(row["loss"], i):  # non-finite parameters, or a loss grown by orders
                         watch.flag(step, row["loss"], i)
                         continue

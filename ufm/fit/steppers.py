@@ -12,7 +12,7 @@ HXEStep, SoftLabelStep (ufm.fit.tree_gd): full-batch GD under HXE or soft labels
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -44,9 +44,12 @@ def batch_key(cfg: SimConfig) -> tuple | None:
 
 class FusedGD:
     """The closed-form GD step on B configurations: H (B, N, d), W (B, K, d), b (B, K). With B = 1 the batch is a
-    view of the configuration's own parameters (GDStep then takes its single-configuration path)."""
+    view of the configuration's own parameters (GDStep then takes its single-configuration path). Data parallel
+    (ufm.distributed): H and y are this process's shard, `N` the samples of all shards and `reduce` the sum over
+    the processes (GDStep: one packed all-reduce per step)."""
 
-    def __init__(self, problems: Sequence[Problem], params: Sequence[dict[str, torch.Tensor]], y: torch.Tensor):
+    def __init__(self, problems: Sequence[Problem], params: Sequence[dict[str, torch.Tensor]], y: torch.Tensor, *,
+                 N: int | None = None, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None):
         cfgs = [p.cfg for p in problems]
         first, dtype, device = cfgs[0], params[0]["H"].dtype, y.device
         if len(cfgs) == 1:
@@ -58,7 +61,8 @@ class FusedGD:
             self.batch = {k: stacked.get(k) for k in ("H", "W", "b")}
         hyper = [torch.tensor([getattr(c, k) for c in cfgs], dtype=dtype, device=device)
                  for k in ("lr", "wd_W", "wd_H", "wd_b")]
-        self.gd = GDStep(y, LossSpec(first.loss.name, first.loss.smoothing, first.loss.target_scale), *hyper, K=first.K)
+        self.gd = GDStep(y, LossSpec(first.loss.name, first.loss.smoothing, first.loss.target_scale), *hyper, K=first.K,
+                     N=N, reduce=reduce)
 
     def step(self) -> torch.Tensor:
         return self.gd.step(self.batch["H"], self.batch["W"], self.batch["b"])
