@@ -22,6 +22,7 @@ torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 SLOW = (
     "tests/ufm/sweeps/test_sweep_safety.py::test_a_worker_that_dies_fails_its_own_run_and_not_the_queued_ones",
     "tests/ufm/distributed/test_parity.py::test_trajectory_equals_the_single_process_run",
+    "tests/ufm/fit/test_resume.py::test_a_distributed_run_resumes_on_the_same_and_on_another_process_count",
     "tests/ufm/distributed/test_torchrun.py::test_the_documented_launch_runs_one_problem_on_two_processes",
     "tests/ufm/distributed/test_torchrun.py::test_a_run_that_cannot_be_sharded_ends_with_one_line_from_rank_0",
     "tests/ufm/distributed/test_torchrun.py::test_without_the_separator_torchrun_rejects_ufm_flags",

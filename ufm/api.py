@@ -31,6 +31,13 @@ from ufm.problem import Problem, resolve
 from ufm.validation import check_bool, check_int
 
 
+def log_line(text: str) -> None:
+    """One line for the user (the command line shows the "ufm" logger's records on stderr)."""
+    import logging
+
+    logging.getLogger("ufm").warning(text)
+
+
 @dataclass
 class RunResult:
     """One UFM run: its configuration, summary (the dict summary.json holds), history (one dict per
@@ -65,7 +72,7 @@ class RunResult:
 
 def run(cfg: SimConfig | Problem, out: Path | str | None = None, *, progress: bool = True,
         overwrite: bool = False, threads: int | None = None, tensorboard: Path | str | None = None,
-        distributed: bool = False) -> RunResult:
+        distributed: bool = False, resume: bool = False) -> RunResult:
     """Simulate one UFM (DESIGN §5.2) and hold its end point against theory. With `out`, also write the run
     directory there (config.json, history.csv as it goes, summary.json, params.pt); a directory that already
     holds a run is refused (ufm.output.rundir.RunDirInUse) unless `overwrite`. `cfg` may be a resolved Problem
@@ -76,7 +83,14 @@ def run(cfg: SimConfig | Problem, out: Path | str | None = None, *, progress: bo
     gap/*, rel_gap/*; needs `pip install 'ufm[tensorboard]'`, ImportError otherwise). `distributed`: this process
     runs its shard of one problem on all processes of the initialized torch.distributed group (ufm.distributed:
     H split by rows, W and b replicated, one all-reduce per step; rank 0 writes `out`, params.pt with the whole H
-    gathered; ValueError where there is no process group or the run cannot be sharded). Example:
+    gathered; ValueError where there is no process group or the run cannot be sharded). With `out`, a run of one
+    configuration writes out/checkpoint.pt at each measurement step (ufm.fit.checkpoint: the step, the whole H,
+    W, b, the optimizer's state, the history, the mini-batch generator, the process count); `resume` continues
+    the run in `out` from it with the same configuration (cfg.steps may be larger than the checkpoint's step:
+    the run goes on to it): the trajectory equals the uninterrupted run's. ValueError without `out`, with
+    `overwrite`, or where the stepper's state is not saved (L-BFGS, fixed frames, class-tree GD);
+    ufm.fit.checkpoint.CheckpointError (a ValueError's sibling, ConfigError) where `out` holds no checkpoint or
+    one of another configuration. Example:
     >>> r = run(SimConfig(K=4, n=5, d=6, loss="ce", wd=5e-3, steps=300, dtype="float64"), progress=False)
     >>> r.summary["theory"]["name"], abs(r.summary["rel_gap"]["loss"]) < 1e-3
     ('ce_etf', True)
@@ -87,6 +101,11 @@ def run(cfg: SimConfig | Problem, out: Path | str | None = None, *, progress: bo
     if out is not None and not isinstance(out, (str, Path)):
         raise TypeError(f"out must be a directory (str or Path), got {type(out).__name__}")
     check_bool("distributed", distributed)
+    check_bool("resume", resume)
+    if resume and out is None:
+        raise ValueError("resume=True needs out, the run directory to continue")
+    if resume and overwrite:
+        raise ValueError("resume=True continues the run in out; overwrite=True replaces it: pass one of them")
     if distributed:
         if tensorboard is not None:
             raise ValueError("tensorboard is not written by distributed runs (rank 0's history.csv has every row)")
@@ -96,8 +115,21 @@ def run(cfg: SimConfig | Problem, out: Path | str | None = None, *, progress: bo
         check_bool("overwrite", overwrite)
         if threads is not None:
             check_int("threads", threads, lo=1)
-        return run_distributed(cfg, out, progress=progress, overwrite=overwrite, threads=threads)
+        return run_distributed(cfg, out, progress=progress, overwrite=overwrite, threads=threads, resume=resume)
     logdir = check_logdir(tensorboard)
+    if out is not None:  # one configuration: checkpointed, and resumable
+        check_bool("progress", progress)
+        check_bool("overwrite", overwrite)
+        if threads is not None:
+            check_int("threads", threads, lo=1)
+        first = cfg.cfg if isinstance(cfg, Problem) else cfg
+        check_memory(first, str(resolve_device(first.device)))
+        if not resume:
+            claim_run_dir(out, overwrite)
+        count = None if resolve_device(first.device).type != "cpu" else threads or auto_threads(first)
+        with thread_count(count):
+            return _run_group([cfg], [Path(out)], progress, None if logdir is None else [logdir],
+                              checkpoint=True, resume=resume)[0]
     return run_batch([cfg], None if out is None else [out], progress=progress, overwrite=overwrite,
                      threads=threads, tensorboard=None if logdir is None else [logdir])[0]
 
@@ -184,24 +216,29 @@ def _logdirs(tensorboard: Any, count: int) -> list[Path] | None:
 
 
 def _run_group(items: list[SimConfig | Problem], outs: list[Path] | None, progress: bool,
-               logdirs: list[Path] | None = None) -> list[RunResult]:
+               logdirs: list[Path] | None = None, *, checkpoint: bool = False, resume: bool = False) -> list[RunResult]:
     """Configurations that step together (one stepper): problem → parameters → the loop → checks → output; with
-    `logdirs`, each run's TensorBoard scalars (ufm.output.tensorboard), its file closed however the run ends."""
+    `logdirs`, each run's TensorBoard scalars (ufm.output.tensorboard), its file closed however the run ends.
+    `checkpoint`: one configuration writing outs[0]/checkpoint.pt at each measurement step; `resume`: continuing
+    from it."""
     logs = [ScalarLog(d, "step") for d in logdirs] if logdirs is not None else None
     try:
-        return _run_logged(items, outs, progress, logs)
+        return _run_logged(items, outs, progress, logs, checkpoint, resume)
     finally:
         for log in logs or ():
             log.close()
 
 
 def _run_logged(items: list[SimConfig | Problem], outs: list[Path] | None, progress: bool,
-                logs: list[ScalarLog] | None) -> list[RunResult]:
+                logs: list[ScalarLog] | None, checkpoint: bool = False, resume: bool = False) -> list[RunResult]:
+    from ufm.fit import checkpoint as ckpt
+
     problems = [p if isinstance(p, Problem) else resolve(p) for p in items]
     for p in problems:  # the spherical code's search (computed at the end) draws its bar only with the run's
         p.progress = progress
     cfgs = [p.cfg for p in problems]
     device, dtype = resolve_device(cfgs[0].device), resolve_dtype(cfgs[0].dtype)
+    state = ckpt.load(outs[0], cfgs[0]) if resume and outs is not None else None
     if outs is not None:
         for cfg, out in zip(cfgs, outs, strict=True):
             out.mkdir(parents=True, exist_ok=True)
@@ -212,6 +249,20 @@ def _run_logged(items: list[SimConfig | Problem], outs: list[Path] | None, progr
     y = problems[0].labels(device)
     params = [init_params(p, device, dtype) for p in problems]
     stepper = make_stepper(problems, params, y)
+    saving = checkpoint and outs is not None and ckpt.resumable(stepper)
+    if resume and not ckpt.resumable(stepper):
+        raise ckpt.CheckpointError(f"--resume: the state of this run's stepper ({type(stepper).__name__}, optimizer "
+                         f"{cfgs[0].optimizer}) is not checkpointed; resume supports fused GD, and gd, sgd and adam")
+    if state is not None:
+        ckpt.load_stepper(stepper, state["params"], state["stepper"])
+        if state["processes"] != 1:
+            log_line(f"resumed the run of {state['processes']} processes on 1 (the whole H was saved: re-sharded; "
+                     "equal to rounding, not bit for bit)")
+
+    def save(step: int, histories: list[list[dict]], seconds: float, watch) -> None:
+        if saving:
+            ckpt.save(outs[0] / ckpt.CHECKPOINT, cfgs[0], step, stepper.params(0), ckpt.stepper_state(stepper),
+                      histories[0], seconds, watch.first[0], 1)
 
     def write_history(i: int, history: list[dict]) -> None:
         if outs is not None:
@@ -219,7 +270,9 @@ def _run_logged(items: list[SimConfig | Problem], outs: list[Path] | None, progr
         if logs is not None:
             logs[i].row(history[-1])
 
-    done = fit(problems, stepper, y, progress=progress, on_row=write_history)
+    done = fit(problems, stepper, y, progress=progress, on_row=write_history, resume=state, on_measured=save)
+    if state is not None and outs is not None:
+        write_csv(outs[0] / "history.csv", done.histories[0])
     results, interrupted = [], done.status == "interrupted"
     for i, problem in enumerate(problems):
         final = with_classifier(stepper.params(i), problem, y)  # a loss of the features alone: W from the means

@@ -63,12 +63,15 @@ def device_of(cfg: SimConfig) -> torch.device:
 
 
 def run_distributed(item: SimConfig | Problem, out: Path | str | None = None, *, progress: bool = True,
-                    overwrite: bool = False, threads: int | None = None):
+                    overwrite: bool = False, threads: int | None = None, resume: bool = False):
     """`ufm.run(cfg, out, distributed=True)`: this process's part of one run on all processes of the default group.
     Every rank returns the same summary and history; `params` holds the whole H on rank 0 and this rank's rows of H
-    (with W and b) on the others."""
-    from ufm.api import RunResult, _finish
+    (with W and b) on the others. With `out`, checkpoint.pt at each measurement step: the whole H and H's rows of the
+    optimizer state gathered on rank 0 (ufm.fit.checkpoint); `resume` continues from it, on any number of processes
+    (another P than the checkpoint's re-shards H, said in one line from rank 0)."""
+    from ufm.api import RunResult, _finish, log_line
     from ufm.checks import EndOfRun, check_lines
+    from ufm.fit import checkpoint as ckpt
     from ufm.model import with_classifier
 
     if not (dist.is_available() and dist.is_initialized()):
@@ -80,16 +83,23 @@ def run_distributed(item: SimConfig | Problem, out: Path | str | None = None, *,
     shard = Shard(dist.get_rank(), world, cfg.N)
     device, dtype = device_of(cfg), resolve_dtype(cfg.dtype)
     out = None if out is None else Path(out)
-    failure = [""]
+    failure: list = ["", None]
     if shard.main and out is not None:
         try:
-            claim_run_dir(out, overwrite)
+            if resume:
+                failure[1] = ckpt.load(out, cfg)
+            else:
+                claim_run_dir(out, overwrite)
             out.mkdir(parents=True, exist_ok=True)
             write_json(out / "config.json", {**cfg.to_dict(), "device_used": str(device), "processes": world,
                                              "memory_budget": memory_budget(device), "environment": environment()})
+        except ckpt.CheckpointError as e:
+            failure = [f"{e}", None]
         except (OSError, ValueError) as e:
-            failure = [f"{type(e).__name__}: {e}"]
+            failure = [f"{type(e).__name__}: {e}", None]
     dist.broadcast_object_list(failure, src=0)
+    if failure[0].startswith("--resume"):
+        raise ckpt.CheckpointError(failure[0])
     if failure[0]:
         raise ValueError(f"rank 0 could not start the run directory ({failure[0]})")
     y_all = problem.labels(device)
@@ -100,6 +110,22 @@ def run_distributed(item: SimConfig | Problem, out: Path | str | None = None, *,
               for k, v in full.items()}
     del full
     stepper = sharded_stepper(problem, params, y, shard)
+    state = failure[1]
+    if resume and not ckpt.resumable(stepper):
+        raise ckpt.CheckpointError(f"--resume: the state of this run's stepper ({type(stepper).__name__}) is not "
+                                   "checkpointed")
+    if state is not None:
+        ckpt.load_stepper(stepper, *ckpt.sharded_state(state, stepper, shard))
+        if state["processes"] != world and shard.main:
+            log_line(f"resumed the run of {state['processes']} processes on {world}: the checkpoint holds the whole H, "
+                     "re-sharded (equal to rounding, not bit for bit)")
+
+    def save(step: int, histories: list[list[dict]], seconds: float, watch) -> None:
+        if out is None:
+            return
+        whole, inner = ckpt.gathered_state(stepper, shard)
+        if shard.main:
+            ckpt.save(out / ckpt.CHECKPOINT, cfg, step, whole, inner, histories[0], seconds, watch.first[0], world)
 
     def write_history(i: int, history: list[dict]) -> None:
         if shard.main and out is not None:
@@ -109,7 +135,8 @@ def run_distributed(item: SimConfig | Problem, out: Path | str | None = None, *,
     try:
         with thread_count(count):
             done = fit([problem], stepper, y, progress=progress and shard.main, on_row=write_history,
-                       measure_row=lambda p, labels, pr: measure_shard(p, labels, pr, shard))
+                       measure_row=lambda p, labels, pr: measure_shard(p, labels, pr, shard), resume=state,
+                       on_measured=save)
         local = {k: v.detach() for k, v in stepper.params(0).items()}
         H = shard.gather_rows(local["H"])
     except RuntimeError as e:  # gloo/NCCL raise here when another process died

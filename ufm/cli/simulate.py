@@ -165,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default=None, help="run directory (default: a fresh folder under runs/); one that "
                                                "already holds a run is refused unless --overwrite")
     g.add_argument("--overwrite", action="store_true", help="replace the run in --out (its files only)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint.pt (written at each measurement step: the "
+                        "parameters, the optimizer's state, the history), with the same flags; --steps may be larger "
+                        "than the step it reached, to go on further. The trajectory equals the uninterrupted run's. "
+                        "Another configuration, or no checkpoint, is refused; under torchrun any process count "
+                        "(another P than the checkpoint's re-shards H)")
     g.add_argument("--tensorboard", default=None, metavar="DIR", help=TENSORBOARD_HELP)
     g.add_argument("--threads", type=number(int, 1), default=None,
                    help="CPU threads (default: 1 for small problems, N·d·K < 2e7, else the cores no other "
@@ -247,6 +253,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except ConfigError as e:
         parser.error(cli_text(e))
     check_out_dir(parser, args.out)
+    if args.resume and (args.out is None or args.overwrite):
+        parser.error("--resume needs --out, the run directory to continue, and not --overwrite")
     check_tensorboard_dir(parser, args.tensorboard)
     if args.memory_budget is not None:
         from analysis.blocked import set_memory_budget
@@ -258,7 +266,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun (or srun with its variables): one run, P processes
         return _main_distributed(parser, args, cfg)
-    if args.out is not None:
+    if args.out is not None and not args.resume:
         try:
             claim_run_dir(args.out, args.overwrite)
         except RunDirInUse as e:
@@ -273,8 +281,8 @@ def _main(argv: Sequence[str] | None) -> int:
 
     try:
         out = args.out if args.out is not None else new_run_dir("runs", f"{cfg.loss.name}-K{cfg.K}")
-        result = run(problem, out, progress=not args.quiet, overwrite=True, threads=args.threads,  # claimed above
-                     tensorboard=args.tensorboard)
+        result = run(problem, out, progress=not args.quiet, overwrite=not args.resume,  # claimed above
+                     threads=args.threads, tensorboard=args.tensorboard, resume=args.resume)
         summary = result.summary
     except (DeviceUnavailable, ConfigError) as e:  # ConfigError: e.g. more memory than there is
         parser.error(cli_text(e))
@@ -316,7 +324,7 @@ def _main_distributed(parser: argparse.ArgumentParser, args: argparse.Namespace,
         out = [None]
         if ctx.main:
             try:
-                if args.out is not None:
+                if args.out is not None and not args.resume:
                     claim_run_dir(args.out, args.overwrite)
                 out = [str(args.out if args.out is not None else new_run_dir("runs", f"{cfg.loss.name}-K{cfg.K}"))]
             except (RunDirInUse, OSError) as e:
@@ -328,8 +336,8 @@ def _main_distributed(parser: argparse.ArgumentParser, args: argparse.Namespace,
                 parser.error(out[0][len("error: "):])
             return 2
         try:
-            result = run(resolve(cfg), out[0], progress=ctx.main and not args.quiet, overwrite=True,
-                         threads=args.threads, distributed=True)
+            result = run(resolve(cfg), out[0], progress=ctx.main and not args.quiet, overwrite=not args.resume,
+                         threads=args.threads, distributed=True, resume=args.resume)
         except (ConfigError, ValueError) as e:
             if ctx.main:
                 parser.error(cli_text(e) if isinstance(e, ConfigError) else str(e))

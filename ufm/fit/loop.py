@@ -38,23 +38,36 @@ class Fit:
 
 def fit(problems: Sequence[Problem], stepper, y: torch.Tensor, *, progress: bool = False,
         on_row: Callable[[int, list[dict]], None] | None = None,
-        measure_row: Callable[..., dict] | None = None) -> Fit:
+        measure_row: Callable[..., dict] | None = None, resume: dict | None = None,
+        on_measured: Callable[[int, list[list[dict]], float, DivergenceWatch], None] | None = None) -> Fit:
     """Step `stepper` (ufm.fit.steppers) for the configurations `problems` (one step count and schedule: the
     first's), measuring each live configuration at the scheduled steps; `on_row(i, history_i)` after each new
     row (e.g. to write history.csv). A configuration that diverges stops being measured and never touches the
     others; the loop ends when all have diverged. `measure_row(params, y, problem)`: a row's measurements instead of
-    ufm.fit.measure.measure (a data-parallel run's, from reduced statistics: ufm.fit.sharded_measure)."""
+    ufm.fit.measure.measure (a data-parallel run's, from reduced statistics: ufm.fit.sharded_measure).
+    `resume`: a checkpoint's state (ufm.fit.checkpoint; one configuration, its parameters already in the stepper):
+    the loop goes on from its step, history, elapsed seconds and first loss. `on_measured(step, histories, seconds,
+    watch)` after each measurement step (e.g. to write the checkpoint)."""
     first, B = problems[0].cfg, len(problems)
     evaluate_at = set(log_schedule(first.steps, first.evals_per_decade))
     histories: list[list[dict]] = [[] for _ in problems]
     watch = DivergenceWatch(B)
     start, status, step = time.perf_counter(), "ok", 0
+    first_step = 0
+    if resume is not None:
+        first_step, start = resume["step"], start - resume["seconds"]
+        histories[0] = [dict(r) for r in resume["history"]]
+        watch.first[0], watch.next_step = resume["first_loss"], first_step
     bar = tqdm(total=first.steps, disable=not progress, file=sys.stderr, desc="ufm" if B == 1 else f"ufm ×{B}",
                unit="step", dynamic_ncols=True, mininterval=0.5)
     try:
-        for step in range(first.steps + 1):
+        bar.update(first_step)
+        for step in range(first_step, first.steps + 1):
             stop = step == first.steps or stepper.stalled()
-            if step in evaluate_at or stop:
+            if step == first_step and resume is not None:  # measured (and saved) before the checkpoint was written
+                if stop:
+                    break
+            elif step in evaluate_at or stop:
                 if watch.check():
                     break
                 for i, problem in enumerate(problems):
@@ -73,6 +86,8 @@ def fit(problems: Sequence[Problem], stepper, y: torch.Tensor, *, progress: bool
                         on_row(i, histories[i])
                 if all(watch.diverged):
                     break
+                if on_measured is not None:
+                    on_measured(step, histories, time.perf_counter() - start, watch)
                 if B == 1:
                     last = histories[0][-1]
                     bar.set_postfix(loss=f"{last['loss']:.6g}", nc1=f"{last['nc1']:.2e}", refresh=False)

@@ -84,8 +84,11 @@ def test_an_interrupt_inside_the_final_save_keeps_the_summary(tmp_path, monkeypa
 @pytest.mark.parametrize("failure", ["enospc", "torch"])
 def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys, failure):
     out = tmp_path / "run"
+    real_save = torch.save
 
     def full_disk(*args, **kwargs):
+        if isinstance(args[0], dict) and args[0].get("kind") == "ufm.simulate":  # the checkpoints: the disk fills later
+            return real_save(*args, **kwargs)
         if failure == "enospc":
             raise OSError(errno.ENOSPC, "No space left on device")
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")

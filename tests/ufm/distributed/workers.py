@@ -96,3 +96,24 @@ def dies(rank: int, world: int, port: int, path: str) -> None:
     except RankFailed as e:
         with open(path, "w") as f:
             f.write(str(e))
+
+
+def resumed(rank: int, world: int, port: int, root: str) -> None:
+    """GD and Adam: 100 steps into root/NAME-full; 40 steps into root/NAME, then resumed there to 100 steps. Rank 0
+    saves {NAME: {"full": params and last loss, "resumed": the same}} to root/results.pt."""
+    import dataclasses
+
+    import ufm
+
+    join(rank, world, port)
+    results = {}
+    for name in ("gd_ce", "adam_ce"):
+        cfg = config(name)
+        full = ufm.run(cfg, f"{root}/{name}-full", distributed=True, progress=False)
+        ufm.run(dataclasses.replace(cfg, steps=40), f"{root}/{name}", distributed=True, progress=False)
+        again = ufm.run(cfg, f"{root}/{name}", distributed=True, progress=False, resume=True)
+        results[name] = {k: {**r.params, "loss": torch.tensor(r.history[-1]["loss"])}
+                         for k, r in (("full", full), ("resumed", again))}
+    if rank == 0:
+        torch.save(results, f"{root}/results.pt")
+    dist.destroy_process_group()
