@@ -117,21 +117,10 @@ def run(cfg: SimConfig | Problem, out: Path | str | None = None, *, progress: bo
             check_int("threads", threads, lo=1)
         return run_distributed(cfg, out, progress=progress, overwrite=overwrite, threads=threads, resume=resume)
     logdir = check_logdir(tensorboard)
-    if out is not None:  # one configuration: checkpointed, and resumable
-        check_bool("progress", progress)
-        check_bool("overwrite", overwrite)
-        if threads is not None:
-            check_int("threads", threads, lo=1)
-        first = cfg.cfg if isinstance(cfg, Problem) else cfg
-        check_memory(first, str(resolve_device(first.device)))
-        if not resume:
-            claim_run_dir(out, overwrite)
-        count = None if resolve_device(first.device).type != "cpu" else threads or auto_threads(first)
-        with thread_count(count):
-            return _run_group([cfg], [Path(out)], progress, None if logdir is None else [logdir],
-                              checkpoint=True, resume=resume)[0]
-    return run_batch([cfg], None if out is None else [out], progress=progress, overwrite=overwrite,
-                     threads=threads, tensorboard=None if logdir is None else [logdir])[0]
+    # one configuration with a run directory is checkpointed, and resumable
+    return _run_batch([cfg], None if out is None else [out], progress=progress, overwrite=overwrite, threads=threads,
+                      tensorboard=None if logdir is None else [logdir], checkpoint=out is not None,
+                      resume=resume)[0]
 
 
 def run_batch(cfgs: Sequence[SimConfig | Problem], outs: Sequence[Path | str] | None = None, *,
@@ -148,6 +137,14 @@ def run_batch(cfgs: Sequence[SimConfig | Problem], outs: Sequence[Path | str] | 
     >>> [round(r.final["W_norm_sq"], 3) > 0 for r in run_batch(cfgs)]
     [True, True]
     """
+    return _run_batch(cfgs, outs, progress=progress, overwrite=overwrite, threads=threads, tensorboard=tensorboard)
+
+
+def _run_batch(cfgs: Sequence[SimConfig | Problem], outs: Sequence[Path | str] | None, *, progress: bool,
+               overwrite: bool, threads: int | None, tensorboard: Path | str | Sequence[Path | str] | None,
+               checkpoint: bool = False, resume: bool = False) -> list[RunResult]:
+    """`run_batch`, and `run`'s single configuration with `checkpoint` (a run directory's checkpoint.pt) and
+    `resume` (continue from it: the directory is not claimed anew)."""
     _check_call(cfgs, outs, progress=progress, overwrite=overwrite, threads=threads)
     if outs is not None and len(outs) != len(cfgs):
         raise ValueError(f"{len(cfgs)} configurations but {len(outs)} output directories")
@@ -161,7 +158,8 @@ def run_batch(cfgs: Sequence[SimConfig | Problem], outs: Sequence[Path | str] | 
         cfg = item.cfg if isinstance(item, Problem) else item
         check_memory(cfg, str(resolve_device(cfg.device)))
     for out in outs or ():
-        claim_run_dir(out, overwrite)
+        if not resume:
+            claim_run_dir(out, overwrite)
     groups: dict[Any, list[int]] = {}
     for i, item in enumerate(cfgs):
         key = batch_key(item.cfg if isinstance(item, Problem) else item)
@@ -174,7 +172,8 @@ def run_batch(cfgs: Sequence[SimConfig | Problem], outs: Sequence[Path | str] | 
         first = items[0].cfg if isinstance(items[0], Problem) else items[0]
         count = None if resolve_device(first.device).type != "cpu" else threads or auto_threads(first)
         with thread_count(count):
-            for i, r in zip(members, _run_group(items, group_outs, progress, group_logs), strict=True):
+            for i, r in zip(members, _run_group(items, group_outs, progress, group_logs, checkpoint=checkpoint,
+                                                resume=resume), strict=True):
                 results[i] = r
     return results  # type: ignore[return-value]
 

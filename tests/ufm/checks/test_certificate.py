@@ -23,8 +23,8 @@ def test_a_concave_loss_declared_convex_fails_the_certificate_not_the_run(tmp_pa
     finally:
         ufm.unregister_loss("concave_probe")
     assert r.status == "ok"
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json", "history.csv", "params.pt",
-                                                                    "summary.json"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.pt", "config.json", "history.csv",
+                                                                    "params.pt", "summary.json"]
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert set(s["certificate"]) == {"failed"}
     assert s["certificate"]["failed"].startswith("ValueError: custom loss 'concave_probe' is not convex in the logits")

@@ -190,7 +190,7 @@ import os, sys
 import ufm.api
 from ufm.cli.sweep import main
 
-real = ufm.api.run_batch
+real = ufm.api._run_batch  # what run and run_batch both call
 
 def run_batch(cfgs, outs=None, **kw):
     for out in outs or ():
@@ -199,7 +199,7 @@ def run_batch(cfgs, outs=None, **kw):
         os.close(fd)
     return real(cfgs, outs, **kw)
 
-ufm.api.run_batch = run_batch
+ufm.api._run_batch = run_batch
 sys.exit(main(sys.argv[2:]))
 """
 
