@@ -279,18 +279,22 @@ class Pool:
         self.pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                         initargs=(threads, os.getpid(), self.cancel))
         self.futures: dict[Future, list[int]] = {}
+        self.started = False  # a worker answered the probe
 
     def probe(self) -> str | None:
-        """Load the registry in a worker: None, or why it cannot be loaded there."""
-        if not self.registry:
-            return None
+        """Start a worker and load the registry there (if any): None, or why it cannot. Once a worker has answered,
+        a pool that breaks later was broken by a task (a run that killed its worker), not by workers that cannot
+        start: `run` then keeps such runs out of this process."""
         with _sigint_ignored():
             future = self.pool.submit(install_registry, self.registry)
         try:
             future.result()
+        except BrokenProcessPool:
+            return None  # workers that cannot start: `run` finds out and runs everything here
         except Exception as e:  # noqa: BLE001 - e.g. a function defined under the main guard, unknown to workers
             return (f"a worker process cannot load the registered losses and checks ({_first_line(e)}); define "
                     "them at the top level of a module")
+        self.started = True
         return None
 
     def run(self, task_fn: Callable[..., list[dict]], sweep: Any, tasks: list[list[int]]) -> list[list[int]]:
@@ -306,7 +310,7 @@ class Pool:
             try:
                 results = future.result()
             except BrokenProcessPool as e:
-                if returned == 0:
+                if returned == 0 and not self.started:
                     lost.append(task)
                     continue
                 broken.append((task, f"{type(e).__name__}: {e}"))
@@ -321,8 +325,10 @@ class Pool:
             never = [i for i in task if i not in done and i not in started]
             if done:
                 sweep.record(done, [{"status": "ok", "error": "", "ran": True}] * len(done))
-            if started:
-                sweep.record(started, [{"status": "failed", "error": error, "ran": True}] * len(started))
+            if started:  # the culprit, or a run the pool's shutdown killed beside it: a later sweep retries them
+                why = (f"{error} (a worker process died while this run was in progress: this run, or one running "
+                       "beside it, killed it; run the sweep again to retry it)")
+                sweep.record(started, [{"status": "failed", "error": why, "ran": True}] * len(started))
             if never:
                 lost.append(never)
         return lost

@@ -286,5 +286,16 @@ def test_a_worker_that_dies_fails_its_own_run_and_not_the_queued_ones(tmp_path):
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
     status = {int(k): v for k, v in json.loads(r.stdout.strip().splitlines()[-1]).items()}
-    assert status == {**{k: "ok" for k in (3, 4, 5, 7, 8, 9, 10)}, 6: "failed"}
+    # K = 6 fails; the pool's shutdown may also kill the one run in progress on the other worker (failed too, with
+    # the reason, retried by the next sweep); every run not yet started ends ok
+    failed = sorted(k for k, v in status.items() if v == "failed")
+    assert 6 in failed and len(failed) <= 2 and set(status.values()) <= {"ok", "failed"}, status
+    assert all(status[k] == "ok" for k in (8, 9, 10)), status
+    for k in failed:
+        error = next((tmp_path / "s" / "runs").glob(f"*K{k}*/error.txt"), None)
+        assert error is None or "a worker process died while this run was in progress" in error.read_text()
     assert len(read_table(tmp_path / "s" / "results.csv")) == 8
+    again = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    status = {int(k): v for k, v in json.loads(again.stdout.strip().splitlines()[-1]).items()}
+    assert status == {**{k: "ok" for k in (3, 4, 5, 7, 8, 9, 10)}, 6: "failed"}, status  # the retry: only K = 6
