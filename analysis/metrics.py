@@ -95,6 +95,7 @@ per-class constant shift of the deviations).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -166,6 +167,32 @@ def _chunk_rows(d: int) -> int:
 # features larger than this are measured in float64 even when stored in float32: their squares (1e24), summed over
 # up to 1e14 terms, stay inside float32's range (3.4e38) below it and leave it above
 FLOAT32_SAFE = 1e12
+
+
+def check_options(K: Any, *, global_mean: Any = "samples", rtol: Any = DEFAULT_RTOL, side: Any = "auto",
+                  missing: Any = "error") -> None:
+    """The metrics' options as an accumulator or adapter receives them: K an int >= 2, global_mean in GLOBAL_MEANS,
+    rtol a number >= 0, side in SIDES, missing in MISSING — TypeError or ValueError naming the argument.
+    >>> check_options(3, side="features")
+    >>> check_options(2.0)
+    Traceback (most recent call last):
+    ...
+    TypeError: K must be an int, got 2.0 (float)
+    """
+    if isinstance(K, bool) or not isinstance(K, numbers.Integral):
+        raise TypeError(f"K must be an int, got {K!r} ({type(K).__name__})")
+    if K < 2:
+        raise ValueError(f"K must be at least 2, got {K!r}")
+    if global_mean not in GLOBAL_MEANS:
+        raise ValueError(f"global_mean must be one of {GLOBAL_MEANS}, got {global_mean!r}")
+    if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real):
+        raise TypeError(f"rtol must be a number, got {rtol!r} ({type(rtol).__name__})")
+    if not rtol >= 0:
+        raise ValueError(f"rtol must be non-negative, got {rtol!r}")
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    if missing not in MISSING:
+        raise ValueError(f"missing must be one of {MISSING}, got {missing!r}")
 
 
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:

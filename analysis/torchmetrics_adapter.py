@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from analysis._arrays import as_features, as_labels, as_tensor
-from analysis.metrics import DEFAULT_RTOL, GLOBAL_MEANS, MISSING, SIDES, SufficientStats
+from analysis.metrics import DEFAULT_RTOL, SufficientStats, check_options
 
 try:
     from torchmetrics import Metric
@@ -110,21 +110,11 @@ class NCMetric(Metric):
     def __init__(self, K: int, d: int, W: Any = None, b: Any = None, *, shift: Any = None,
                  global_mean: str = "samples", rtol: float = DEFAULT_RTOL, side: str = "auto",
                  missing: str = "error", pairwise: bool = True, **kwargs: Any) -> None:
-        for name, value, lo in (("K", K, 2), ("d", d, 1)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-            if value < lo:
-                raise ValueError(f"{name} must be at least {lo}, got {value!r}")
-        if global_mean not in GLOBAL_MEANS:
-            raise ValueError(f"global_mean must be one of {GLOBAL_MEANS}, got {global_mean!r}")
-        if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real):
-            raise TypeError(f"rtol must be a number, got {rtol!r} ({type(rtol).__name__})")
-        if not rtol >= 0:
-            raise ValueError(f"rtol must be non-negative, got {rtol!r}")
-        if side not in SIDES:
-            raise ValueError(f"side must be one of {SIDES}, got {side!r}")
-        if missing not in MISSING:
-            raise ValueError(f"missing must be one of {MISSING}, got {missing!r}")
+        check_options(K, global_mean=global_mean, rtol=rtol, side=side, missing=missing)
+        if isinstance(d, bool) or not isinstance(d, numbers.Integral):
+            raise TypeError(f"d must be an int, got {d!r} ({type(d).__name__})")
+        if d < 1:
+            raise ValueError(f"d must be at least 1, got {d!r}")
         if not isinstance(pairwise, bool):
             raise TypeError(f"pairwise must be True or False, got {pairwise!r}")
         kwargs.setdefault("compute_with_cache", False)

@@ -32,7 +32,6 @@ If the data can be iterated twice, `nc_metrics_streaming` needs only O(K·d + mi
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -41,7 +40,7 @@ from torch import nn
 
 from analysis._arrays import as_features, as_labels, as_tensor
 from analysis.layers import LayerHooks, check_layer_fits, stats_layer_metrics
-from analysis.metrics import DEFAULT_RTOL, GLOBAL_MEANS, MISSING, SIDES, SufficientStats, nc_metrics_streaming
+from analysis.metrics import DEFAULT_RTOL, SufficientStats, check_options, nc_metrics_streaming
 
 __all__ = ["NCAccumulator", "FeatureHook", "NCTracker", "distributed_sum"]
 
@@ -168,26 +167,13 @@ class NCAccumulator:
         side: str = "auto",
         missing: str = "error",
     ) -> None:
-        if isinstance(K, bool) or not isinstance(K, numbers.Integral):
-            raise TypeError(f"K must be an int, got {K!r} ({type(K).__name__})")
-        if K < 2:
-            raise ValueError(f"K must be at least 2, got {K!r}")
-        if global_mean not in GLOBAL_MEANS:
-            raise ValueError(f"global_mean must be one of {GLOBAL_MEANS}, got {global_mean!r}")
-        if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real):
-            raise TypeError(f"rtol must be a number, got {rtol!r} ({type(rtol).__name__})")
-        if not rtol >= 0:
-            raise ValueError(f"rtol must be non-negative, got {rtol!r}")
+        check_options(K, global_mean=global_mean, rtol=rtol, side=side, missing=missing)
         if dtype is not None and not isinstance(dtype, torch.dtype):
             raise TypeError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")
         if dtype is not None and not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
         if not isinstance(keep_features, bool):
             raise TypeError(f"keep_features must be True or False, got {keep_features!r}")
-        if side not in SIDES:
-            raise ValueError(f"side must be one of {SIDES}, got {side!r}")
-        if missing not in MISSING:
-            raise ValueError(f"missing must be one of {MISSING}, got {missing!r}")
         self.K = int(K)
         self.global_mean = global_mean
         self.rtol = rtol

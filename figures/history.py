@@ -15,6 +15,7 @@ import csv
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from matplotlib.backend_bases import FigureCanvasBase
@@ -155,25 +156,35 @@ def build_parser() -> OneLineParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    out = args.out or args.runs[0] / "history.png"
+def draw_and_report(prog: str, draw: Callable[[], Path]) -> int:
+    """A figure command's ending: draw() returns the picture's path, printed on stdout (exit 0); BadRun is one line
+    and exit 2, an OSError (a full disk) one line naming the file and exit 1, Ctrl-C one line and exit 130."""
     try:
-        data = [(run, *read_run(run)) for run in args.runs]  # bad input first, before anything is drawn
-        if (why := check_out(out)) is not None:
-            raise BadRun(why)
-        _draw(data, out)
+        out = draw()
     except BadRun as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as e:  # a full disk: one line naming the file (nothing torn: the write is atomic)
-        print(f"{PROG}: error: {os_error_line(e)}", file=sys.stderr)
+        print(f"{prog}: error: {os_error_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(out)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = args.out or args.runs[0] / "history.png"
+
+    def draw() -> Path:
+        data = [(run, *read_run(run)) for run in args.runs]  # bad input first, before anything is drawn
+        if (why := check_out(out)) is not None:
+            raise BadRun(why)
+        return _draw(data, out)
+
+    return draw_and_report(PROG, draw)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,9 @@ from pathlib import Path
 from analysis.layers import separation_law
 from figures import runs as run_files
 from figures import style
-from figures.history import BadRun, check_out, read_run
+from figures.history import BadRun, check_out, draw_and_report, read_run
 from figures.style import plt
-from ufm.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, OneLineParser, add_version_flag
-from ufm.output.rundir import os_error_line
+from ufm.cli.common import OneLineParser, add_version_flag
 
 PROG = "python -m figures layers"
 
@@ -133,19 +132,7 @@ def build_parser() -> OneLineParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        out = plot_layers(args.run, args.out)
-    except BadRun as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except OSError as e:
-        print(f"{PROG}: error: {os_error_line(e)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    print(out)
-    return 0
+    return draw_and_report(PROG, lambda: plot_layers(args.run, args.out))
 
 
 if __name__ == "__main__":
