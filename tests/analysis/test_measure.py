@@ -24,20 +24,17 @@ from analysis.measure import (
 from analysis.metrics import METRIC_KEYS, nc_metrics
 from analysis.ood import nc5
 from tests.analysis import measure_factories as factories
+from tests.analysis.test_tracking import gaussian_classes
 
 TOL = 1e-10
 REPO = Path(__file__).resolve().parents[2]
 
 
 def data(K=4, d=6, counts=(20, 14, 9, 7), seed=0):
-    """Shuffled float64 Gaussian classes, a classifier near the means, a small bias, and OOD features."""
-    rng = np.random.default_rng(seed)
-    y = rng.permutation(np.repeat(np.arange(K), counts))
-    centers = 3.0 * rng.normal(size=(K, d))
-    H = centers[y] + rng.normal(size=(len(y), d))
-    W = centers + 0.5 * rng.normal(size=(K, d))
-    b = 0.1 * rng.normal(size=K)
-    ood = 1.5 * rng.normal(size=(15, d))
+    """tests/analysis/test_tracking.gaussian_classes (shuffled float64 Gaussian classes, a classifier near the means,
+    a small bias), and OOD features."""
+    H, y, W, b = gaussian_classes(K, d, counts, seed)
+    ood = 1.5 * np.random.default_rng([seed, 1]).normal(size=(15, d))
     return H, y, W, b, ood
 
 
